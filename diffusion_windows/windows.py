@@ -38,6 +38,7 @@ __all__ = [
     "wilson_interval",
     "estimate_window",
     "jump_window",
+    "window_edges",
     "edge_interval_widths",
 ]
 
@@ -273,6 +274,24 @@ def estimate_window(
         end_none_fraction=end_none,
         jump=jump_window(timesteps, retention),
     )
+
+
+def window_edges(timesteps, retention, floor: float, tolerance: float = 0.1):
+    """``(start, end)`` training timesteps of one curve by the module's edge rules.
+
+    No interval: for curves without counts (an ideal denoiser's, a mean of curves).
+    ``None`` for an edge the curve never reaches, or both when the thresholds overlap.
+    """
+    t = np.asarray(timesteps, dtype=np.float64)
+    p = np.asarray(retention, dtype=np.float64)
+    if t.shape != p.shape or t.ndim != 1:
+        raise ValueError(f"timesteps {t.shape} and retention {p.shape} must be equal 1-D shapes")
+    if np.any(np.diff(t) <= 0):
+        raise ValueError(f"timesteps must be strictly ascending, got {t.tolist()}")
+    if floor + tolerance >= 1.0 - tolerance:
+        return None, None
+    s, e = _edge_indices(p[None, :], 1.0 - tolerance, floor + tolerance)
+    return (None if s[0] < 0 else float(t[s[0]])), (None if e[0] < 0 else float(t[e[0]]))
 
 
 def jump_window(timesteps, retention, *, rise: float = 0.5, drop: float = -0.3):

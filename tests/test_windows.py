@@ -12,6 +12,7 @@ from diffusion_windows.windows import (
     estimate_window,
     jump_window,
     wilson_interval,
+    window_edges,
 )
 
 GRID = np.arange(0.0, 1000.0, 50.0)  # 20 training timesteps, ascending
@@ -223,3 +224,12 @@ def test_bad_input_raises(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         estimate_window(args.pop("timesteps"), args.pop("kept"), args.pop("total"), **args)
+
+
+def test_window_edges_matches_estimate():
+    p = logistic_curve(GRID, 500.0, 80.0, 0.1)
+    kept = np.tile(np.round(p * 1000).astype(int), (3, 1))
+    total = np.full_like(kept, 1000)
+    est = estimate_window(GRID, kept, total, 0.1, n_boot=20)
+    assert window_edges(GRID, est.retention, 0.1) == (est.start_timestep, est.end_timestep)
+    assert window_edges(GRID, est.retention, 0.85) == (None, None)
