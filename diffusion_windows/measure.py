@@ -1,0 +1,213 @@
+"""The forward-reverse measurement (DESIGN.md): base samples, units of work, restarts, counts.
+
+Public pieces (used by `diffusion_windows.sweep` and `measure_window`):
+
+- `Model`: a frozen bundle of what a measurement runs on: the pipeline, the classifier,
+  the features, the sampling settings (``num_inference_steps``, ``eta``, text conditioning).
+- `unit_seed(seed, *ids) -> int`: the seed of one unit of work, from the run seed and
+  the unit's identity only (never from batch or process), so results are independent of
+  how work is split.
+- `make_bases(model, indices, *, total, seed, protocol, batch_size, images=None) -> Bases`:
+  base samples ``x0`` (and, for ``protocol="branch"``, their trajectories), generated in
+  fixed chunks of base indices.
+- `run_unit(model, bases, base, timesteps, *, restarts, seed, protocol, batch_size) -> dict`:
+  one unit = one base sample x a set of timesteps (training timesteps on the sampling
+  grid) x ``restarts`` re-samples each, run as one staircase (`hooks.denoise_staircase`)
+  and classified; returns a JSON-ready record for ``results.jsonl``.
+- `refine_timesteps(grid, measured, estimates, precision) -> list`: the adaptive search's
+  next timesteps (issue 6): grid points inside edge intervals wider than ``precision``.
+
+Re-sample ``k`` of base ``b`` at timestep ``t`` draws its forward noise from
+``unit_seed(seed, "forward", b, t, k)`` and its reverse noise from
+``unit_seed(seed, "reverse", b, t, k)``.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import hooks
+
+
+@dataclass(frozen=True)
+class Model:
+    """What a measurement runs on."""
+
+    pipe: object                      # a diffusers pipeline (public parts only: unet, scheduler, vae, encode_prompt)
+    classifier: object                # callable images [N,C,H,W] in [0,1] -> probabilities [N,K]; has .labels
+    features: tuple                   # diffusion_windows.features.Feature, over classifier.labels
+    num_inference_steps: int          # N of the sampling grid
+    name: str = "model"
+    eta: float | None = None          # DDIM eta (None: scheduler default)
+    conditioning: dict = field(default_factory=dict)  # prompt / prompt_embeds / guidance_scale ... for text pipelines
+    mixture: object = None            # a theory mixture in model space, when known (theory comparisons)
+
+
+def unit_seed(seed: int, *ids) -> int:
+    """A 63-bit seed from the run seed and a unit's identity (stable across runs and machines)."""
+    text = repr((int(seed),) + tuple(float(i) if isinstance(i, (np.floating, float)) else i for i in ids))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def generators(seeds) -> list[torch.Generator]:
+    """One CPU generator per seed (CPU generators give the same noise on every device)."""
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+@dataclass
+class Bases:
+    """Base samples by index: ``x0[b]`` (model space) and, for branching, ``states[b]`` per grid timestep."""
+
+    x0: dict
+    states: dict
+    grid: np.ndarray
+
+
+def grid_timesteps(model: Model) -> np.ndarray:
+    """The sampling grid's own timesteps (descending), training-timestep units."""
+    from .schedule import inference_timesteps
+
+    return np.asarray(inference_timesteps(model.pipe.scheduler, model.num_inference_steps))
+
+
+def make_bases(model: Model, indices, *, total: int, seed: int, protocol: str, batch_size: int,
+               images=None) -> Bases:
+    """Base samples ``indices`` (of ``total``), made in fixed chunks ``[c*batch_size, (c+1)*batch_size)``.
+
+    Base ``b`` is generated with ``unit_seed(seed, "base", b)``; a chunk is always made
+    whole, so a base is the same number whichever process asks for it. With ``images``
+    (a tensor [N,C,H,W] in [0,1]) base ``b`` is ``encode(images[b])`` instead.
+    """
+    wanted = sorted(set(int(b) for b in indices))
+    grid = grid_timesteps(model)
+    x0, states = {}, {}
+    for c in sorted(set(b // batch_size for b in wanted)):
+        members = list(range(c * batch_size, min((c + 1) * batch_size, total)))
+        if images is not None:
+            z = hooks.encode(model.pipe, images[members[0]:members[-1] + 1])
+            finals, traj = z, None
+        else:
+            traj = hooks.sample_trajectory(
+                model.pipe, batch_size=len(members), num_inference_steps=model.num_inference_steps,
+                generator=generators(unit_seed(seed, "base", b) for b in members), eta=model.eta,
+                **model.conditioning)
+            finals = traj.final
+            _check_finite(finals, f"base samples {members[0]}..{members[-1]}", seed)
+        for i, b in enumerate(members):
+            if b not in wanted:
+                continue
+            x0[b] = finals[i:i + 1]
+            if protocol == "branch":
+                states[b] = {float(t): s[i:i + 1] for t, s in zip(np.asarray(traj.timesteps), traj.states)}
+    return Bases(x0=x0, states=states, grid=grid)
+
+
+def _check_finite(x: torch.Tensor, what: str, seed: int):
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(f"the model returned NaN or Inf for {what} (run seed {seed})")
+
+
+def classify(model: Model, x: torch.Tensor) -> np.ndarray:
+    """Model-space samples -> label index per sample (argmax of the classifier)."""
+    images = hooks.decode(model.pipe, x)
+    probs = model.classifier(images)
+    probs = torch.as_tensor(probs).float()
+    return probs.argmax(dim=1).cpu().numpy().astype(int)
+
+
+def run_unit(model: Model, bases: Bases, base: int, timesteps, *, restarts: int, seed: int,
+             protocol: str, batch_size: int, keep_images: bool = False) -> dict:
+    """Restart base ``base`` from each of ``timesteps`` (training timesteps on the grid), ``restarts`` times.
+
+    Returns ``{"base", "base_label", "timesteps", "labels": [[label per restart] per timestep],
+    "nfe"}`` (and ``"images"``, restart 0 per timestep, when ``keep_images``).
+    """
+    x0 = bases.x0[base]
+    groups = []
+    scheduler = model.pipe.scheduler
+    for t in timesteps:
+        fwd = [unit_seed(seed, "forward", base, t, k) for k in range(restarts)]
+        rev = [unit_seed(seed, "reverse", base, t, k) for k in range(restarts)]
+        if protocol == "branch":
+            x_t = bases.states[base][float(t)].expand(restarts, *x0.shape[1:]).clone()
+        else:
+            x_t = hooks.noise_to(scheduler, x0.expand(restarts, *x0.shape[1:]), _timestep_arg(t),
+                                 generator=generators(fwd))
+        groups.append((x_t, _timestep_arg(t), generators(rev)))
+    finals = hooks.denoise_staircase(model.pipe, groups, num_inference_steps=model.num_inference_steps,
+                                     max_batch=batch_size, eta=model.eta, **model.conditioning)
+    for t, x in zip(timesteps, finals):
+        _check_finite(x, f"base {base} restarted at timestep {t}", unit_seed(seed, "reverse", base, t, 0))
+    flat = torch.cat(list(finals) + [x0], dim=0)
+    labels = classify(model, flat)
+    record = {
+        "base": int(base),
+        "base_label": int(labels[-1]),
+        "timesteps": [_json_number(t) for t in timesteps],
+        "labels": labels[:-1].reshape(len(timesteps), restarts).tolist(),
+        "nfe": int(staircase_nfe(bases.grid, timesteps, restarts, model.pipe.scheduler)),
+    }
+    if keep_images:
+        record["images"] = hooks.decode(model.pipe, torch.cat([x[:1] for x in finals] + [x0], dim=0)).float().cpu()
+    return record
+
+
+def _timestep_arg(t):
+    t = float(t)
+    return int(t) if t == int(t) else t
+
+
+def _json_number(t):
+    t = float(t)
+    return int(t) if t == int(t) else t
+
+
+def staircase_nfe(grid, timesteps, restarts: int, scheduler) -> int:
+    """Model evaluations (per sample) of restarting from each of ``timesteps``: sum of steps below each."""
+    grid = np.asarray(grid, dtype=float)
+    per_step = 2 if type(scheduler).__name__.startswith("Heun") else 1
+    return int(sum(int((grid <= float(t) + 1e-9).sum()) for t in timesteps) * restarts * per_step)
+
+
+def coarse_grid(grid, n: int = 9) -> list:
+    """About ``n`` evenly spaced grid timesteps including both ends (the adaptive search's first round)."""
+    g = np.sort(np.asarray(grid, dtype=float))
+    idx = np.unique(np.round(np.linspace(0, len(g) - 1, n)).astype(int))
+    return [_json_number(g[i]) for i in idx]
+
+
+def refine_timesteps(grid, measured, edges, precision: float) -> list:
+    """Next round of the adaptive search: grid timesteps that narrow edges located too coarsely.
+
+    ``edges`` is a list of ``(edge_timestep, ci_low, ci_high)`` (ci may be None) from the
+    window estimates so far. For each edge whose interval, or whose bracket of measured
+    timesteps, is wider than ``precision`` timesteps, the grid point nearest the middle of
+    every measured gap inside ``[ci_low, ci_high]`` widened to the neighbouring measured
+    points is added (a bisection per round). Returns sorted new timesteps (none: done).
+    """
+    g = np.sort(np.asarray(grid, dtype=float))
+    m = np.sort(np.asarray(sorted(set(float(t) for t in measured)), dtype=float))
+    new = set()
+    for edge, lo, hi in edges:
+        if edge is None:
+            continue
+        lo = edge if lo is None else min(lo, edge)
+        hi = edge if hi is None else max(hi, edge)
+        # widen to the measured points around the interval: the edge lies between them
+        below = m[m < lo]
+        above = m[m > hi]
+        a = below[-1] if len(below) else m[0]
+        b = above[0] if len(above) else m[-1]
+        if b - a <= precision and hi - lo <= precision:
+            continue
+        inside = m[(m >= a) & (m <= b)]
+        for u, v in zip(inside[:-1], inside[1:]):
+            if v - u <= precision / 2:
+                continue
+            cands = g[(g > u) & (g < v)]
+            if len(cands):
+                new.add(float(cands[np.argmin(np.abs(cands - (u + v) / 2))]))
+    return [_json_number(t) for t in sorted(new - set(m.tolist()))]

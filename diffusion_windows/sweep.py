@@ -1,0 +1,323 @@
+"""The sweep: ``python -m diffusion_windows.sweep`` and `run_sweep(**options)`.
+
+A sweep measures, for every feature value, the retention curve ``P(t)`` of the
+forward-reverse experiment (DESIGN.md) on a grid of training timesteps, finds its window
+edges with bootstrap intervals (`diffusion_windows.windows`), adds the theory's
+prediction (`diffusion_windows.compare`) and writes, in ``out``:
+``options.json`` (first), ``results.jsonl`` (one line per unit, appended and flushed),
+``windows.json``, ``windows.csv``, ``window.png``, ``strip.png`` (+ ``strip.safetensors``).
+
+Flags map one to one onto `run_sweep`'s keywords (`diffusion_windows.options.DEFAULTS`);
+``--dry-run`` prints the resolved options as JSON. Bad input: one line
+``error: ...`` on stderr and exit code 2, before any model loads.
+
+Units of work: one base sample x one round of timesteps (round 0 is the whole grid, or
+the coarse grid of ``--timesteps auto``; later rounds are the adaptive search's
+refinements). Each unit has its own seeds (`measure.unit_seed`) and its own batches
+(one staircase), so an interrupted, resumed or multi-process run computes the same
+numbers as an uninterrupted one. Across processes (``torchrun``/``accelerate launch``)
+units are split with accelerate; each process appends to ``results.<rank>.jsonl`` and
+the main process merges them into ``results.jsonl``.
+
+Example::
+
+    from diffusion_windows import run_sweep
+    out = run_sweep(samples=20, restarts=4, timesteps="0:1000:100", out="runs/quick")
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .options import DEFAULTS, OptionError, check_resume, resolve
+
+STRIP_ROWS = 8
+STRIP_COLS = 10
+
+
+class SweepError(RuntimeError):
+    """A unit failed (e.g. the model returned NaN); results finished so far are kept."""
+
+
+def run_sweep(*, dry_run: bool = False, quiet: bool = False, **options) -> Path:
+    """Run a sweep with ``options`` (see `diffusion_windows.options.DEFAULTS`); returns the output folder.
+
+    Raises `OptionError` for a bad option value (before anything is loaded or written).
+    """
+    o = resolve(options)
+    if dry_run:
+        print(json.dumps(o, indent=1))
+        return Path(o["out"])
+    out = Path(o["out"])
+    check_resume(out, o)
+    from . import distributed
+
+    dist = distributed.state()
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / "options.json").exists():
+            (out / "options.json").write_text(json.dumps(o, indent=1))
+    dist.wait()
+
+    from .measure import make_bases, run_unit  # noqa: F401  (heavy imports after validation)
+    from .models import load_model
+
+    model = load_model(o)
+    started = time.perf_counter()
+    engine = _Engine(model, o, out, dist, quiet=quiet)
+    engine.run()
+    if dist.is_main:
+        _finish(model, o, out, engine, time.perf_counter() - started, quiet=quiet)
+    dist.wait()
+    return out
+
+
+class _Engine:
+    """Plans rounds of units, runs this process's share, keeps results on disk."""
+
+    def __init__(self, model, o, out, dist, quiet=False):
+        from . import store
+        from .measure import grid_timesteps
+
+        self.model, self.o, self.out, self.dist, self.quiet = model, o, Path(out), dist, quiet
+        self.grid = sorted(float(t) for t in grid_timesteps(model))
+        self.store = store.ResultStore(self.out, rank=dist.rank, world=dist.world)
+        self.images = None
+        if o["images"]:
+            from .images import load_images
+
+            self.images = load_images(o["images"], model.pipe)
+        self.bases = None
+        self.nfe = 0
+        self.rounds = []
+
+    def snap(self, timesteps):
+        """Requested timesteps -> the sampling grid's timesteps they restart from."""
+        from .hooks import restart_timestep
+
+        snapped = sorted({float(restart_timestep(self.model.pipe.scheduler, t, self.model.num_inference_steps))
+                          for t in timesteps})
+        if len(snapped) < len(timesteps) and self.dist.is_main and not self.quiet:
+            warnings.warn(f"{len(timesteps) - len(snapped)} requested timesteps share a grid timestep "
+                          f"of the {self.model.num_inference_steps}-step grid; measured once", stacklevel=2)
+        return snapped
+
+    def run(self):
+        from .measure import coarse_grid
+
+        o = self.o
+        auto = o["timesteps"] == "auto"
+        timesteps = coarse_grid(self.grid) if auto else self.snap(o["timesteps"])
+        measured = []
+        round_ = 0
+        while timesteps:
+            self.rounds.append(list(timesteps))
+            self._run_round(round_, timesteps)
+            measured += list(timesteps)
+            if not auto:
+                break
+            timesteps = self._refine(measured)
+            round_ += 1
+
+    def _run_round(self, round_, timesteps):
+        from tqdm.auto import tqdm
+
+        from .measure import make_bases, run_unit
+
+        o = self.o
+        units = [(round_, b) for b in range(o["samples"])]
+        mine = self.dist.share(units)
+        done = self.store.done_units()
+        todo = [u for u in mine if self.store.unit_id(*u) not in done]
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"round {round_} units",
+                   unit="unit", disable=self.quiet or not todo, dynamic_ncols=True)
+        try:
+            if todo:
+                bases = make_bases(self.model, [b for _, b in todo], total=o["samples"], seed=o["seed"],
+                                   protocol=o["protocol"], batch_size=o["batch_size"], images=self.images)
+                for r, b in todo:
+                    keep = b < STRIP_ROWS
+                    rec = run_unit(self.model, bases, b, timesteps, restarts=o["restarts"], seed=o["seed"],
+                                   protocol=o["protocol"], batch_size=o["batch_size"], keep_images=keep)
+                    self.store.append(r, b, rec)
+                    bar.update(1)
+        except FloatingPointError as e:
+            raise SweepError(f"{e}; finished units are kept in {self.out}") from None
+        finally:
+            bar.close()
+        self.dist.wait()
+
+    def _refine(self, measured):
+        """The adaptive search's next timesteps, from all processes' results so far."""
+        from .measure import refine_timesteps
+        from .report import merge_units, window_records
+
+        merged = merge_units(self.store.read_all())
+        records = window_records(merged, self.model.features, len(self.model.classifier.labels),
+                                 tolerance=self.o["tolerance"], seed=self.o["seed"], n_boot=300)
+        edges = []
+        for r in records:
+            if r.get("parent") is not None:
+                continue
+            edges.append((r.get("start_timestep"), *(r.get("start_ci") or (None, None))))
+            edges.append((r.get("end_timestep"), *(r.get("end_ci") or (None, None))))
+        return refine_timesteps(self.grid, measured, edges, float(self.o["edge_precision"]))
+
+
+def _finish(model, o, out, engine, seconds, quiet=False):
+    """Merge results, estimate windows, add theory, write files and plots, print the summary."""
+    from . import compare, plotting
+    from .report import edge_widths_in_steps, merge_units, summary_table, window_records, write_windows
+    from .schedule import is_stochastic
+
+    records_in = engine.store.merge()
+    merged = merge_units(records_in)
+    records = window_records(merged, model.features, len(model.classifier.labels),
+                             tolerance=o["tolerance"], seed=o["seed"])
+    stochastic = bool(is_stochastic(model.pipe.scheduler, eta=model.eta))
+    theory = compare.add_theory(records, model, o)
+    spacing = _grid_spacing(engine.grid)
+    widths = edge_widths_in_steps(records, spacing)
+    extra = {
+        "sampler": {"name": type(model.pipe.scheduler).__name__, "stochastic": stochastic,
+                    "num_inference_steps": model.num_inference_steps, "eta": model.eta},
+        "schedule": compare.schedule_arrays(model.pipe.scheduler),
+        "grid": engine.grid,
+        "rounds": engine.rounds,
+        "nfe": int(sum(r.get("nfe", 0) for r in records_in)),
+        "seconds": round(seconds, 2),
+        "edge_interval_steps": {"median": _median(widths), "max": max(widths) if widths else None,
+                                "grid_spacing": spacing},
+        "theory": theory,
+        "options": o,
+    }
+    if not stochastic:
+        msg = (f"{type(model.pipe.scheduler).__name__} is deterministic here: the measured retention is not "
+               "the theory's forward-reverse quantity (THEORY.md, samplers)")
+        extra["warning"] = msg
+        warnings.warn(msg, stacklevel=2)
+    write_windows(out, records, extra)
+    engine.store.write_strip(merged, model, STRIP_COLS)
+    plotting.save_plots(out)
+    if not quiet:
+        print(summary_table(records))
+        print(f"{len(merged)} base samples, {extra['nfe']} model evaluations per sample-step, "
+              f"{seconds:.1f} s; results in {out}")
+
+
+def _grid_spacing(grid):
+    import numpy as np
+
+    g = np.sort(np.asarray(grid, dtype=float))
+    return float(np.median(np.diff(g))) if len(g) > 1 else 1.0
+
+
+def _median(values):
+    import numpy as np
+
+    return float(np.median(values)) if values else None
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+HELP = {
+    "model": "'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), a pipeline folder or hub id",
+    "prompt": "prompt of text pipelines",
+    "guidance_scale": "classifier-free guidance scale of text pipelines",
+    "num_inference_steps": "steps of the sampling grid (default: 50)",
+    "scheduler": "swap the pipeline's scheduler: ddpm, ddim, euler, euler-ancestral, heun, dpm++, unipc, pndm",
+    "eta": "DDIM eta (default 1.0 for DDIM: a stochastic sampler)",
+    "labels": "comma-separated CLIP zero-shot labels (default: the model's built-in features)",
+    "clip_model": "open_clip model name (default: the bundled tiny CLIP)",
+    "clip_pretrained": "open_clip pretrained tag or checkpoint path",
+    "samples": "base samples generated by the model, each with its own seed",
+    "images": "folder of real images to use as base samples",
+    "protocol": "noise: re-noise x0 each restart; branch: restart from the trajectory's own x_t",
+    "timesteps": "'auto', 't1,t2,...' or START:STOP:STEP (training timesteps, STOP excluded)",
+    "restarts": "re-samples per base sample and timestep",
+    "tolerance": "retention tolerance delta at both window edges",
+    "edge_precision": "timesteps: how finely --timesteps auto locates edges",
+    "out": "output folder (default: dw_runs/<model>-seed<seed>)",
+    "seed": "run seed",
+    "device": "torch device (cpu, cuda, cuda:1, ...)",
+    "dtype": "model dtype: float32, float16, bfloat16",
+    "batch_size": "largest batch of re-samples per model call",
+}
+TYPES = {"guidance_scale": float, "eta": float, "tolerance": float, "edge_precision": float,
+         "num_inference_steps": int, "samples": int, "restarts": int, "seed": int, "batch_size": int}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage block
+        raise OptionError(message)
+
+
+def _number(kind, flag):
+    def parse(text):
+        try:
+            return kind(text)
+        except ValueError:
+            raise OptionError(f"{flag}: {text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m diffusion_windows.sweep", allow_abbrev=False,
+                description="Measure critical windows of features in a diffusion model, with theory alongside.",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for name, default in DEFAULTS.items():
+        kind = TYPES.get(name)
+        p.add_argument(_flag(name), dest=name, default=default, help=HELP[name], metavar=name.upper(),
+                       type=_number(kind, _flag(name)) if kind else str)
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options as JSON and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    return p
+
+
+def _join_values(argv, parser):
+    """``--timesteps -10,100`` -> ``--timesteps=-10,100`` so values starting with '-' reach validation."""
+    takes_value = {a for act in parser._actions if act.nargs is None and act.option_strings
+                   and not isinstance(act, (argparse._StoreTrueAction,)) for a in act.option_strings}
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in takes_value and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] not in takes_value:
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = vars(parser.parse_args(_join_values(argv, parser)))
+        dry, quiet = args.pop("dry_run"), args.pop("quiet")
+        run_sweep(dry_run=dry, quiet=quiet, **args)
+    except OptionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # load errors and failed units: one line, results kept
+        from .models import ModelLoadError
+
+        if isinstance(e, (ModelLoadError, SweepError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 2 if isinstance(e, ModelLoadError) else 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
