@@ -24,7 +24,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULTS = dict(
     model=DEFAULT_MODEL,        # "default", "gaussian-mixture", a local diffusers pipeline folder or a hub id
     prompt=None,                # text pipelines: the prompt every base sample uses
-    negative_prompt=None,       # text pipelines: negative prompt for classifier-free guidance
     guidance_scale=None,        # text pipelines: CFG scale (None: the pipeline's usual 7.5)
     num_inference_steps=None,   # N of the sampling grid (None: 50 for the built-in models, 50 otherwise)
     scheduler=None,             # swap the pipeline's scheduler by name (diffusion_windows.schedule.SCHEDULERS)

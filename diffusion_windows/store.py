@@ -87,6 +87,22 @@ class ResultStore:
             f.flush()
             os.fsync(f.fileno())
 
+    def save_base(self, base: int, x0):
+        """Keep a base sample in model space (the theory's mixture for pipelines without one)."""
+        from safetensors.numpy import save_file
+
+        (self.out / "bases").mkdir(exist_ok=True)
+        save_file({"x0": np.ascontiguousarray(x0.float().cpu().numpy())}, str(self.out / "bases" / f"b{base}.safetensors"))
+
+    def load_bases(self) -> dict:
+        """``{base: x0 [1, ...] numpy}`` of every kept base sample."""
+        from safetensors.numpy import load_file
+
+        folder = self.out / "bases"
+        if not folder.exists():
+            return {}
+        return {int(p.stem[1:]): load_file(str(p))["x0"] for p in folder.glob("b*.safetensors")}
+
     def merge(self) -> list[dict]:
         """Fold all processes' files into ``results.jsonl`` (atomically); returns the records."""
         recs = self.read_all()
@@ -133,3 +149,36 @@ class ResultStore:
             meta_rows.append({"base": b, "labels": labels})
         meta = {"timesteps": cols, "rows": meta_rows, "feature": model.features[0].name}
         (self.out / "strip.json").write_text(json.dumps(meta, indent=1))
+
+
+class MemoryStore:
+    """The same interface in memory: `measure_window` writes no files unless asked."""
+
+    def __init__(self):
+        self.records, self.bases, self.strip = {}, {}, {}
+
+    unit_id = staticmethod(ResultStore.unit_id)
+
+    def read_all(self) -> list[dict]:
+        return sorted(self.records.values(), key=lambda r: (r["round"], r["base"]))
+
+    def done_units(self) -> set:
+        return set(self.records)
+
+    def append(self, round_: int, base: int, rec: dict):
+        rec = dict(rec)
+        rec.pop("images", None)
+        unit = self.unit_id(round_, base)
+        self.records[unit] = {"unit": unit, "round": round_, **rec}
+
+    def save_base(self, base: int, x0):
+        self.bases[base] = x0.float().cpu().numpy()
+
+    def load_bases(self) -> dict:
+        return dict(self.bases)
+
+    def merge(self) -> list[dict]:
+        return self.read_all()
+
+    def write_strip(self, merged, model, n_cols):
+        return None

@@ -67,9 +67,13 @@ def run_sweep(*, dry_run: bool = False, quiet: bool = False, **options) -> Path:
     from .measure import make_bases, run_unit  # noqa: F401  (heavy imports after validation)
     from .models import load_model
 
+    from .store import ResultStore
+
+    if dist.world > 1:
+        o = {**o, "device": dist.device(o["device"])}
     model = load_model(o)
     started = time.perf_counter()
-    engine = _Engine(model, o, out, dist, quiet=quiet)
+    engine = Engine(model, o, ResultStore(out, rank=dist.rank, world=dist.world), dist, quiet=quiet)
     engine.run()
     if dist.is_main:
         _finish(model, o, out, engine, time.perf_counter() - started, quiet=quiet)
@@ -77,16 +81,21 @@ def run_sweep(*, dry_run: bool = False, quiet: bool = False, **options) -> Path:
     return out
 
 
-class _Engine:
-    """Plans rounds of units, runs this process's share, keeps results on disk."""
+class Engine:
+    """Plans rounds of units, runs this process's share, keeps results in ``store``.
 
-    def __init__(self, model, o, out, dist, quiet=False):
-        from . import store
+    ``o`` needs the keys samples, restarts, timesteps (parsed), protocol, seed,
+    batch_size, tolerance, edge_precision and images.
+    """
+
+    def __init__(self, model, o, store, dist=None, quiet=False):
+        from .distributed import Dist
         from .measure import grid_timesteps
 
-        self.model, self.o, self.out, self.dist, self.quiet = model, o, Path(out), dist, quiet
+        self.model, self.o, self.store, self.quiet = model, o, store, quiet
+        self.dist = dist or Dist()
+        self.out = getattr(store, "out", None)
         self.grid = sorted(float(t) for t in grid_timesteps(model))
-        self.store = store.ResultStore(self.out, rank=dist.rank, world=dist.world)
         self.images = None
         if o["images"]:
             from .images import load_images
@@ -144,10 +153,12 @@ class _Engine:
                     keep = b < STRIP_ROWS
                     rec = run_unit(self.model, bases, b, timesteps, restarts=o["restarts"], seed=o["seed"],
                                    protocol=o["protocol"], batch_size=o["batch_size"], keep_images=keep)
+                    if r == 0 and self.model.mixture is None:
+                        self.store.save_base(b, bases.x0[b])
                     self.store.append(r, b, rec)
                     bar.update(1)
         except FloatingPointError as e:
-            raise SweepError(f"{e}; finished units are kept in {self.out}") from None
+            raise SweepError(f"{e}; finished units are kept" + (f" in {self.out}" if self.out else "")) from None
         finally:
             bar.close()
         self.dist.wait()
@@ -169,10 +180,10 @@ class _Engine:
         return refine_timesteps(self.grid, measured, edges, float(self.o["edge_precision"]))
 
 
-def _finish(model, o, out, engine, seconds, quiet=False):
-    """Merge results, estimate windows, add theory, write files and plots, print the summary."""
-    from . import compare, plotting
-    from .report import edge_widths_in_steps, merge_units, summary_table, window_records, write_windows
+def compute_records(model, o, engine) -> tuple[list[dict], dict]:
+    """Merged results -> window records with theory, and the extra keys of ``windows.json``."""
+    from . import compare
+    from .report import edge_widths_in_steps, merge_units, window_records
     from .schedule import is_stochastic
 
     records_in = engine.store.merge()
@@ -180,7 +191,14 @@ def _finish(model, o, out, engine, seconds, quiet=False):
     records = window_records(merged, model.features, len(model.classifier.labels),
                              tolerance=o["tolerance"], seed=o["seed"])
     stochastic = bool(is_stochastic(model.pipe.scheduler, eta=model.eta))
-    theory = compare.add_theory(records, model, o)
+    mixture = None
+    if model.mixture is None:
+        kept = engine.store.load_bases()
+        bases = sorted(b for b in kept if b in merged)
+        if len(bases) >= 2:
+            points = [kept[b].reshape(-1) for b in bases]
+            mixture = compare.resolve_mixture(model, points, [merged[b]["label"] for b in bases])
+    theory = compare.add_theory(records, model, o, mixture=mixture)
     spacing = _grid_spacing(engine.grid)
     widths = edge_widths_in_steps(records, spacing)
     extra = {
@@ -190,24 +208,33 @@ def _finish(model, o, out, engine, seconds, quiet=False):
         "grid": engine.grid,
         "rounds": engine.rounds,
         "nfe": int(sum(r.get("nfe", 0) for r in records_in)),
-        "seconds": round(seconds, 2),
         "edge_interval_steps": {"median": _median(widths), "max": max(widths) if widths else None,
                                 "grid_spacing": spacing},
         "theory": theory,
-        "options": o,
     }
     if not stochastic:
         msg = (f"{type(model.pipe.scheduler).__name__} is deterministic here: the measured retention is not "
                "the theory's forward-reverse quantity (THEORY.md, samplers)")
         extra["warning"] = msg
         warnings.warn(msg, stacklevel=2)
+    return records, extra
+
+
+def _finish(model, o, out, engine, seconds, quiet=False):
+    """Estimate windows, add theory, write files and plots, print the summary."""
+    from . import plotting
+    from .report import merge_units, summary_table, write_windows
+
+    records, extra = compute_records(model, o, engine)
+    extra["seconds"] = round(seconds, 2)
+    extra["options"] = o
     write_windows(out, records, extra)
-    engine.store.write_strip(merged, model, STRIP_COLS)
+    engine.store.write_strip(merge_units(engine.store.read_all()), model, STRIP_COLS)
     plotting.save_plots(out)
     if not quiet:
         print(summary_table(records))
-        print(f"{len(merged)} base samples, {extra['nfe']} model evaluations per sample-step, "
-              f"{seconds:.1f} s; results in {out}")
+        print(f"{extra['edge_interval_steps']}")
+        print(f"{len(records)} records, {extra['nfe']} model evaluations, {seconds:.1f} s; results in {out}")
 
 
 def _grid_spacing(grid):

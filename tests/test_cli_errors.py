@@ -1,0 +1,134 @@
+"""Bad input to the sweep's CLI: exit 2, one line ``error: ...`` naming the value, nothing touched."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from diffusion_windows.sweep import main
+
+
+@pytest.fixture
+def places(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    notpipe = tmp_path / "notpipe"
+    notpipe.mkdir()
+    (notpipe / "weights.bin").write_text("x")
+    textpipe = tmp_path / "textpipe"
+    (textpipe / "scheduler").mkdir(parents=True)
+    (textpipe / "model_index.json").write_text(json.dumps(
+        {"_class_name": "StableDiffusionPipeline", "text_encoder": ["transformers", "CLIPTextModel"],
+         "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (textpipe / "scheduler" / "scheduler_config.json").write_text(json.dumps({"num_train_timesteps": 1000}))
+    afile = tmp_path / "afile.txt"
+    afile.write_text("not a folder")
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(imgs / "a.png")
+    return dict(empty=str(empty), notpipe=str(notpipe), textpipe=str(textpipe), afile=str(afile),
+                imgs=str(imgs), missing=str(tmp_path / "missing" / "pipe"))
+
+
+# (argv, text the one-line error must contain)
+CASES = [
+    (["--timesteps", "-10,100"], "-10"),
+    (["--timesteps", "0,1000"], "1000"),
+    (["--timesteps", "abc"], "'abc'"),
+    (["--timesteps", "10:50:0"], "step 0"),
+    (["--timesteps", "500:100:10"], "empty"),
+    (["--timesteps", "12.5"], "12.5"),
+    (["--restarts", "0"], "--restarts: 0"),
+    (["--restarts", "two"], "'two'"),
+    (["--batch-size", "0"], "--batch-size: 0"),
+    (["--samples", "-5"], "--samples: -5"),
+    (["--num-inference-steps", "0"], "--num-inference-steps: 0"),
+    (["--model", "{missing}"], "does not exist"),
+    (["--model", "{notpipe}"], "not a diffusers pipeline"),
+    (["--model", "{textpipe}", "--labels", "a,b"], "--prompt"),
+    (["--scheduler", "bogus"], "'bogus'"),
+    (["--labels", ""], "--labels"),
+    (["--labels", "cat"], "'cat'"),
+    (["--labels", "cat,cat"], "repeats"),
+    (["--images", "{missing}"], "is not a folder"),
+    (["--images", "{empty}"], "holds no image"),
+    (["--images", "{imgs}", "--protocol", "branch"], "branch"),
+    (["--device", "cuda:7"], "cuda:7"),
+    (["--device", "toaster"], "'toaster'"),
+    (["--out", "{afile}"], "is a file"),
+    (["--tolerance", "1.5"], "1.5"),
+    (["--tolerance", "-0.1"], "-0.1"),
+    (["--edge-precision", "-1"], "-1"),
+    (["--protocol", "sideways"], "'sideways'"),
+    (["--dtype", "float8"], "'float8'"),
+    (["--seed", "-1"], "-1"),
+    (["--guidance-scale", "-2"], "-2"),
+    (["--eta", "2"], "--eta"),
+    (["--clip-model", "no-such-clip"], "'no-such-clip'"),
+    (["--clip-pretrained", "laion"], "--clip-model"),
+    (["--model", "default", "--prompt", "a cat"], "--prompt"),
+    (["--bogus-flag", "1"], "--bogus-flag"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_exits_2_with_one_line(argv, needle, places, capsys, tmp_path):
+    argv = [a.format(**places) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "run")]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert needle.format(**places) in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_option_clash_refused_and_folder_untouched(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--dry-run"]) == 0
+    # a folder made by an earlier run with other result-changing options
+    out.mkdir()
+    from diffusion_windows.options import resolve
+
+    old = resolve({"out": str(out), "restarts": 8})
+    (out / "options.json").write_text(json.dumps(old))
+    (out / "results.jsonl").write_text('{"unit": "r0-b0"}\n')
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["--out", str(out), "--restarts", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --out") and "--restarts 8" in err and "4" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_non_result_options_may_differ(tmp_path):
+    from diffusion_windows.options import check_resume, resolve
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "options.json").write_text(json.dumps(resolve({"out": str(out), "batch_size": 64})))
+    check_resume(out, resolve({"out": str(out), "batch_size": 7}))  # no error
+
+
+def test_dry_run_prints_resolved_options(capsys, tmp_path):
+    assert main(["--dry-run", "--timesteps", "0:100:50", "--out", str(tmp_path / "x")]) == 0
+    o = json.loads(capsys.readouterr().out)
+    assert o["timesteps"] == [0, 50]
+    assert o["restarts"] >= 1 and o["model"] == "default"
+    assert not (tmp_path / "x").exists()
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-m", "diffusion_windows.sweep", "--timesteps", "-10,100",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert "-10" in r.stderr and "Traceback" not in r.stderr
