@@ -46,7 +46,8 @@ def load_results(out_dir) -> dict:
         missing = [k for k in _RECORD_KEYS if k not in r]
         if missing:
             raise ValueError(f"{path}: features[{i}] lacks {', '.join(missing)}")
-        if not len(r["timesteps"]) == len(r["retention"]) == len(r["ci_low"]) == len(r["ci_high"]):
+        curves = [r[k] for k in ("retention", "ci_low", "ci_high") if r[k] is not None]
+        if any(len(c) != len(r["timesteps"]) for c in curves):
             raise ValueError(f"{path}: features[{i}] curves differ in length")
     return results
 
@@ -71,6 +72,9 @@ def load_strip(out_dir):
 
 
 def _arr(r, key):
+    """A record's curve as floats; NaN for missing points or a missing curve (no base samples)."""
+    if r.get(key) is None:
+        return np.full(len(r["timesteps"]), np.nan)
     return np.array([np.nan if v is None else v for v in r[key]], dtype=np.float64)
 
 
@@ -94,6 +98,9 @@ def _mean_curve(records):
     Values have disjoint base samples, so their estimates are independent: the band
     combines each value's half-width as a normal standard error.
     """
+    records = [r for r in records if r.get("retention") is not None]
+    if not records:
+        return None
     t = _arr(records[0], "timesteps")
     if any(len(r["timesteps"]) != t.size or not np.allclose(_arr(r, "timesteps"), t)
            for r in records):
@@ -148,6 +155,8 @@ def _draw_panel(ax, rows_ax, records, title, tolerance_default=0.1):
     colors = [f"C{i % 10}" for i in range(len(records))]
     lw = 1.0 if many else 1.8
     for r, c in zip(records, colors):
+        if r.get("retention") is None:  # a value without base samples: nothing to draw
+            continue
         t = _arr(r, "timesteps")
         ax.fill_between(t, _arr(r, "ci_low"), _arr(r, "ci_high"), color=c,
                         alpha=0.10 if many else 0.22, lw=0)
@@ -254,7 +263,8 @@ def plot_windows(results: dict, *, feature: str | None = None) -> Figure:
             parents = sorted({str(r["parent"]) for r in recs}) if nested else []
             title = name
             if nested:
-                title = f"{name} within {parents[0] if len(parents) == 1 else 'its parent value'}"
+                of = recs[0].get("parent_feature") or "parent"
+                title = f"{name} within {of} {parents[0]}" if len(parents) == 1 else f"{name} within {of}"
             if nested:  # disambiguate values that repeat across parents
                 recs = [dict(r, value=f"{r['value']} | {r['parent']}") for r in recs]
             h, rh = _draw_panel(ax, rows_ax, recs, title)

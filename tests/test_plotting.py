@@ -28,7 +28,8 @@ def _record(rng, feature, value, grid, centre, base_rate, *, floor=None, parent=
     total = np.full(p_base.shape, k)
     kept = rng.binomial(total, p_base)
     est = estimate_window(grid, kept, total, base_rate, floor=floor, n_boot=200, seed=0)
-    r = dict(feature=feature, value=value, parent=parent, **est.to_dict())
+    r = dict(feature=feature, value=value, parent=parent,
+             parent_feature="group" if parent is not None else None, **est.to_dict())
     if theory:
         r["ideal_retention"] = _logistic(grid, centre - 15, 60.0, floor).tolist()
         r["t_after_timestep"] = float(centre - 150)
@@ -133,13 +134,27 @@ def test_plot_windows_panels_and_feature_filter(tmp_path):
     results = make_results_folder(tmp_path, strip=False)
     fig = plot_windows(results)
     titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
-    assert titles == ["digit", "group", "digit within 4-6"]
+    assert titles == ["digit", "group", "digit within group 4-6"]
     fig = plot_windows(results, feature="group")
     assert [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")] == ["group"]
     main = fig.axes[0]
     assert main.get_xlim()[0] > main.get_xlim()[1]  # inverted: generation left to right
     with pytest.raises(ValueError, match="'colour'"):
         plot_windows(results, feature="colour")
+
+
+def test_value_without_base_samples_is_listed_not_drawn(tmp_path):
+    """The sweep writes curves as null for a value that no base sample has."""
+    results = make_results_folder(tmp_path, theory=False, nested=False, strip=False)
+    empty = {k: None for k in results["features"][0]}
+    empty.update(feature="digit", value="x", parent=None, base_rate=0.0, floor=0.0, n_base=0,
+                 timesteps=results["features"][0]["timesteps"])
+    results["features"].append(empty)
+    (tmp_path / "windows.json").write_text(json.dumps(results))
+    fig = plot_windows(load_results(tmp_path))
+    rows_ax = fig.axes[1]
+    assert [t.get_text() for t in rows_ax.get_yticklabels()][0] == "x"
+    _png_ok(save_plots(tmp_path)[0])
 
 
 def test_plot_strip_orders_columns_by_decreasing_timestep(tmp_path):
