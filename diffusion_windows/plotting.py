@@ -250,7 +250,7 @@ def plot_windows(results: dict, *, feature: str | None = None) -> Figure:
         raise ValueError("results have no 'features' records")
     panels = _panels(records, feature)
     n_rows = max(len(v) for v in panels.values())
-    rows_h = 0.3 + 0.2 * n_rows
+    rows_h = 0.45 + 0.2 * max(n_rows, 4)
     import matplotlib
 
     with matplotlib.rc_context(_STYLE):
