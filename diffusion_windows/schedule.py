@@ -140,17 +140,24 @@ def is_stochastic(scheduler, eta: float | None = None) -> bool:
     return "Ancestral" in name or "SDE" in name or name.startswith("LCM")
 
 
-def _explicit_config(config: Mapping) -> dict:
+def _init_defaults(cls) -> dict:
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _explicit_config(config: Mapping, source: type | None = None) -> dict:
     """The config without diffusers' ``_use_default_values`` bookkeeping, keeping keys that a
-    pipeline changed after construction (ENV.md: SD's ``steps_offset=1``)."""
+    pipeline changed after construction (ENV.md: SD's ``steps_offset=1``). ``source`` is the
+    class the config belongs to (else guessed from its keys among :data:`SCHEDULERS`)."""
     config = dict(config)
-    defaults = set(config.pop("_use_default_values", []) or [])
-    import diffusers
-    source = getattr(diffusers, str(config.get("_class_name", "")), None)
-    params = inspect.signature(source.__init__).parameters if source is not None else {}
+    recorded = set(config.pop("_use_default_values", []) or [])
+    keys = {k for k in config if not k.startswith("_")}
+    if source is None:
+        source = next((c for c in SCHEDULERS.values() if set(_init_defaults(c)) == keys), None)
+    defaults = _init_defaults(source) if source is not None else {}
     out = {}
     for key, value in config.items():
-        if key in defaults and (key not in params or params[key].default == value):
+        if key in recorded and (key not in defaults or defaults[key] == value):
             continue  # a true default: let the target class use its own
         out[key] = value
     return out
@@ -164,9 +171,10 @@ def make_scheduler(name: str, config=None):
     cls = SCHEDULERS[name]
     if config is None:
         return cls()
+    source = None
     if hasattr(config, "config") and not isinstance(config, Mapping):
-        config = config.config
-    return cls.from_config(_explicit_config(config))
+        source, config = type(config), config.config
+    return cls.from_config(_explicit_config(config, source))
 
 
 # ----------------------------------------------------------------------------- grids
