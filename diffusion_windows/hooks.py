@@ -157,7 +157,9 @@ def noise_to(scheduler, x0, timestep, *, noise=None, generator=None):
     if not torch.is_tensor(x0) or x0.ndim < 1:
         raise ValueError(f"x0 {type(x0).__name__} is not a batched tensor")
     n = x0.shape[0]
-    t = torch.as_tensor(timestep).cpu() if not isinstance(timestep, (int, float)) else timestep
+    t = timestep
+    if isinstance(t, (list, tuple, np.ndarray)):
+        t = torch.as_tensor(np.asarray(t, dtype=np.float64))
     if isinstance(t, torch.Tensor) and t.ndim == 1:
         if len(t) != n:
             raise ValueError(f"timestep has {len(t)} values for a batch of {n}")
