@@ -14,8 +14,8 @@ Public pieces (used by `diffusion_windows.sweep` and `measure_window`):
   one unit = one base sample x a set of timesteps (training timesteps on the sampling
   grid) x ``restarts`` re-samples each, run as one staircase (`hooks.denoise_staircase`)
   and classified; returns a JSON-ready record for ``results.jsonl``.
-- `refine_timesteps(grid, measured, estimates, precision) -> list`: the adaptive search's
-  next timesteps (issue 6): grid points inside edge intervals wider than ``precision``.
+- `refine_edges(grid, curves, precision) -> dict`: the adaptive search's next timesteps per
+  feature value: a bisection step for every edge bracketed more coarsely than ``precision``.
 
 Re-sample ``k`` of base ``b`` at timestep ``t`` draws its forward noise from
 ``unit_seed(seed, "forward", b, t, k)`` and its reverse noise from
@@ -179,35 +179,37 @@ def coarse_grid(grid, n: int = 9) -> list:
     return [_json_number(g[i]) for i in idx]
 
 
-def refine_timesteps(grid, measured, edges, precision: float) -> list:
-    """Next round of the adaptive search: grid timesteps that narrow edges located too coarsely.
+def refine_edges(grid, curves, precision: float) -> dict:
+    """Next round of the adaptive search (``--timesteps auto``): bisect every edge bracketed too coarsely.
 
-    ``edges`` is a list of ``(edge_timestep, ci_low, ci_high)`` (ci may be None) from the
-    window estimates so far. For each edge whose interval, or whose bracket of measured
-    timesteps, is wider than ``precision`` timesteps, the grid point nearest the middle of
-    every measured gap inside ``[ci_low, ci_high]`` widened to the neighbouring measured
-    points is added (a bisection per round). Returns sorted new timesteps (none: done).
+    ``curves`` maps a key (a feature value) to ``(measured, start, end)``: the timesteps
+    measured for it and its current edges (training timesteps, None when not crossed).
+    The start's crossing lies between the start and the next measured timestep above it,
+    the end's between the previous measured timestep and the end; when that bracket is
+    wider than ``precision`` timesteps, the grid timestep nearest its middle is added for
+    that key (one bisection step per edge and round). Returns ``{key: [new timesteps]}``
+    (empty when every edge is located within ``precision``).
     """
     g = np.sort(np.asarray(grid, dtype=float))
-    m = np.sort(np.asarray(sorted(set(float(t) for t in measured)), dtype=float))
-    new = set()
-    for edge, lo, hi in edges:
-        if edge is None:
-            continue
-        lo = edge if lo is None else min(lo, edge)
-        hi = edge if hi is None else max(hi, edge)
-        # widen to the measured points around the interval: the edge lies between them
-        below = m[m < lo]
-        above = m[m > hi]
-        a = below[-1] if len(below) else m[0]
-        b = above[0] if len(above) else m[-1]
-        if b - a <= precision and hi - lo <= precision:
-            continue
-        inside = m[(m >= a) & (m <= b)]
-        for u, v in zip(inside[:-1], inside[1:]):
-            if v - u <= precision / 2:
+    out = {}
+    for key, (measured, start, end) in curves.items():
+        m = np.sort(np.asarray(list(measured), dtype=float))
+        new = set()
+        brackets = []
+        if start is not None:
+            above = m[m > start]
+            if len(above):
+                brackets.append((float(start), float(above[0])))
+        if end is not None:
+            below = m[m < end]
+            if len(below):
+                brackets.append((float(below[-1]), float(end)))
+        for lo, hi in brackets:
+            if hi - lo <= precision:
                 continue
-            cands = g[(g > u) & (g < v)]
+            cands = g[(g > lo) & (g < hi)]
             if len(cands):
-                new.add(float(cands[np.argmin(np.abs(cands - (u + v) / 2))]))
-    return [_json_number(t) for t in sorted(new - set(m.tolist()))]
+                new.add(float(cands[np.argmin(np.abs(cands - (lo + hi) / 2))]))
+        if new:
+            out[key] = [_json_number(t) for t in sorted(new)]
+    return out

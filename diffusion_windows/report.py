@@ -46,14 +46,19 @@ def _value_of_label(feature: Feature, n_labels: int) -> np.ndarray:
 def feature_counts(merged: dict, feature: Feature, n_labels: int) -> dict:
     """Per value name: ``(timesteps [G], kept [n_b, G], total [n_b, G], base ids)``.
 
+    ``timesteps`` are those measured on every base sample of the value.
+
     A base sample belongs to the value that contains its label; a re-sample keeps the
     feature when its label lies in the same value.
     """
     lut = _value_of_label(feature, n_labels)
-    timesteps = sorted({t for e in merged.values() for t in e["labels"]})
     out = {}
     for vi, name in enumerate(feature.values):
         bases = sorted(b for b, e in merged.items() if lut[e["label"]] == vi)
+        # timesteps measured on every base sample of the value (the adaptive search measures
+        # some timesteps on other values' base samples only)
+        sets = [set(merged[b]["labels"]) for b in bases]
+        timesteps = sorted(set.intersection(*sets)) if sets else sorted({t for e in merged.values() for t in e["labels"]})
         kept = np.zeros((len(bases), len(timesteps)), dtype=int)
         total = np.zeros_like(kept)
         for i, b in enumerate(bases):

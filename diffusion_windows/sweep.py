@@ -34,6 +34,8 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .options import DEFAULTS, OptionError, check_resume, resolve
 
 STRIP_ROWS = 8
@@ -117,42 +119,43 @@ class Engine:
         return snapped
 
     def run(self):
+        """Round 0 on every base sample; with ``auto``, bisection rounds until edges are located."""
         from .measure import coarse_grid
 
         o = self.o
         auto = o["timesteps"] == "auto"
-        timesteps = coarse_grid(self.grid) if auto else self.snap(o["timesteps"])
-        measured = []
+        first = coarse_grid(self.grid) if auto else self.snap(o["timesteps"])
+        plan = {b: list(first) for b in range(o["samples"])}
         round_ = 0
-        while timesteps:
-            self.rounds.append(list(timesteps))
-            self._run_round(round_, timesteps)
-            measured += list(timesteps)
+        while plan:
+            self.rounds.append(sorted({t for ts in plan.values() for t in ts}))
+            self._run_round(round_, plan)
             if not auto:
                 break
-            timesteps = self._refine(measured)
+            plan = self._refine()
             round_ += 1
 
-    def _run_round(self, round_, timesteps):
+    def _run_round(self, round_, plan):
+        """Run this process's units of one round; ``plan`` maps base -> timesteps."""
         from tqdm.auto import tqdm
 
         from .measure import make_bases, run_unit
 
         o = self.o
-        units = [(round_, b) for b in range(o["samples"])]
+        units = [(round_, b) for b in sorted(plan)]
         mine = self.dist.share(units)
         done = self.store.done_units()
         todo = [u for u in mine if self.store.unit_id(*u) not in done]
-        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"round {round_} units",
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"round {round_}",
                    unit="unit", disable=self.quiet or not todo, dynamic_ncols=True)
         try:
             if todo:
                 bases = make_bases(self.model, [b for _, b in todo], total=o["samples"], seed=o["seed"],
                                    protocol=o["protocol"], batch_size=o["batch_size"], images=self.images)
                 for r, b in todo:
-                    keep = b < STRIP_ROWS
-                    rec = run_unit(self.model, bases, b, timesteps, restarts=o["restarts"], seed=o["seed"],
-                                   protocol=o["protocol"], batch_size=o["batch_size"], keep_images=keep)
+                    rec = run_unit(self.model, bases, b, plan[b], restarts=o["restarts"], seed=o["seed"],
+                                   protocol=o["protocol"], batch_size=o["batch_size"],
+                                   keep_images=b < STRIP_ROWS)
                     if r == 0 and self.model.mixture is None:
                         self.store.save_base(b, bases.x0[b])
                     self.store.append(r, b, rec)
@@ -163,21 +166,38 @@ class Engine:
             bar.close()
         self.dist.wait()
 
-    def _refine(self, measured):
-        """The adaptive search's next timesteps, from all processes' results so far."""
-        from .measure import refine_timesteps
+    def _refine(self) -> dict:
+        """The adaptive search's next plan, from all processes' results so far (the same in every process).
+
+        Each feature value's edges are bisected (`measure.refine_edges`) on the base samples
+        of that value only: a new timestep costs restarts only where it narrows an edge.
+        """
+        from .features import feature_values
+        from .measure import refine_edges
         from .report import merge_units, window_records
 
         merged = merge_units(self.store.read_all())
         records = window_records(merged, self.model.features, len(self.model.classifier.labels),
-                                 tolerance=self.o["tolerance"], seed=self.o["seed"], n_boot=300)
-        edges = []
+                                 tolerance=self.o["tolerance"], seed=self.o["seed"], n_boot=1)
+        curves = {}
         for r in records:
-            if r.get("parent") is not None:
+            if r.get("retention") is None:
                 continue
-            edges.append((r.get("start_timestep"), *(r.get("start_ci") or (None, None))))
-            edges.append((r.get("end_timestep"), *(r.get("end_ci") or (None, None))))
-        return refine_timesteps(self.grid, measured, edges, float(self.o["edge_precision"]))
+            if r.get("parent") is None:
+                curves[(r["feature"], r["value"])] = (r["timesteps"], r["start_timestep"], r["end_timestep"])
+            else:  # a nested record's own end edge (floor w(S_after)/w(S_before))
+                curves[(r["feature"], r["value"], r["parent"])] = (r["timesteps"], None, r["end_timestep"])
+        new = refine_edges(self.grid, curves, float(self.o["edge_precision"]))
+        plan = {}
+        features = {f.name: f for f in self.model.features}
+        for key, ts in new.items():
+            f = features[key[0]]
+            vi = list(f.values).index(key[1])
+            for b, e in merged.items():
+                if int(feature_values(f, np.asarray([e["label"]]))[0]) == vi:
+                    have = e["labels"]
+                    plan.setdefault(b, set()).update(t for t in ts if float(t) not in have)
+        return {b: sorted(ts) for b, ts in sorted(plan.items()) if ts}
 
 
 def compute_records(model, o, engine) -> tuple[list[dict], dict]:
@@ -199,7 +219,7 @@ def compute_records(model, o, engine) -> tuple[list[dict], dict]:
             points = [kept[b].reshape(-1) for b in bases]
             mixture = compare.resolve_mixture(model, points, [merged[b]["label"] for b in bases])
     theory = compare.add_theory(records, model, o, mixture=mixture)
-    spacing = _grid_spacing(engine.grid)
+    spacing = _grid_spacing(sorted({t for r in engine.rounds for t in r}))
     widths = edge_widths_in_steps(records, spacing)
     extra = {
         "sampler": {"name": type(model.pipe.scheduler).__name__, "stochastic": stochastic,
