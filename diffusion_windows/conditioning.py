@@ -49,16 +49,12 @@ def _per_sample(v, n: int, name: str):
 
 
 def _time_ids(pipe, height: int, width: int, n: int, device, dtype):
-    """SDXL micro-conditioning (original size, crop (0, 0), target size), as its pipeline does."""
+    """SDXL micro-conditioning as its pipelines default it: original size, crop (0, 0) and
+    target size (the refiner, ``requires_aesthetics_score``: aesthetic score 6 instead)."""
     scale = getattr(pipe, "vae_scale_factor", 8)
     h, w = height * scale, width * scale
-    ids = [h, w, 0, 0, h, w]
-    unet = pipe.unet
-    expected = getattr(unet.add_embedding.linear_1, "in_features", None) if hasattr(unet, "add_embedding") else None
-    projection = expected - unet.config.addition_time_embed_dim * 6 if expected else None
-    if expected and projection is not None and projection <= 0 or (
-            getattr(pipe.config, "requires_aesthetics_score", False)):
-        ids = [h, w, 0, 0, 6.0]  # refiner: aesthetic score instead of the target size
+    refiner = getattr(pipe.config, "requires_aesthetics_score", False)
+    ids = [h, w, 0, 0, 6.0] if refiner else [h, w, 0, 0, h, w]
     return torch.tensor([ids], device=device, dtype=dtype).expand(n, -1)
 
 

@@ -173,6 +173,8 @@ def test_runs_without_touching_the_pipeline_scheduler(name):
     expected = {"heun": 2 * k - 1, "pndm": k + 9}.get(name, k)  # PNDM: Runge-Kutta warm-up
     assert calls[0] == expected
     assert repr(pipe.scheduler.__dict__) == repr(before)
+    again = hooks.denoise_from(pipe, x, grid[2], num_inference_steps=N, generator=gens([3, 4]))
+    torch.testing.assert_close(again, out, atol=0, rtol=0)  # no state leaks between restarts
 
 
 def test_model_calls_heun_and_pndm_plms():
@@ -297,3 +299,67 @@ def test_bad_pipelines_and_conditioning(tiny_ddpm_pipe, tiny_sd_pipe):
         hooks.denoise_from(tiny_ddpm_pipe, torch.zeros(2, 1, 8, 8), 500, generator=gens([1, 2, 3]))
     with pytest.raises(ValueError, match="output_type 'np'"):
         hooks.denoise_from(tiny_ddpm_pipe, torch.zeros(1, 1, 8, 8), 500, output_type="np")
+
+
+# ----------------------------------------------------------------------------- text encoders, SDXL
+def _tiny_tokenizer_and_encoder(tmp_path):
+    """A CLIP tokenizer over a few words and letters, written here, and a random CLIPTextModel."""
+    import json
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for piece in ["a</w>", "cat</w>"] + [c + e for c in "abcdefghijklmnopqrstuvwxyz" for e in ("", "</w>")]:
+        vocab.setdefault(piece, len(vocab))
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=8)
+    torch.manual_seed(0)
+    encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                                           num_hidden_layers=1, num_attention_heads=2,
+                                           max_position_embeddings=8, bos_token_id=0, eos_token_id=1,
+                                           pad_token_id=1)).eval()
+    return tokenizer, encoder
+
+
+def test_prompt_strings_through_the_text_encoder(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    tokenizer, encoder = _tiny_tokenizer_and_encoder(tmp_path)
+    bare = make_tiny_sd_pipe()
+    pipe = StableDiffusionPipeline(**{**bare.components, "tokenizer": tokenizer, "text_encoder": encoder})
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(prompt=["a cat", "a dog"], num_inference_steps=N, generator=gens([1, 2]),
+               output_type="latent").images
+    traj = hooks.sample_trajectory(pipe, batch_size=2, num_inference_steps=N, generator=gens([1, 2]),
+                                   prompt=["a cat", "a dog"])
+    torch.testing.assert_close(traj.final, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="prompt_embeds batch 3"):
+        hooks.denoise_from(pipe, traj.states[1], traj.timesteps[1], num_inference_steps=N,
+                           prompt=["a", "b", "c"])
+
+
+def test_reproduces_sdxl_pipeline():
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+    _, vae = __import__("conftest").make_tiny_sd_components()
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        norm_num_groups=4, attention_head_dim=2, cross_attention_dim=16,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), addition_embed_type="text_time",
+        addition_time_embed_dim=4, projection_class_embeddings_input_dim=6 * 4 + 8).eval()
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=None, text_encoder_2=None, tokenizer=None,
+                                     tokenizer_2=None, unet=unet, scheduler=sd_scheduler("euler"))
+    pipe.set_progress_bar_config(disable=True)
+    g = gen(50)
+    cond = dict(prompt_embeds=torch.randn(1, 4, 16, generator=g),
+                negative_prompt_embeds=torch.randn(1, 4, 16, generator=g),
+                pooled_prompt_embeds=torch.randn(1, 8, generator=g),
+                negative_pooled_prompt_embeds=torch.randn(1, 8, generator=g))
+    ref = pipe(**cond, num_inference_steps=N, generator=gen(51), output_type="latent").images
+    traj = hooks.sample_trajectory(pipe, num_inference_steps=N, generator=gen(51), **cond)
+    torch.testing.assert_close(traj.final, ref, atol=1e-5, rtol=1e-5)
+    out = hooks.denoise_from(pipe, traj.states[2], traj.timesteps[2], num_inference_steps=N, **cond)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)  # Euler (s_churn = 0): deterministic
