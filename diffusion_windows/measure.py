@@ -48,7 +48,8 @@ class Model:
 
 def unit_seed(seed: int, *ids) -> int:
     """A 63-bit seed from the run seed and a unit's identity (stable across runs and machines)."""
-    text = repr((int(seed),) + tuple(float(i) if isinstance(i, (np.floating, float)) else i for i in ids))
+    ids = tuple(_json_number(i) if isinstance(i, (int, float, np.integer, np.floating)) else i for i in ids)
+    text = repr((int(seed),) + ids)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
