@@ -24,7 +24,7 @@ from diffusers import (DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteSched
                        EulerDiscreteScheduler)
 from diffusers.utils.torch_utils import randn_tensor
 
-from .conditioning import _conditioning, _device_dtype, _is_text
+from .conditioning import _conditioning, _device_dtype
 from .schedule import (alpha_bar, check_timestep, inference_timesteps, is_variance_exploding,
                        restart_plan, restart_timestep, sigma)
 
@@ -203,7 +203,7 @@ def denoise_from(pipe, x_t, timestep, *, num_inference_steps=None, generator=Non
     cond = _conditioning(pipe, x.shape[0], x.shape[-2:], prompt, prompt_embeds,
                          negative_prompt_embeds, guidance_scale, pooled_prompt_embeds,
                          negative_pooled_prompt_embeds)
-    scheduler, seq, start = restart_plan(pipe.scheduler, timestep, n_steps)
+    scheduler, seq, start = restart_plan(pipe.scheduler, timestep, n_steps, x.device)
     generator = _check_generator(generator, x.shape[0])
     if len(seq) == 0:
         x = _to_model_space(scheduler, x, start)
@@ -230,7 +230,7 @@ def sample_trajectory(pipe, *, batch_size=1, num_inference_steps=None, generator
     cond = _conditioning(pipe, shape[0], size, prompt, prompt_embeds, negative_prompt_embeds,
                          guidance_scale, pooled_prompt_embeds, negative_pooled_prompt_embeds)
     grid = inference_timesteps(pipe.scheduler, n_steps)
-    scheduler, seq, _ = restart_plan(pipe.scheduler, grid[0], n_steps)
+    scheduler, seq, _ = restart_plan(pipe.scheduler, grid[0], n_steps, device)
     generator = _check_generator(generator, shape[0])
     x = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
     x = x * scheduler.init_noise_sigma
@@ -338,9 +338,9 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
     for t in starts:  # one restart plan per distinct start
         key = float(t) if not torch.is_tensor(t) else float(t.item())
         if key not in plans:
-            plans[key] = restart_plan(pipe.scheduler, t, n_steps)
+            plans[key] = restart_plan(pipe.scheduler, t, n_steps, device)
         keys.append(key)
-    base = restart_plan(pipe.scheduler, inference_timesteps(pipe.scheduler, n_steps)[0], n_steps)
+    base = restart_plan(pipe.scheduler, inference_timesteps(pipe.scheduler, n_steps)[0], n_steps, device)
     staircase = isinstance(pipe.scheduler, _SINGLE_STEP)
     base_seq = base[1].double().cpu().numpy()
 

@@ -251,7 +251,7 @@ def _pndm_from(s: PNDMScheduler, start: float) -> None:
     s.ets, s.counter, s.cur_model_output, s.cur_sample = [], 0, 0, None
 
 
-def _custom_start(scheduler, start: float, num_inference_steps: int, grid: np.ndarray):
+def _custom_start(scheduler, start: float, grid: np.ndarray, device=None):
     """A copy running ``[start] + (grid values below start)`` via custom timesteps, or None
     where the scheduler (or its config, e.g. Karras sigmas) does not accept them."""
     if not _accepts(scheduler.set_timesteps, "timesteps"):
@@ -259,7 +259,7 @@ def _custom_start(scheduler, start: float, num_inference_steps: int, grid: np.nd
     wanted = np.concatenate([[start], grid[grid < start]])
     s = copy.deepcopy(scheduler)
     try:
-        s.set_timesteps(timesteps=[float(v) if v != round(v) else int(v) for v in wanted])
+        s.set_timesteps(timesteps=[float(v) if v != round(v) else int(v) for v in wanted], device=device)
     except (ValueError, TypeError):
         return None
     got = _grid_of(s)
@@ -268,17 +268,18 @@ def _custom_start(scheduler, start: float, num_inference_steps: int, grid: np.nd
     return s
 
 
-def restart_plan(scheduler, timestep, num_inference_steps: int):
+def restart_plan(scheduler, timestep, num_inference_steps: int, device=None):
     """``(scheduler_copy, timesteps_to_run, start_timestep)`` for a restart at ``timestep``.
 
     The copy is fresh (no multistep history) and positioned to run exactly the
-    returned timesteps. See :func:`restart_timestep` for the rule off the grid."""
+    returned timesteps (on ``device``, as stock pipelines place them). See
+    :func:`restart_timestep` for the rule off the grid."""
     s = copy.deepcopy(scheduler)
-    s.set_timesteps(int(num_inference_steps))
+    s.set_timesteps(int(num_inference_steps), device=device)
     grid = _grid_of(s)
     t = check_timestep(scheduler, timestep, grid)
     if not np.any(np.abs(grid - t) <= _GRID_TOL):  # off-grid integer
-        custom = _custom_start(scheduler, t, num_inference_steps, grid)
+        custom = _custom_start(scheduler, t, grid, device)
         if custom is not None:
             if hasattr(custom, "set_begin_index"):
                 custom.set_begin_index(0)
