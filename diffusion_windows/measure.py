@@ -96,7 +96,7 @@ def make_bases(model: Model, indices, *, total: int, seed: int, protocol: str, b
                 generator=generators(unit_seed(seed, "base", b) for b in members), eta=model.eta,
                 **model.conditioning)
             finals = traj.final
-            _check_finite(finals, f"base samples {members[0]}..{members[-1]}", seed)
+            _check_finite(finals, f"base samples {members[0]}..{members[-1]}", f"run seed {seed}")
         for i, b in enumerate(members):
             if b not in wanted:
                 continue
@@ -106,9 +106,9 @@ def make_bases(model: Model, indices, *, total: int, seed: int, protocol: str, b
     return Bases(x0=x0, states=states, grid=grid)
 
 
-def _check_finite(x: torch.Tensor, what: str, seed: int):
+def _check_finite(x: torch.Tensor, what: str, seed: str):
     if not torch.isfinite(x).all():
-        raise FloatingPointError(f"the model returned NaN or Inf for {what} (run seed {seed})")
+        raise FloatingPointError(f"the model returned NaN or Inf for {what} ({seed})")
 
 
 def classify(model: Model, x: torch.Tensor) -> np.ndarray:
@@ -141,7 +141,8 @@ def run_unit(model: Model, bases: Bases, base: int, timesteps, *, restarts: int,
     finals = hooks.denoise_staircase(model.pipe, groups, num_inference_steps=model.num_inference_steps,
                                      max_batch=batch_size, eta=model.eta, **model.conditioning)
     for t, x in zip(timesteps, finals):
-        _check_finite(x, f"base {base} restarted at timestep {t}", unit_seed(seed, "reverse", base, t, 0))
+        _check_finite(x, f"base {base} restarted at timestep {_json_number(t)}",
+                      f"run seed {seed}, reverse seed of restart 0: {unit_seed(seed, 'reverse', base, t, 0)}")
     flat = torch.cat(list(finals) + [x0], dim=0)
     labels = classify(model, flat)
     record = {

@@ -1,0 +1,90 @@
+"""Scale-out: the sweep under torchrun with 2 CPU processes gives the single-process windows."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ARGS = ["--samples", "6", "--restarts", "2", "--timesteps", "0:1000:250", "--num-inference-steps", "10",
+        "--seed", "11", "--quiet"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def _env():
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _sweep(out, *extra, procs=1, script=None):
+    head = TORCHRUN if procs > 1 else [sys.executable]
+    target = [script] if script else ["-m", "diffusion_windows.sweep"]
+    return subprocess.run([*head, *target, *ARGS, *extra, "--out", str(out)], capture_output=True, text=True,
+                          timeout=900, env=_env())
+
+
+def _windows(out):
+    return json.loads((out / "windows.json").read_text())["features"]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist") / "single"
+    r = _sweep(out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_two_processes_give_identical_windows(single, tmp_path):
+    out = tmp_path / "two"
+    r = _sweep(out, procs=2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _windows(out) == _windows(single)
+    assert sorted(p.name for p in out.glob("results*.jsonl")) == ["results.jsonl"]
+    assert len((out / "results.jsonl").read_text().splitlines()) == 6
+
+
+FAILING = """
+import os, sys
+import diffusion_windows.measure as m
+real = m.run_unit
+def run_unit(model, bases, base, *a, **k):
+    if os.environ.get("RANK") == "1" and base >= 4:
+        raise RuntimeError(f"worker 1 broke on base {base}")
+    return real(model, bases, base, *a, **k)
+m.run_unit = run_unit
+from diffusion_windows.sweep import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_failing_worker_fails_the_run_keeps_results_and_resumes_with_one_process(single, tmp_path):
+    script = tmp_path / "failing_sweep.py"
+    script.write_text(FAILING)
+    out = tmp_path / "failed"
+    r = _sweep(out, procs=2, script=str(script))
+    assert r.returncode != 0
+    assert "worker 1 broke on base 4" in r.stderr
+    assert not (out / "windows.json").exists()
+    kept = [json.loads(x)["unit"] for p in out.glob("results*.jsonl") for x in p.read_text().splitlines()]
+    assert "r0-b3" in kept and "r0-b4" not in kept  # worker 1 finished base 3 before breaking
+    # resume with a different number of processes: finishes the rest, same windows
+    r = _sweep(out)
+    assert r.returncode == 0, r.stderr
+    assert _windows(out) == _windows(single)
+
+
+@pytest.mark.slow
+def test_resume_of_single_process_run_with_two_processes(single, tmp_path):
+    out = tmp_path / "partial"
+    shutil.copytree(single, out)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    (out / "windows.json").unlink()
+    r = _sweep(out, procs=2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _windows(out) == _windows(single)

@@ -1,0 +1,160 @@
+"""The sweep end to end on the bundled default model, with tiny budgets."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_windows import run_sweep
+
+TINY = dict(samples=6, restarts=2, timesteps="0:1000:250", num_inference_steps=10, seed=3)
+RECORD_KEYS = {"feature", "value", "parent", "base_rate", "floor", "timesteps", "retention", "ci_low", "ci_high",
+               "start_timestep", "start_ci", "end_timestep", "end_ci", "jump", "ideal_retention",
+               "t_after_timestep", "t_before_timestep", "speciation_timestep", "t_after_ou", "t_before_ou",
+               "eps_after", "eps_before", "bracket_holds", "start_minus_t_after", "t_before_minus_end"}
+
+
+def features(out):
+    return json.loads((out / "windows.json").read_text())["features"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "run"
+    run_sweep(out=str(out), quiet=True, **TINY)
+    return out
+
+
+@pytest.mark.slow
+def test_run_sweep_writes_every_file(tiny_run):
+    for name in ("options.json", "results.jsonl", "windows.json", "windows.csv", "window.png", "strip.png"):
+        assert (tiny_run / name).stat().st_size > 0, name
+    d = json.loads((tiny_run / "windows.json").read_text())
+    recs = d["features"]
+    assert {r["feature"] for r in recs} == {"digit", "group"}
+    top = [r for r in recs if r["parent"] is None]
+    assert len(top) == 10 + len({r["value"] for r in recs if r["feature"] == "group"})
+    assert any(r["parent"] is not None for r in recs)  # nested digit-in-group records
+    for r in recs:
+        if r["n_base"] == 0:
+            continue
+        assert RECORD_KEYS <= set(r), RECORD_KEYS - set(r)
+        assert r["timesteps"] == [0.0, 250.0, 500.0, 750.0]
+        if r["start_timestep"] is not None and r["end_timestep"] is not None:
+            assert r["start_timestep"] <= r["end_timestep"]
+        assert r["retention"][0] >= 0.5  # restarting at timestep 0 keeps the feature
+        assert all(lo <= p + 1e-9 and p <= hi + 1e-9 for lo, p, hi in zip(r["ci_low"], r["retention"], r["ci_high"]))
+        assert len(r["ideal_retention"]) == 4
+        assert r["t_after_timestep"] is None or 0 <= r["t_after_timestep"] < 1000
+    assert d["sampler"]["stochastic"] is True
+    assert sum(r["n_base"] for r in top if r["feature"] == "digit") == TINY["samples"]
+    lines = (tiny_run / "results.jsonl").read_text().splitlines()
+    assert len(lines) == TINY["samples"]
+    csv_rows = (tiny_run / "windows.csv").read_text().splitlines()
+    assert len(csv_rows) == len(recs) + 1
+
+
+@pytest.mark.slow
+def test_rerun_same_folder_is_a_no_op_and_same_windows(tiny_run):
+    before = features(tiny_run)
+    run_sweep(out=str(tiny_run), quiet=True, batch_size=7, **TINY)  # batch size may differ
+    assert features(tiny_run) == before
+
+
+@pytest.mark.slow
+def test_measure_window_equals_run_sweep(tiny_run):
+    from diffusion_windows import load_default_classifier, load_default_pipeline, measure_window
+
+    recs = measure_window(load_default_pipeline(), load_default_classifier(), **TINY)
+    got = {(r.feature, r.value, r.parent): (r.retention, r.start_timestep, r.end_timestep, r.t_after_timestep)
+           for r in recs}
+    want = {(r["feature"], r["value"], r["parent"]):
+            (None if r["retention"] is None else tuple(r["retention"]), r["start_timestep"], r["end_timestep"],
+             r.get("t_after_timestep")) for r in features(tiny_run)}
+    assert got == want
+
+
+@pytest.mark.slow
+def test_cli_kill_and_resume_gives_same_windows(tmp_path):
+    args = ["--samples", "8", "--restarts", "2", "--timesteps", "0:1000:200", "--num-inference-steps", "10",
+            "--seed", "5", "--quiet"]
+    whole = tmp_path / "whole"
+    r = subprocess.run([sys.executable, "-m", "diffusion_windows.sweep", *args, "--out", str(whole)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "diffusion_windows.sweep", *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = killed / "results.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if results.exists() and len(results.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "windows.json").exists()
+    n_done = len(results.read_text().splitlines())
+    assert 3 <= n_done < 8
+    r = subprocess.run([sys.executable, "-m", "diffusion_windows.sweep", *args, "--out", str(killed)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert len(results.read_text().splitlines()) == 8
+    assert features(killed) == features(whole)
+
+
+@pytest.mark.slow
+def test_cli_prints_summary_and_folder(tmp_path):
+    out = tmp_path / "cli"
+    r = subprocess.run([sys.executable, "-m", "diffusion_windows.sweep", "--samples", "3", "--restarts", "1",
+                        "--timesteps", "0,500", "--num-inference-steps", "5", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert str(out) in r.stdout and "T_aft" in r.stdout
+    assert (out / "window.png").exists()
+
+
+class _BrokenAfter(torch.nn.Module):
+    """Wraps a UNet; after ``calls`` model calls, returns NaN for timesteps above ``above``."""
+
+    def __init__(self, unet, calls, above):
+        super().__init__()
+        self.inner, self.calls, self.above, self.n = unet, calls, above, 0
+        self.config = unet.config
+
+    @property
+    def dtype(self):
+        return self.inner.dtype
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def forward(self, x, t, *a, **k):
+        out = self.inner(x, t, *a, **k)
+        self.n += 1
+        if self.n > self.calls and float(torch.as_tensor(t).max()) > self.above:
+            out.sample.fill_(float("nan"))
+        return out
+
+
+@pytest.mark.slow
+def test_nan_from_model_fails_loudly_with_timestep_and_seed():
+    from diffusion_windows import load_default_classifier, load_default_pipeline, measure_window
+    from diffusion_windows.sweep import SweepError
+
+    pipe = load_default_pipeline()
+    clf = load_default_classifier()
+    # 5 steps make the base samples; the restarts from timestep 600 then get NaN
+    pipe.unet = _BrokenAfter(pipe.unet, calls=5, above=400)
+    with pytest.raises(SweepError, match=r"NaN or Inf for base 0 restarted at timestep 600 .*seed \d+"):
+        measure_window(pipe, clf, samples=2, restarts=2, timesteps="0,600", num_inference_steps=5)
+    broken = _BrokenAfter(load_default_pipeline().unet, calls=0, above=400)
+    pipe.unet = broken  # now base generation itself fails, naming the base samples
+    with pytest.raises(SweepError, match=r"NaN or Inf for base samples 0\.\.1"):
+        measure_window(pipe, clf, samples=2, restarts=1, timesteps="0", num_inference_steps=5)
