@@ -363,3 +363,16 @@ def test_reproduces_sdxl_pipeline():
     torch.testing.assert_close(traj.final, ref, atol=1e-5, rtol=1e-5)
     out = hooks.denoise_from(pipe, traj.states[2], traj.timesteps[2], num_inference_steps=N, **cond)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)  # Euler (s_churn = 0): deterministic
+
+
+def test_euler_on_a_ddpm_pipeline_runs_the_scaled_loop():
+    """DDPMPipeline never calls scale_model_input; the hooks do: the model sees VP-scale input."""
+    pipe = make_tiny_ddpm_pipe(S.make_scheduler("euler"))
+    inputs = []
+    forward = pipe.unet.forward
+    pipe.unet.forward = lambda x, t, *a, **k: (inputs.append(x), forward(x, t, *a, **k))[1]
+    traj = hooks.sample_trajectory(pipe, batch_size=2, num_inference_steps=N, generator=gens([1, 2]))
+    assert traj.states[0].std() > 10  # pure noise at VE scale, times init_noise_sigma
+    for i, t in enumerate(traj.timesteps):
+        torch.testing.assert_close(inputs[i], traj.states[i] * float(np.sqrt(S.alpha_bar(pipe.scheduler, t))),
+                                   atol=1e-5, rtol=1e-4)
