@@ -348,12 +348,14 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
         seq = plans[key][1].double().cpu().numpy()
         for pre in (0, 1):
             rest = seq[pre:]
-            if len(rest) <= len(base_seq) and np.allclose(base_seq[len(base_seq) - len(rest):], rest, rtol=0, atol=1e-3):
+            tail = base_seq[len(base_seq) - len(rest):]
+            if len(rest) <= len(base_seq) and np.allclose(tail, rest, rtol=0, atol=1e-3):
                 return len(base_seq) - len(rest), pre
         raise RuntimeError(f"restart at {key} is not on the base grid")  # not reached
 
     if staircase:
-        order = sorted(range(total), key=lambda i: (join_of(keys[i]), -keys[i], i))
+        join = {key: join_of(key) for key in plans}
+        order = sorted(range(total), key=lambda i: (join[keys[i]], -keys[i], i))
     else:
         order = sorted(range(total), key=lambda i: (-keys[i], i))
     out = torch.empty_like(x_all)
@@ -381,7 +383,7 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
                 x = _loop(pipe, scheduler, seq, x, c, _gens(g), eta)
             out[index] = x
             continue
-        joins = [join_of(keys[i]) for i in piece]
+        joins = [join[keys[i]] for i in piece]
         # off-grid custom starts: their own first step, batched per start
         for key in sorted({keys[i] for i, (_, pre) in zip(piece, joins) if pre}, reverse=True):
             rows = [r for r, i in enumerate(piece) if keys[i] == key]
@@ -400,9 +402,9 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
             kwargs = _step_kwargs(scheduler, _gens(g[:m]), eta)
             out_k = _model_output(pipe, scheduler, c, x[:m], seq[k])
             x[:m] = scheduler.step(out_k, seq[k], x[:m], **kwargs, return_dict=False)[0]
-        for r, i in enumerate(piece):
-            if positions[r] == len(seq) and not joins[r][1]:  # no step ran on it
-                x[r] = _to_model_space(scheduler, x[r:r + 1], keys[i])[0]
+        for key in {keys[i] for i in piece if join[keys[i]] == (len(seq), 0)}:  # no step ran
+            sel = torch.tensor([r for r, i in enumerate(piece) if keys[i] == key], device=device)
+            x[sel] = _to_model_space(scheduler, x[sel], key)
         out[index] = x
     sizes = [x_t.shape[0] for x_t, _, _ in groups]
     return list(out.split(sizes))

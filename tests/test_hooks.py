@@ -224,6 +224,11 @@ def test_staircase_model_calls():
     calls[0] = 0
     hooks.denoise_staircase(pipe, groups, num_inference_steps=N, max_batch=2)
     assert calls[0] == N + 3 + 1  # fixed chunks of 2, ordered by start
+    ddim = make_tiny_ddpm_pipe(sd_scheduler("ddim"))  # grid ends at 1: timestep 0 runs no step
+    calls = count_model_calls(ddim)
+    x = torch.randn(2, 1, 8, 8, generator=gen(60))
+    out = hooks.denoise_staircase(ddim, [(x, 0, None), (x, 1, None)], num_inference_steps=N)
+    assert calls[0] == 1 and torch.equal(out[0], x) and not torch.equal(out[1], x)
     pndm = make_tiny_ddpm_pipe(S.make_scheduler("pndm", {"skip_prk_steps": True}))
     calls = count_model_calls(pndm)
     hooks.denoise_staircase(pndm, groups, num_inference_steps=N)
