@@ -16,8 +16,10 @@ def _is_text(pipe) -> bool:
 
 
 def _device_dtype(pipe):
-    for tensor in list(pipe.unet.parameters())[:1] + list(pipe.unet.buffers())[:1]:
-        return tensor.device, tensor.dtype
+    """Device and dtype of the pipeline's unet (its first parameter or buffer; else CPU fp32)."""
+    for tensors in (pipe.unet.parameters(), pipe.unet.buffers()):
+        for tensor in tensors:
+            return tensor.device, tensor.dtype
     return torch.device("cpu"), torch.float32
 
 
