@@ -168,10 +168,16 @@ def _json_number(t):
 
 
 def staircase_nfe(grid, timesteps, restarts: int, scheduler) -> int:
-    """Model evaluations (per sample) of restarting from each of ``timesteps``: sum of steps below each."""
+    """Per-sample model evaluations of restarting from each of ``timesteps``: the steps at or below each.
+
+    A restart from a timestep with ``k`` grid steps at or below it costs ``k`` evaluations
+    per re-sample (Heun: ``2k - 1``); the staircase shares them across starts, so the model
+    *calls* are fewer, but every re-sample still takes its ``k`` steps.
+    """
     grid = np.asarray(grid, dtype=float)
-    per_step = 2 if type(scheduler).__name__.startswith("Heun") else 1
-    return int(sum(int((grid <= float(t) + 1e-9).sum()) for t in timesteps) * restarts * per_step)
+    heun = type(scheduler).__name__.startswith("Heun")
+    steps = [int((grid <= float(t) + 1e-9).sum()) for t in timesteps]
+    return int(sum(2 * k - 1 if heun and k else k for k in steps) * restarts)
 
 
 def coarse_grid(grid, n: int = 9) -> list:
