@@ -42,7 +42,8 @@ DIGIT_WORDS: tuple[str, ...] = (
 
 
 def _word(label: str) -> str:
-    return DIGIT_WORDS[int(label)]
+    """ "7" -> "seven"; any other label is used as it is."""
+    return DIGIT_WORDS[int(label)] if label.isdigit() and len(label) == 1 else label
 
 
 # Prompt templates, label -> text. The tiny CLIP is trained on these (one drawn at random
@@ -133,13 +134,17 @@ def register_tiny_clip() -> Path:
     return folder / CLIP_WEIGHTS
 
 
-def load_default_classifier(device: str = "cpu", batch_size: int = 256):
-    """`clip_zero_shot` over the bundled tiny CLIP, labels "0".."9" in that order."""
+def load_default_classifier(device: str = "cpu", batch_size: int = 256, labels=None):
+    """`clip_zero_shot` over the bundled tiny CLIP, labels "0".."9" in that order.
+
+    `labels` (None: all ten digits) picks other prompts, e.g. ("3", "8") for a two-way
+    classifier; the tiny CLIP only knows digits, written as "7" or "seven".
+    """
     from .classifiers import clip_zero_shot
 
     weights = register_tiny_clip()
     return clip_zero_shot(
-        DIGIT_LABELS,
+        DIGIT_LABELS if labels is None else labels,
         templates=DIGIT_TEMPLATES,
         model=CLIP_MODEL_NAME,
         pretrained=str(weights),
