@@ -250,7 +250,7 @@ class _Engine:
         cut = lambda arr: [arr[self.bounds[i]:self.bounds[i + 1]] for i in range(len(self.atoms))]  # noqa: E731
         self.m_t = [np.ascontiguousarray(m.T, dtype=np.float32) for m in cut(self.m)]
         self.mm_atoms, self.logw_atoms = cut(self.mm), cut(self.logw_within)
-        self.cache = {}
+        self.cache, self.subset_cache = {}, {}
 
     def atom_mask(self, idx) -> np.ndarray:
         """Atoms inside the component subset idx (a union of atoms by construction)."""
@@ -261,6 +261,7 @@ class _Engine:
         if t not in self.cache:
             if len(self.cache) >= 4:
                 self.cache.clear()
+                self.subset_cache.clear()
             with threadpool_limits(limits=1):
                 self.cache[t] = [self._logp_block(x, z, t) for x, z in zip(self.x, self.z)]
         return self.cache[t]
@@ -321,6 +322,14 @@ class _Engine:
 
     def log_subset(self, lp: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """log p_t^S for the atoms in mask, from one block of log p_t^atom [n, A]."""
+        key = (id(lp), mask.tobytes())
+        if key not in self.subset_cache:
+            if len(self.subset_cache) > 4096:
+                self.subset_cache.clear()
+            self.subset_cache[key] = (lp, self._log_subset(lp, mask))  # lp kept: ids stay valid
+        return self.subset_cache[key][1]
+
+    def _log_subset(self, lp, mask):
         sub = lp[:, mask]
         if sub.shape[1] == 1:
             return sub[:, 0]
@@ -360,7 +369,7 @@ def _sample_size(pilot_se: float, n0: int, se_target: float, n_max: int) -> int:
     """Draws per atom so that the largest standard error meets se_target."""
     if pilot_se <= se_target:
         return n0
-    return int(min(n_max, np.ceil(n0 * 1.15 * (pilot_se / se_target) ** 2)))
+    return int(min(n_max, np.ceil(n0 * 1.3 * (pilot_se / se_target) ** 2)))
 
 
 def _mc_curve(make, quantity, ts, n, se_target, n0=1000, n_max=200_000):
@@ -510,7 +519,7 @@ class _TVFunctions:
     """TV(t) for several pairs of sub-populations: closed forms where they exist, otherwise
     one shared Monte Carlo engine (common random numbers) sized on a pilot grid."""
 
-    def __init__(self, mix, pairs, se_target, n, seed, pilot_times):
+    def __init__(self, mix, pairs, se_target, n, seed, pilot_times, levels=None):
         self.mix, self.items = mix, []
         mc_sets = []
         for a, b in pairs:
@@ -524,7 +533,7 @@ class _TVFunctions:
             make = lambda m: _Engine(mix, mc_sets, np.unique(np.concatenate(mc_sets)), m, seed)  # noqa: E731
             self.engine = make(n or 1000)
             if n is None:
-                se = max(self(j, t)[1] for j in range(len(pairs)) for t in pilot_times)
+                se = self._pilot_se(pilot_times, levels)
                 m = _sample_size(se, 1000, se_target, 200_000)
                 if m > 1000:
                     self.engine = make(m)
@@ -541,6 +550,21 @@ class _TVFunctions:
 
     def value(self, j):
         return lambda t: self(j, t)[0]
+
+    def _pilot_se(self, times, levels):
+        """Largest pilot standard error: over all times, or (levels given: per pair, the
+        levels whose crossing times are searched) at the pilot times around each crossing."""
+        est = np.array([[self(j, t) for j in range(len(self.items))] for t in times])
+        est = est.transpose(1, 0, 2)  # [pair, time, (value, se)]
+        if levels is None:
+            return float(est[:, :, 1].max())
+        se = 0.0
+        for j, lv in enumerate(levels):
+            for level in lv:
+                side = est[j, :, 0] >= level
+                for i in np.flatnonzero(side[:-1] != side[1:]):
+                    se = max(se, est[j, i, 1], est[j, i + 1, 1])
+        return se
 
     def se_t(self, j, t):
         """Standard error of a crossing time: se(TV) / |dTV/dt| at t (0 when exact)."""
@@ -775,7 +799,15 @@ def predict_windows(mixture, features, *, delta=0.1, ou_times=None, component_la
                          q=[pair(after, rest_a), pair(after, before),
                             pair(before, rest_b) if len(rest_b) else None]))
     g = np.geomspace(T_MIN, T_MAX, grid_size)
-    fns = _TVFunctions(mixture, pairs, se_target, n, seed, g[::max(1, grid_size // 8)])
+    levels = [set() for _ in pairs]
+    for p in plan:
+        qa, qab, qb = p["q"]
+        levels[qa].add(1 - p["eps_a"] ** 2)
+        levels[qab].add(p["eps_b"])
+        if qb is not None:
+            levels[qb].add(1 - p["eps_b"] ** 2)
+    # sized so that se <= se_target at the pilot times around each threshold's crossing
+    fns = _TVFunctions(mixture, pairs, se_target, n, seed, g[::max(1, grid_size // 16)], levels)
     # retention curves: sized like the TVs, from one engine over all S_after
     ret = {}
     if len(ts):
@@ -786,13 +818,13 @@ def predict_windows(mixture, features, *, delta=0.1, ou_times=None, component_la
             def make(m):
                 return _Engine(mixture, groups + [_complement(mixture, a) for a in groups],
                                everything, m, seed)
-            m_used = n or 400
+            m_used = n or 1000
             eng = make(m_used)
             if n is None:
                 pilot = ts[np.linspace(0, len(ts) - 1, min(len(ts), 6)).astype(int)]
                 se = max(eng.retention(t, eng.atom_mask(a), eng.atom_mask(a))[1]
                          for a in groups for t in pilot)
-                m_used = _sample_size(se, 400, se_target, 200_000)
+                m_used = _sample_size(se, 1000, se_target, 200_000)
                 eng = make(m_used)
         for key, a in subsets.items():
             if eng is None:
