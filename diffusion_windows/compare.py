@@ -6,9 +6,9 @@ For a record of feature value ``v`` (``S_after`` = the mixture components whose 
 
 - ``eps_after = delta / (1 + max(1, W_after)/sqrt 2)``, ``eps_before`` likewise with
   ``W_before`` (0 when ``S_before`` is everything), ``delta`` = the sweep's tolerance;
-- ``t_after_ou``, ``t_before_ou`` from `theory.critical_window` at those eps, and their
+- ``t_after_ou``, ``t_before_ou`` (the paper's Def. 4) at those eps, all from one `theory.predict_windows`, and their
   training timesteps ``t_after_timestep``, ``t_before_timestep`` (`schedule.timestep_from_ou_time`);
-- ``ideal_retention`` on the record's grid: `theory.retention_curve(S_after, S_after)`;
+- ``ideal_retention`` on the record's grid: `R(t) = E_{p_t^{S_after}} P(S_after | y)`;
 - ``speciation_ou``/``speciation_timestep``: `theory.speciation_time` of the whole data
   (of the parent group's data for a nested record);
 - ``bracket_holds``: measured start >= T_after and measured end <= T_before, with
@@ -35,11 +35,6 @@ def schedule_arrays(scheduler) -> dict:
     ts = np.arange(T)
     return {"timestep": ts.tolist(), "alpha_bar": schedule.alpha_bar(scheduler, ts).tolist(),
             "ou_time": schedule.ou_time(scheduler, ts).tolist()}
-
-
-def eps_for(delta: float, w_ratio: float) -> float:
-    """Solve THEORY.md's ``delta = eps * (1 + max(1, W)/sqrt 2)`` for eps."""
-    return float(delta / (1.0 + max(1.0, w_ratio) / np.sqrt(2.0)))
 
 
 @lru_cache(maxsize=2)
@@ -80,9 +75,33 @@ def resolve_mixture(model, base_points=None, base_labels=None):
     return EmpiricalMixture(np.asarray(base_points, dtype=np.float64), np.asarray(base_labels))
 
 
+def _theory_features(mixture, features):
+    """The features restricted to values that have components and do not cover the whole mixture."""
+    from .features import Feature
+
+    n = int(mixture.num_components)
+    out = []
+    for f in features:
+        values = {}
+        for v, labels in f.values.items():
+            try:
+                k = len(_components(mixture, labels))
+            except ValueError:  # no component carries these labels
+                continue
+            if 0 < k < n:
+                values[v] = labels
+        if values:
+            out.append(Feature(f.name, values))
+    return out
+
+
 def add_theory(records: list[dict], model, o: dict, mixture=None) -> dict:
-    """Add the theory keys (module docstring) to ``records`` in place; returns a summary dict."""
-    from .theory import critical_window, retention_curve
+    """Add the theory keys (module docstring) to ``records`` in place; returns a summary dict.
+
+    One `theory.predict_windows` call serves every record: all TVs share one Monte Carlo
+    engine with common random numbers.
+    """
+    from .theory import predict_windows
 
     started = time.perf_counter()
     if mixture is None:
@@ -91,34 +110,22 @@ def add_theory(records: list[dict], model, o: dict, mixture=None) -> dict:
         return {"available": False, "reason": "no mixture: base samples not kept"}
     scheduler = model.pipe.scheduler
     delta = float(o["tolerance"])
-    features = {f.name: f for f in model.features}
-    all_comps = np.arange(len(np.asarray(mixture.weights)))
-    weights = np.asarray(mixture.weights, dtype=float)
-    t_s_all = _speciation(mixture, all_comps)
-    curves = {}
+    grid = sorted({float(t) for r in records for t in r["timesteps"]})
+    ou = schedule.ou_time(scheduler, np.asarray(grid, dtype=float))
+    column = {t: i for i, t in enumerate(grid)}
+    predicted = predict_windows(mixture, _theory_features(mixture, model.features), delta=delta, ou_times=ou,
+                                seed=int(o.get("seed", 0)))
+    by_key = {(p.feature, p.value, p.parent_value): p for p in predicted}
     for r in records:
-        f = features[r["feature"]]
-        after = _components(mixture, f.values[r["value"]])
-        if r.get("parent") is None:
-            before, t_s = all_comps, t_s_all
-        else:
-            before = _components(mixture, features[r["parent_feature"]].values[r["parent"]])
-            t_s = _speciation(mixture, before)
-        if len(after) == 0 or len(after) == len(all_comps):
+        p = by_key.get((r["feature"], r["value"], r.get("parent")))
+        if p is None:
             continue
-        w_after = weights[np.setdiff1d(all_comps, after)].sum() / weights[after].sum()
-        rest_b = np.setdiff1d(all_comps, before)
-        w_before = weights[rest_b].sum() / weights[before].sum() if len(rest_b) else 0.0
-        e_a, e_b = eps_for(delta, w_after), eps_for(delta, w_before)
-        cw = critical_window(mixture, after, before, e_a, eps_before=e_b)
-        key = tuple(after.tolist())
-        if key not in curves:
-            ou = schedule.ou_time(scheduler, np.asarray(r["timesteps"], dtype=float))
-            curves[key] = np.asarray(retention_curve(mixture, after, after, ou), dtype=float)
-        r.update(_theory_fields(scheduler, cw, e_a, e_b, delta, w_after, w_before, t_s, curves[key], r))
-    return {"available": True, "mixture": type(mixture).__name__, "components": int(len(all_comps)),
-            "speciation_ou": _num(t_s_all), "speciation_timestep": _ts(scheduler, t_s_all),
-            "tolerance": delta, "seconds": round(time.perf_counter() - started, 2)}
+        curve = [p.ideal_retention[column[float(t)]] for t in r["timesteps"]]
+        r.update(_theory_fields(scheduler, p, curve, r))
+    t_s = _speciation(mixture, np.arange(mixture.num_components))
+    return {"available": True, "mixture": type(mixture).__name__, "components": int(mixture.num_components),
+            "speciation_ou": _num(t_s), "speciation_timestep": _ts(scheduler, t_s), "tolerance": delta,
+            "seconds": round(time.perf_counter() - started, 2)}
 
 
 def _num(v):
@@ -133,19 +140,20 @@ def _ts(scheduler, ou):
     return float(np.round(schedule.timestep_from_ou_time(scheduler, float(ou)), 2))
 
 
-def _theory_fields(scheduler, cw, e_a, e_b, delta, w_after, w_before, t_s, curve, r) -> dict:
-    t_after, t_before = _ts(scheduler, cw.t_after), _ts(scheduler, cw.t_before)
+def _theory_fields(scheduler, p, curve, r) -> dict:
+    t_after, t_before = _ts(scheduler, p.t_after_ou), _ts(scheduler, p.t_before_ou)
     start, end = r.get("start_timestep"), r.get("end_timestep")
     d_start = None if start is None or t_after is None else float(start - t_after)
     d_end = None if end is None or t_before is None else float(t_before - end)
     holds = None if d_start is None or d_end is None else bool(d_start >= 0 and d_end >= 0)
     return {
         "ideal_retention": [float(v) for v in curve],
-        "t_after_ou": _num(cw.t_after), "t_before_ou": _num(cw.t_before),
+        "t_after_ou": _num(p.t_after_ou), "t_before_ou": _num(p.t_before_ou),
         "t_after_timestep": t_after, "t_before_timestep": t_before,
-        "window_exists": bool(cw.exists),
-        "speciation_ou": _num(t_s), "speciation_timestep": _ts(scheduler, t_s),
-        "eps_after": e_a, "eps_before": e_b, "w_after": float(w_after), "w_before": float(w_before),
-        "delta_after": delta, "delta_before": delta,
+        "t_start_before_ou": _num(p.t_start_before_ou), "window_exists": bool(p.window_exists),
+        "speciation_ou": _num(p.speciation_ou), "speciation_timestep": _ts(scheduler, p.speciation_ou),
+        "eps_after": float(p.eps_after), "eps_before": float(p.eps_before),
+        "delta_after": float(p.delta_after), "delta_before": float(p.delta_before),
+        "w_after": float(p.w_after), "w_before": float(p.w_before), "theory_floor": float(p.base_rate),
         "bracket_holds": holds, "start_minus_t_after": d_start, "t_before_minus_end": d_end,
     }
