@@ -818,20 +818,25 @@ def predict_windows(mixture, features, *, delta=0.1, ou_times=None, component_la
             def make(m):
                 return _Engine(mixture, groups + [_complement(mixture, a) for a in groups],
                                everything, m, seed)
-            m_used = n or 1000
+            m_used = n or 600
             eng = make(m_used)
-            if n is None:
-                pilot = ts[np.linspace(0, len(ts) - 1, min(len(ts), 6)).astype(int)]
+            if n is None:  # pilot at (up to 24 of) the requested times
+                pilot = ts[np.unique(np.linspace(0, len(ts) - 1, min(len(ts), 24)).astype(int))]
                 se = max(eng.retention(t, eng.atom_mask(a), eng.atom_mask(a))[1]
-                         for a in groups for t in pilot)
-                m_used = _sample_size(se, 1000, se_target, 200_000)
+                         for t in pilot for a in groups)
+                m_used = _sample_size(se, 600, se_target, 200_000)
                 eng = make(m_used)
+        if eng is not None:  # times outer: all curves at one ou_time share its log-densities
+            masks = {key: eng.atom_mask(a) for key, a in subsets.items()}
+            est = {key: [] for key in subsets}
+            for t in ts:
+                for key, m in masks.items():
+                    est[key].append(eng.retention(t, m, m))
         for key, a in subsets.items():
             if eng is None:
                 v, se = retention_curve(mixture, a, a, ts, return_se=True)
             else:
-                v, se = np.array([eng.retention(t, eng.atom_mask(a), eng.atom_mask(a))
-                                  for t in ts]).T.reshape(2, -1)
+                v, se = np.array(est[key]).T.reshape(2, -1)
             ret[key] = (tuple(map(float, v)), tuple(map(float, se)), m_used)
     if refine:
         def cross(j, level, kind):
