@@ -135,7 +135,7 @@ def _num(v):
 
 def _ts(scheduler, ou):
     """ou_time -> training timestep (float, within the schedule); None if undefined."""
-    if ou is None or not np.isfinite(ou):
+    if ou is None or not np.isfinite(ou) or ou < 0:  # negative: Lambda < 1, no speciation
         return None
     return float(np.round(schedule.timestep_from_ou_time(scheduler, float(ou)), 2))
 

@@ -143,11 +143,24 @@ def _flat(rec: dict) -> dict:
     return row
 
 
+def finite(obj):
+    """``obj`` with every NaN or infinite float replaced by None (JSON has neither)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return finite(obj.item())
+    return obj
+
+
 def write_windows(out: Path, records: list[dict], extra: dict) -> None:
     """Write ``windows.json`` (``{"features": records, **extra}``) and ``windows.csv``."""
     out = Path(out)
     tmp = out / "windows.json.tmp"
-    tmp.write_text(json.dumps({"features": records, **extra}, indent=1, allow_nan=False))
+    tmp.write_text(json.dumps(finite({"features": records, **extra}), indent=1, allow_nan=False))
     tmp.replace(out / "windows.json")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_KEYS)

@@ -203,7 +203,9 @@ def estimate_window(
     ``timesteps`` [G]: ascending training timesteps (floats allowed). ``kept``, ``total``
     [n_base, G]: counts per base sample and grid point; ``total == 0`` marks missing.
     ``P(t)`` is the mean over base samples of the per-base fractions, ignoring missing
-    ones. Band and edge intervals: percentile bootstrap over base samples; with a single
+    ones. Band and edge intervals: percentile bootstrap over base samples (the band is
+    widened to cover the pooled Wilson interval, which matters where the bootstrap
+    collapses because every re-sample agrees); with a single
     base sample the band is Wilson and the edges resample its re-samples (binomial).
     Edge rules for noisy curves: see the module docstring.
     """
@@ -234,6 +236,11 @@ def estimate_window(
         safe = np.where(all_nan[None, :], 0.0, boot)
         ci_low = np.where(all_nan, np.nan, np.nanquantile(safe, a, axis=0))
         ci_high = np.where(all_nan, np.nan, np.nanquantile(safe, 1.0 - a, axis=0))
+        # Where every re-sample agrees (retention 0 or 1) the bootstrap collapses to a point;
+        # the Wilson interval of the pooled counts is the least an honest band must cover.
+        w_lo, w_hi = wilson_interval(kept.sum(axis=0), total.sum(axis=0), confidence)
+        ci_low = np.where(np.isnan(w_lo), ci_low, np.fmin(ci_low, w_lo))
+        ci_high = np.where(np.isnan(w_hi), ci_high, np.fmax(ci_high, w_hi))
     else:
         p = np.where(valid[0], frac[0], 0.0)
         boot = rng.binomial(total[0][None, :], p[None, :], size=(n_boot, G)) / np.where(
