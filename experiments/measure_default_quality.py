@@ -103,8 +103,8 @@ def main(argv=None):
         },
     }
     if args.grid:
-        save_grid(samples[:100], ROOT / "assets" / "default_samples.png", nrow=10, scale=8, pad=2)
-        save_grid(test_x[:100], ROOT / "experiments" / "out" / "heldout_real.png", nrow=10, scale=8, pad=2)
+        save_grid(samples[:100], ROOT / "assets" / "default_samples.png", nrow=10, scale=8, pad=6)
+        save_grid(test_x[:100], ROOT / "experiments" / "out" / "heldout_real.png", nrow=10, scale=8, pad=6)
         result["grid"] = "assets/default_samples.png"
     out = ROOT / "experiments" / "out" / f"quality_steps{args.steps}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
