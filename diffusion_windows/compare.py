@@ -95,14 +95,29 @@ def _theory_features(mixture, features):
     return out
 
 
+_CACHE: dict = {}
+
+
+def _predict(mixture, features, delta, ou_times, seed):
+    """`theory.predict_windows`, remembered for the last few (mixture, features, grid) asked:
+    the prediction depends on the data only, so repeated measurements (a training loop) reuse it."""
+    from .theory import predict_windows
+
+    key = (id(mixture), repr(features), delta, ou_times, seed)
+    if key not in _CACHE:
+        if len(_CACHE) >= 8:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = (mixture, predict_windows(mixture, features, delta=delta, ou_times=np.asarray(ou_times),
+                                                seed=seed))
+    return _CACHE[key][1]
+
+
 def add_theory(records: list[dict], model, o: dict, mixture=None) -> dict:
     """Add the theory keys (module docstring) to ``records`` in place; returns a summary dict.
 
     One `theory.predict_windows` call serves every record: all TVs share one Monte Carlo
     engine with common random numbers.
     """
-    from .theory import predict_windows
-
     started = time.perf_counter()
     if mixture is None:
         mixture = resolve_mixture(model)
@@ -113,8 +128,8 @@ def add_theory(records: list[dict], model, o: dict, mixture=None) -> dict:
     grid = sorted({float(t) for r in records for t in r["timesteps"]})
     ou = schedule.ou_time(scheduler, np.asarray(grid, dtype=float))
     column = {t: i for i, t in enumerate(grid)}
-    predicted = predict_windows(mixture, _theory_features(mixture, model.features), delta=delta, ou_times=ou,
-                                seed=int(o.get("seed", 0)))
+    predicted = _predict(mixture, _theory_features(mixture, model.features), delta, tuple(ou.tolist()),
+                         int(o.get("seed", 0)))
     by_key = {(p.feature, p.value, p.parent_value): p for p in predicted}
     for r in records:
         p = by_key.get((r["feature"], r["value"], r.get("parent")))

@@ -80,6 +80,7 @@ def measure_window(
     mixture=None,                   # theory mixture in model space ("default": the digits training split)
     prompt: str | None = None,      # text pipelines
     guidance_scale: float | None = None,
+    theory: bool = True,            # False: skip the theory (its keys stay None); it depends on the data only
     out=None,                       # a folder: also write windows.json/csv and plots there
 ) -> list[WindowRecord]:
     """The sweep's measurement on ``pipe`` in memory -> one `WindowRecord` per feature value.
@@ -116,7 +117,7 @@ def measure_window(
                   num_inference_steps=num_inference_steps, eta=eta, conditioning=conditioning, mixture=mixture)
     engine = Engine(model, o, MemoryStore(), quiet=True)
     engine.run()
-    records, extra = compute_records(model, o, engine)
+    records, extra = compute_records(model, o, engine, theory=theory)
     if out is not None:
         from . import plotting
         from .report import write_windows

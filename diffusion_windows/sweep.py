@@ -200,7 +200,7 @@ class Engine:
         return {b: sorted(ts) for b, ts in sorted(plan.items()) if ts}
 
 
-def compute_records(model, o, engine) -> tuple[list[dict], dict]:
+def compute_records(model, o, engine, theory: bool = True) -> tuple[list[dict], dict]:
     """Merged results -> window records with theory, and the extra keys of ``windows.json``."""
     from . import compare
     from .report import edge_widths_in_steps, merge_units, window_records
@@ -212,13 +212,14 @@ def compute_records(model, o, engine) -> tuple[list[dict], dict]:
                              tolerance=o["tolerance"], seed=o["seed"])
     stochastic = bool(is_stochastic(model.pipe.scheduler, eta=model.eta))
     mixture = None
-    if model.mixture is None:
+    if theory and model.mixture is None:
         kept = engine.store.load_bases()
         bases = sorted(b for b in kept if b in merged)
         if len(bases) >= 2:
             points = [kept[b].reshape(-1) for b in bases]
             mixture = compare.resolve_mixture(model, points, [merged[b]["label"] for b in bases])
-    theory = compare.add_theory(records, model, o, mixture=mixture)
+    theory = (compare.add_theory(records, model, o, mixture=mixture) if theory
+              else {"available": False, "reason": "theory=False"})
     spacing = _grid_spacing(sorted({t for r in engine.rounds for t in r}))
     widths = edge_widths_in_steps(records, spacing)
     extra = {
