@@ -12,15 +12,19 @@ Edges follow THEORY.md, "Empirical window edges", with tolerance ``delta``:
 - start (late-generation edge, small timestep, pairs with ``T_after``): the largest
   grid timestep ``t`` such that ``P(t') >= 1 - delta`` for every grid ``t' <= t``;
 - end (early-generation edge, large timestep, pairs with ``T_before``): the smallest
-  grid timestep ``t`` such that ``P(t') <= floor + delta`` for every grid ``t' >= t``.
+  grid timestep ``t`` with ``P(t) <= floor + delta``, exactly as THEORY.md states it.
 
-For a monotone curve these are exactly THEORY.md's "largest t with P >= 1 - delta" and
-"smallest t with P <= b + delta". For a noisy, non-monotone curve the start is the
-last point of the run above threshold that begins at the smallest timestep, and the
-end is the first point of the final run at or below threshold; a stray bump far from
-the window therefore cannot move an edge. An edge is ``None`` when that run is empty
-(the curve never crosses). Grid points with no data (all totals 0) are skipped. The
-two runs are disjoint whenever ``floor + delta < 1 - delta``, so ``start < end``;
+For a monotone curve the start is exactly THEORY.md's "largest t with P >= 1 - delta".
+For a noisy, non-monotone curve the start is the last point of the run above threshold
+that begins at the smallest timestep, so a stray bump far from the window cannot move
+it. The end is the first crossing read toward more noise: the retention's tail
+approaches the floor slowly and hovers near ``floor + delta``, so a rule that let
+excursions in the tail move the end ("the final run below threshold") makes its
+interval span the whole tail, while early dips below the threshold are rare where
+retention is still high. An edge is ``None`` when the curve never crosses.
+Grid points with no data (all totals 0) are skipped. The
+start's run lies above ``1 - delta`` and the end at or below ``floor + delta``; whenever
+``floor + delta < 1 - delta`` the end therefore lies after the run, so ``start < end``;
 otherwise the window is undefined and both edges are ``None``. The bootstrap applies
 the same rule to every resampled curve.
 """
@@ -136,9 +140,10 @@ def _edge_indices(curves: np.ndarray, start_thr: float, end_thr: float):
     G = curves.shape[1]
     idx = np.arange(G)
     start = np.where(run.any(axis=1), np.where(run, idx, -1).max(axis=1), -1)
-    # end: first non-missing point of the final run at or below threshold
-    tail = np.logical_and.accumulate(below[:, ::-1], axis=1)[:, ::-1] & ~nan
-    end = np.where(tail.any(axis=1), np.where(tail, idx, G).min(axis=1), -1)
+    # end: first non-missing point at or below threshold (reading toward more noise); it
+    # lies after the start's run, whose points are all above floor + delta < 1 - delta
+    first = below & ~nan
+    end = np.where(first.any(axis=1), np.where(first, idx, G).min(axis=1), -1)
     return start, end
 
 

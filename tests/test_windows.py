@@ -115,8 +115,8 @@ def test_noisy_non_monotone_rule():
     kept = np.tile(np.round(p * 100).astype(int), (2, 1))
     est = estimate_window(t, kept, total, 0.1, n_boot=20)
     assert est.start_timestep == 100.0  # the bump to 0.92 at t = 300 does not count
-    assert est.end_timestep == 700.0  # first point of the final run at or below 0.2
-    assert est.start_ci == (100.0, 100.0) and est.end_ci == (700.0, 700.0)
+    assert est.end_timestep == 500.0  # first point at or below 0.2; the bump at 600 does not count
+    assert est.start_ci == (100.0, 100.0) and est.end_ci == (500.0, 500.0)
 
 
 def test_missing_counts_are_ignored():
