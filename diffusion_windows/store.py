@@ -130,6 +130,7 @@ class ResultStore:
             cells = rows.setdefault(base, {})
             for t, img in zip(ts, imgs[:-1]):
                 cells[float(t)] = img
+            cells[0.0] = imgs[-1]  # timestep 0 shows the base sample itself
         rows = {b: c for b, c in rows.items() if b in merged}
         if not rows:
             return

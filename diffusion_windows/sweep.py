@@ -281,7 +281,7 @@ HELP = {
     "model": "'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), a pipeline folder or hub id",
     "prompt": "prompt of text pipelines",
     "guidance_scale": "classifier-free guidance scale of text pipelines",
-    "num_inference_steps": "steps of the sampling grid (default: 50)",
+    "num_inference_steps": "steps of the sampling grid (default: 20 for the built-in models, else 50)",
     "scheduler": "swap the pipeline's scheduler: ddpm, ddim, euler, euler-ancestral, heun, dpm++, unipc, pndm",
     "eta": "DDIM eta (default 1.0 for DDIM: a stochastic sampler)",
     "labels": "comma-separated CLIP zero-shot labels (default: the model's built-in features)",
