@@ -1,4 +1,4 @@
-"""Every ```python block of README.md and docs/library.md runs (so the examples cannot rot).
+"""Every ```python block of README.md runs (so the examples cannot rot).
 
 Each block is executed in a fresh namespace with a temporary working directory. A block
 preceded by a ``<!-- no-test -->`` line (blank lines between are allowed) is skipped.
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ("README.md", "docs/library.md")
+DOCS = ("README.md",)
 NO_TEST = "<!-- no-test -->"
 FENCE = re.compile(r"^```(\w*)\s*$")
 
@@ -52,7 +52,7 @@ def test_code_blocks_parser():
 
 
 def test_docs_have_python_examples():
-    # README.md (or docs/library.md until it is merged into README.md) holds the callback example.
+    # README.md holds the training-loop callback example.
     code = "".join(p.values[2] for p in python_examples())
     assert "measure_window(" in code and "def window_tracker" in code
 
