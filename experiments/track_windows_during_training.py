@@ -36,14 +36,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 from diffusion_windows import default  # noqa: E402
-from train_default_model import SCHEDULER_CONFIG, UNET_CONFIG  # noqa: E402
+from train_default_model import SCHEDULER_CONFIG, UNET_CONFIG, train_step  # noqa: E402
 
 # --tiny: a UNet of the same shape with narrow blocks (CI smoke runs only).
 TINY_UNET_CONFIG = {**UNET_CONFIG, "block_out_channels": (8, 16), "norm_num_groups": 4}
@@ -205,22 +204,8 @@ def train_and_track(args) -> list[dict]:
             order, pos = torch.randperm(len(data), generator=g), 0
         x0 = data[order[pos: pos + args.batch_size]]
         pos += args.batch_size
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=g)
-        eps = torch.randn(x0.shape, generator=g)
-        ab = alpha_bar[t].view(-1, 1, 1, 1)
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # q(x_t | x_0), Ho et al. eq. 4
         unet.train()
-        loss = F.mse_loss(unet(x_t, t).sample, eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        lr_sched.step()
-        decay = min(args.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(pm, 1 - decay)
-        losses.append(loss.item())
+        losses.append(train_step(unet, ema, opt, lr_sched, x0, alpha_bar, g, step, args.ema_decay))
     return rows
 
 

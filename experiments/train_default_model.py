@@ -48,6 +48,25 @@ UNET_CONFIG = dict(
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
 
 
+def train_step(unet, ema, opt, lr_sched, x0, alpha_bar, g, step: int, ema_decay: float) -> float:
+    """One epsilon-prediction step (Ho et al. eq. 14) on the batch ``x0``, then the EMA update; returns the loss."""
+    t = torch.randint(0, len(alpha_bar), (len(x0),), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    ab = alpha_bar[t].view(-1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # q(x_t | x_0), Ho et al. eq. 4
+    loss = F.mse_loss(unet(x_t, t).sample, eps)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    opt.step()
+    lr_sched.step()
+    decay = min(ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), unet.parameters()):
+            pe.lerp_(pm, 1 - decay)
+    return loss.item()
+
+
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 10, scale: int = 8, pad: int = 2) -> None:
     """Save images [N, 1, H, W] in [0, 1] as a PNG grid, each pixel a `scale` x `scale` block."""
     from PIL import Image
@@ -128,21 +147,8 @@ def main(argv=None):
                 order, pos = torch.randperm(len(data), generator=g), 0
             x0 = data[order[pos: pos + args.batch_size]]
             pos += args.batch_size
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=g)
-            eps = torch.randn(x0.shape, generator=g)
-            ab = alpha_bar[t].view(-1, 1, 1, 1)
-            x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # q(x_t | x_0), Ho et al. eq. 4
-            loss = F.mse_loss(unet(x_t, t).sample, eps)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            lr_sched.step()
-            decay = min(args.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), unet.parameters()):
-                    pe.lerp_(pm, 1 - decay)
-            running.append(loss.item())
+            loss = train_step(unet, ema, opt, lr_sched, x0, alpha_bar, g, step, args.ema_decay)
+            running.append(loss)
             if (step + 1) % 50 == 0:
                 row = [step + 1, f"{np.mean(running):.5f}", f"{lr_sched.get_last_lr()[0]:.2e}", f"{time.time() - t0:.1f}"]
                 log.writerow(row)
