@@ -158,3 +158,36 @@ def test_nan_from_model_fails_loudly_with_timestep_and_seed():
     pipe.unet = broken  # now base generation itself fails, naming the base samples
     with pytest.raises(SweepError, match=r"NaN or Inf for base samples 0\.\.1"):
         measure_window(pipe, clf, samples=2, restarts=1, timesteps="0", num_inference_steps=5)
+
+
+@pytest.mark.slow
+def test_branch_protocol_restarts_from_the_trajectory(tmp_path):
+    out = run_sweep(out=str(tmp_path / "branch"), quiet=True, protocol="branch", samples=4, restarts=2,
+                    timesteps="0,500,950", num_inference_steps=20, seed=2)
+    d = json.loads((out / "windows.json").read_text())
+    digit = [r for r in d["features"] if r["feature"] == "digit" and r["parent"] is None and r["n_base"]]
+    # restarting from the sampler's own last state keeps the digit; from near pure noise it mostly does not
+    assert all(r["retention"][0] == 1.0 for r in digit)
+    mean_950 = np.mean([r["retention"][-1] for r in digit])
+    assert mean_950 < 0.8
+
+
+@pytest.mark.slow
+def test_real_images_as_base_samples(tmp_path):
+    from PIL import Image
+
+    from diffusion_windows.default import digits_split
+
+    _, _, test_x, test_y = digits_split()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray((test_x[i, 0].numpy() * 255).astype("uint8")).save(folder / f"{i:02d}_{int(test_y[i])}.png")
+    out = run_sweep(out=str(tmp_path / "real"), quiet=True, images=str(folder), restarts=2, timesteps="0,500",
+                    num_inference_steps=10)
+    d = json.loads((out / "windows.json").read_text())
+    assert d["options"]["samples"] == 6
+    units = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    labels = {u["base"]: u["base_label"] for u in units}
+    truth = {i: int(test_y[i]) for i in range(6)}
+    assert sum(labels[i] == truth[i] for i in range(6)) >= 5  # the real digits are classified as such
