@@ -144,8 +144,10 @@ def add_theory(records: list[dict], model, o: dict, mixture=None) -> dict:
 
 
 def _num(v):
+    """A theory value for JSON: None when undefined; rounded to 1e-9 (far below its Monte Carlo
+    error) so that BLAS threading, which differs between process counts, cannot show in the files."""
     v = float(v)
-    return v if np.isfinite(v) else None
+    return round(v, 9) if np.isfinite(v) else None
 
 
 def _ts(scheduler, ou):
@@ -162,7 +164,7 @@ def _theory_fields(scheduler, p, curve, r) -> dict:
     d_end = None if end is None or t_before is None else float(t_before - end)
     holds = None if d_start is None or d_end is None else bool(d_start >= 0 and d_end >= 0)
     return {
-        "ideal_retention": [float(v) for v in curve],
+        "ideal_retention": [_num(v) for v in curve],
         "t_after_ou": _num(p.t_after_ou), "t_before_ou": _num(p.t_before_ou),
         "t_after_timestep": t_after, "t_before_timestep": t_before,
         "t_start_before_ou": _num(p.t_start_before_ou), "window_exists": bool(p.window_exists),
