@@ -10,10 +10,11 @@ Public pieces (used by `diffusion_windows.sweep` and `measure_window`):
 - `make_bases(model, indices, *, total, seed, protocol, batch_size, images=None) -> Bases`:
   base samples ``x0`` (and, for ``protocol="branch"``, their trajectories), generated in
   fixed chunks of base indices.
-- `run_unit(model, bases, base, timesteps, *, restarts, seed, protocol, batch_size) -> dict`:
-  one unit = one base sample x a set of timesteps (training timesteps on the sampling
-  grid) x ``restarts`` re-samples each, run as one staircase (`hooks.denoise_staircase`)
-  and classified; returns a JSON-ready record for ``results.jsonl``.
+- `run_units(model, bases, plan, *, restarts, seed, protocol, batch_size) -> list[dict]`:
+  units = base samples x their timesteps (training timesteps on the sampling grid) x
+  ``restarts`` re-samples each, run as one staircase (`hooks.denoise_staircase`) and
+  classified; one JSON-ready record per base for ``results.jsonl``.
+- `batch_groups(plan, restarts, batch_size)`: the fixed groups of bases run together.
 - `refine_edges(grid, curves, precision) -> dict`: the adaptive search's next timesteps per
   feature value: a bisection step for every edge bracketed more coarsely than ``precision``.
 
@@ -119,42 +120,67 @@ def classify(model: Model, x: torch.Tensor) -> np.ndarray:
     return probs.argmax(dim=1).cpu().numpy().astype(int)
 
 
-def run_unit(model: Model, bases: Bases, base: int, timesteps, *, restarts: int, seed: int,
-             protocol: str, batch_size: int, keep_images: bool = False) -> dict:
-    """Restart base ``base`` from each of ``timesteps`` (training timesteps on the grid), ``restarts`` times.
+def run_units(model: Model, bases: Bases, plan: dict, *, restarts: int, seed: int, protocol: str,
+              batch_size: int, keep_images=()) -> list[dict]:
+    """Restart each base sample of ``plan`` (base -> training timesteps on the grid) ``restarts`` times.
 
-    Returns ``{"base", "base_label", "timesteps", "labels": [[label per restart] per timestep],
-    "nfe"}`` (and ``"images"``, restart 0 per timestep, when ``keep_images``).
+    All restarts of the plan run as one staircase (`hooks.denoise_staircase`, cut into
+    fixed chunks of ``batch_size``) and one batched classification, so a batch is a fixed
+    function of the plan. Returns one record per base, in base order:
+    ``{"base", "base_label", "timesteps", "labels": [[label per restart] per timestep], "nfe"}``
+    (and ``"images"``, restart 0 per timestep then the base sample, for bases in ``keep_images``).
     """
-    x0 = bases.x0[base]
-    groups = []
     scheduler = model.pipe.scheduler
-    for t in timesteps:
-        fwd = [unit_seed(seed, "forward", base, t, k) for k in range(restarts)]
-        rev = [unit_seed(seed, "reverse", base, t, k) for k in range(restarts)]
-        if protocol == "branch":
-            x_t = bases.states[base][float(t)].expand(restarts, *x0.shape[1:]).clone()
-        else:
-            x_t = hooks.noise_to(scheduler, x0.expand(restarts, *x0.shape[1:]), _timestep_arg(t),
-                                 generator=generators(fwd))
-        groups.append((x_t, _timestep_arg(t), generators(rev)))
+    order = sorted(plan)
+    groups, index = [], []
+    for base in order:
+        x0 = bases.x0[base]
+        for t in plan[base]:
+            fwd = [unit_seed(seed, "forward", base, t, k) for k in range(restarts)]
+            rev = [unit_seed(seed, "reverse", base, t, k) for k in range(restarts)]
+            if protocol == "branch":
+                x_t = bases.states[base][float(t)].expand(restarts, *x0.shape[1:]).clone()
+            else:
+                x_t = hooks.noise_to(scheduler, x0.expand(restarts, *x0.shape[1:]), _timestep_arg(t),
+                                     generator=generators(fwd))
+            groups.append((x_t, _timestep_arg(t), generators(rev)))
+            index.append((base, t))
     finals = hooks.denoise_staircase(model.pipe, groups, num_inference_steps=model.num_inference_steps,
                                      max_batch=batch_size, eta=model.eta, **model.conditioning)
-    for t, x in zip(timesteps, finals):
+    for (base, t), x in zip(index, finals):
         _check_finite(x, f"base {base} restarted at timestep {_json_number(t)}",
                       f"run seed {seed}, reverse seed of restart 0: {unit_seed(seed, 'reverse', base, t, 0)}")
-    flat = torch.cat(list(finals) + [x0], dim=0)
-    labels = classify(model, flat)
-    record = {
-        "base": int(base),
-        "base_label": int(labels[-1]),
-        "timesteps": [_json_number(t) for t in timesteps],
-        "labels": labels[:-1].reshape(len(timesteps), restarts).tolist(),
-        "nfe": int(staircase_nfe(bases.grid, timesteps, restarts, model.pipe.scheduler)),
-    }
-    if keep_images:
-        record["images"] = hooks.decode(model.pipe, torch.cat([x[:1] for x in finals] + [x0], dim=0)).float().cpu()
-    return record
+    x0s = [bases.x0[b] for b in order]
+    labels = classify(model, torch.cat(list(finals) + x0s, dim=0))
+    restart_labels, base_labels = labels[:-len(order)], labels[-len(order):]
+    records, pos = [], 0
+    for i, base in enumerate(order):
+        n = len(plan[base])
+        rec = {
+            "base": int(base),
+            "base_label": int(base_labels[i]),
+            "timesteps": [_json_number(t) for t in plan[base]],
+            "labels": restart_labels[pos * restarts:(pos + n) * restarts].reshape(n, restarts).tolist(),
+            "nfe": int(staircase_nfe(bases.grid, plan[base], restarts, scheduler)),
+        }
+        if base in keep_images:
+            cells = [x[:1] for x in finals[pos:pos + n]] + [x0s[i]]
+            rec["images"] = hooks.decode(model.pipe, torch.cat(cells, dim=0)).float().cpu()
+        records.append(rec)
+        pos += n
+    return records
+
+
+def batch_groups(plan: dict, restarts: int, batch_size: int) -> list[list[int]]:
+    """Consecutive base samples whose restarts fill about one batch: the fixed batch groups of a round.
+
+    A function of the plan and the options only (never of processes or interruptions), so
+    every run computes each base in the same batch.
+    """
+    per_base = restarts * max((len(ts) for ts in plan.values()), default=1)
+    size = max(1, batch_size // max(per_base, 1))
+    order = sorted(plan)
+    return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 def _timestep_arg(t):

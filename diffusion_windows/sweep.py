@@ -66,7 +66,6 @@ def run_sweep(*, dry_run: bool = False, quiet: bool = False, **options) -> Path:
             (out / "options.json").write_text(json.dumps(o, indent=1))
     dist.wait()
 
-    from .measure import make_bases, run_unit  # noqa: F401  (heavy imports after validation)
     from .models import load_model
 
     from .store import ResultStore
@@ -136,35 +135,58 @@ class Engine:
             round_ += 1
 
     def _run_round(self, round_, plan):
-        """Run this process's units of one round; ``plan`` maps base -> timesteps."""
+        """Run this process's batch groups of one round; ``plan`` maps base -> timesteps.
+
+        The units (one per base) are cut into fixed batch groups (`measure.batch_groups`);
+        processes share whole groups, and a group with any unit missing is run whole again
+        (its finished units are not written twice), so every unit is always computed in
+        the same batch.
+        """
         from tqdm.auto import tqdm
 
-        from .measure import make_bases, run_unit
+        from .measure import batch_groups, run_units
 
         o = self.o
-        units = [(round_, b) for b in sorted(plan)]
-        mine = self.dist.share(units)
+        mine = self.dist.share(batch_groups(plan, o["restarts"], o["batch_size"]))
         done = self.store.done_units()
-        todo = [u for u in mine if self.store.unit_id(*u) not in done]
-        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"round {round_}",
+        todo = [g for g in mine if any(self.store.unit_id(round_, b) not in done for b in g)]
+        n_mine = sum(len(g) for g in mine)
+        bar = tqdm(total=n_mine, initial=n_mine - sum(len(g) for g in todo), desc=f"round {round_}",
                    unit="unit", disable=self.quiet or not todo, dynamic_ncols=True)
         try:
-            if todo:
-                bases = make_bases(self.model, [b for _, b in todo], total=o["samples"], seed=o["seed"],
-                                   protocol=o["protocol"], batch_size=o["batch_size"], images=self.images)
-                for r, b in todo:
-                    rec = run_unit(self.model, bases, b, plan[b], restarts=o["restarts"], seed=o["seed"],
-                                   protocol=o["protocol"], batch_size=o["batch_size"],
-                                   keep_images=b < STRIP_ROWS)
-                    if r == 0 and self.model.mixture is None:
-                        self.store.save_base(b, bases.x0[b])
-                    self.store.append(r, b, rec)
-                    bar.update(1)
+            self._make_bases([b for g in todo for b in g])
+            for group in todo:
+                records = run_units(self.model, self.bases, {b: plan[b] for b in group}, restarts=o["restarts"],
+                                    seed=o["seed"], protocol=o["protocol"], batch_size=o["batch_size"],
+                                    keep_images=[b for b in group if b < STRIP_ROWS])
+                for rec in records:
+                    b = rec["base"]
+                    if self.store.unit_id(round_, b) in done:
+                        continue
+                    if round_ == 0 and self.model.mixture is None:
+                        self.store.save_base(b, self.bases.x0[b])
+                    self.store.append(round_, b, rec)
+                bar.update(len(group))
         except FloatingPointError as e:
             raise SweepError(f"{e}; finished units are kept" + (f" in {self.out}" if self.out else "")) from None
         finally:
             bar.close()
         self.dist.wait()
+
+    def _make_bases(self, wanted):
+        """Base samples not made yet (kept across rounds; each is a fixed function of its chunk)."""
+        from .measure import Bases, make_bases
+
+        o = self.o
+        if self.bases is None:
+            self.bases = Bases(x0={}, states={}, grid=None)
+        missing = [b for b in wanted if b not in self.bases.x0]
+        if missing:
+            new = make_bases(self.model, missing, total=o["samples"], seed=o["seed"], protocol=o["protocol"],
+                             batch_size=o["batch_size"], images=self.images)
+            self.bases.x0.update(new.x0)
+            self.bases.states.update(new.states)
+            self.bases.grid = new.grid
 
     def _refine(self) -> dict:
         """The adaptive search's next plan, from all processes' results so far (the same in every process).

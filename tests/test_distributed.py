@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
+# --batch-size 8 holds one base sample's 2 x 4 restarts: every base is its own batch group,
+# so the 6 units split 3 + 3 between two processes
 ARGS = ["--samples", "6", "--restarts", "2", "--timesteps", "0:1000:250", "--num-inference-steps", "10",
-        "--seed", "11", "--quiet"]
+        "--seed", "11", "--batch-size", "8", "--quiet"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
@@ -50,12 +52,12 @@ def test_two_processes_give_identical_windows(single, tmp_path):
 FAILING = """
 import os, sys
 import diffusion_windows.measure as m
-real = m.run_unit
-def run_unit(model, bases, base, *a, **k):
-    if os.environ.get("RANK") == "1" and base >= 4:
-        raise RuntimeError(f"worker 1 broke on base {base}")
-    return real(model, bases, base, *a, **k)
-m.run_unit = run_unit
+real = m.run_units
+def run_units(model, bases, plan, *a, **k):
+    if os.environ.get("RANK") == "1" and max(plan) >= 4:
+        raise RuntimeError(f"worker 1 broke on base {max(plan)}")
+    return real(model, bases, plan, *a, **k)
+m.run_units = run_units
 from diffusion_windows.sweep import main
 sys.exit(main())
 """

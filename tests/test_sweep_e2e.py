@@ -81,8 +81,9 @@ def test_measure_window_equals_run_sweep(tiny_run):
 
 @pytest.mark.slow
 def test_cli_kill_and_resume_gives_same_windows(tmp_path):
+    # --batch-size 10 holds one base sample's 2 x 5 restarts: each unit is its own batch group
     args = ["--samples", "8", "--restarts", "2", "--timesteps", "0:1000:200", "--num-inference-steps", "10",
-            "--seed", "5", "--quiet"]
+            "--seed", "5", "--batch-size", "10", "--quiet"]
     whole = tmp_path / "whole"
     r = subprocess.run([sys.executable, "-m", "diffusion_windows.sweep", *args, "--out", str(whole)],
                        capture_output=True, text=True, timeout=600)
