@@ -1,0 +1,44 @@
+"""Performance machinery: staircase counts equal per-timestep restarts; the benchmark's tiny mode runs."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_staircase_counts_equal_per_timestep_restarts():
+    from diffusion_windows import load_default_classifier, load_default_pipeline
+    from diffusion_windows.features import DEFAULT_FEATURES
+    from diffusion_windows.measure import Model, make_bases, run_units
+
+    model = Model(pipe=load_default_pipeline(), classifier=load_default_classifier(),
+                  features=DEFAULT_FEATURES, num_inference_steps=10)
+    bases = make_bases(model, [0, 1], total=2, seed=4, protocol="noise", batch_size=8)
+    ts = [0, 300, 600, 900]
+    plan = {0: ts, 1: ts}
+    together = run_units(model, bases, plan, restarts=3, seed=4, protocol="noise", batch_size=512)
+    for b in (0, 1):
+        for j, t in enumerate(ts):  # the same restarts, one timestep and one base at a time
+            alone = run_units(model, bases, {b: [t]}, restarts=3, seed=4, protocol="noise", batch_size=512)[0]
+            assert alone["labels"][0] == together[b]["labels"][j]
+    # the staircase's evaluations: each restart takes the steps at or below its timestep
+    assert together[0]["nfe"] == 3 * (1 + 4 + 7 + 10)
+
+
+@pytest.mark.slow
+def test_benchmark_quick_mode_prints_ratios():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_sweep.py"), "--quick"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("baseline_s", "uniform_s", "auto_s", "nfe_uniform", "nfe_auto", "nfe_ratio", "speedup",
+                "model_time_share", "edges_within_one", "edges_within_two", "edges_agree"):
+        assert key in result, key
+    assert result["nfe_uniform"] == result["nfe_baseline"]  # the same restarts, counted the same way
+    assert result["nfe_auto"] <= result["nfe_uniform"]
+    assert 0 < result["model_time_share"] <= 1
+    assert 0 <= result["edges_within_one"] <= result["edges_within_two"] <= 1
