@@ -128,8 +128,8 @@ def add_theory(records: list[dict], model, o: dict, mixture=None) -> dict:
     grid = sorted({float(t) for r in records for t in r["timesteps"]})
     ou = schedule.ou_time(scheduler, np.asarray(grid, dtype=float))
     column = {t: i for i, t in enumerate(grid)}
-    predicted = _predict(mixture, _theory_features(mixture, model.features), delta, tuple(ou.tolist()),
-                         int(o.get("seed", 0)))
+    # the theory's Monte Carlo has its own fixed seed: it is a property of the data, not of the run
+    predicted = _predict(mixture, _theory_features(mixture, model.features), delta, tuple(ou.tolist()), 0)
     by_key = {(p.feature, p.value, p.parent_value): p for p in predicted}
     for r in records:
         p = by_key.get((r["feature"], r["value"], r.get("parent")))
