@@ -200,6 +200,11 @@ def clip_zero_shot(
     A pretrained tag downloads weights unless open_clip finds them in its cache; a path
     to a local checkpoint (.safetensors, .bin, .pt) loads that file; `pretrained=None`
     gives a randomly initialised model (tests). Prompts are `template.format(label)`.
+
+    Example::
+
+        clf = clip_zero_shot(["a red car", "a blue car"], model="ViT-B-32", pretrained="/models/vit_b32.bin")
+        probs = clf(images)   # [N, 2]
     """
     import open_clip
 
@@ -253,6 +258,10 @@ def from_callable(fn: Callable, labels, *, logits: bool = False, batch_size: int
     """Classifier from a plain function `images [N, C, H, W] in [0, 1] -> [N, len(labels)]`.
 
     `fn` returns probabilities (checked) or, with `logits=True`, scores to softmax.
+
+    Example::
+
+        clf = from_callable(lambda im: my_net(im).softmax(-1), ["cat", "dog"])
     """
     return CallableClassifier(fn, labels, logits=logits, batch_size=batch_size)
 

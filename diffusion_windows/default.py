@@ -111,6 +111,11 @@ def load_default_pipeline(device: str = "cpu"):
 
     `pipe(batch_size=n)` samples with its own DDPMScheduler (1,000 steps); the sweep's
     default is `num_inference_steps=100`. Output images lie in [0, 1], ink bright.
+
+    Example::
+
+        pipe = load_default_pipeline()
+        images = pipe(batch_size=16, num_inference_steps=100).images
     """
     from diffusers import DDPMPipeline
 
@@ -139,6 +144,10 @@ def load_default_classifier(device: str = "cpu", batch_size: int = 256, labels=N
 
     `labels` (None: all ten digits) picks other prompts, e.g. ("3", "8") for a two-way
     classifier; the tiny CLIP only knows digits, written as "7" or "seven".
+
+    Example::
+
+        probs = load_default_classifier()(images)   # images [N, 1, 8, 8] in [0, 1] -> [N, 10]
     """
     from .classifiers import clip_zero_shot
 

@@ -153,7 +153,12 @@ def noise_to(scheduler, x0, timestep, *, noise=None, generator=None):
     """A draw of ``q(x_t | x_0)`` at training ``timestep`` (one value or a 1-D tensor, one per
     sample): ``sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise``, returned in the scale the
     scheduler's loop works in (Euler-type: VE scale ``x0 + sigma noise``). ``generator`` may
-    be a list with one generator per sample."""
+    be a list with one generator per sample.
+
+    Example::
+
+        x_t = noise_to(pipe.scheduler, x0, 500, generator=[torch.Generator().manual_seed(i) for i in range(len(x0))])
+    """
     if not torch.is_tensor(x0) or x0.ndim < 1:
         raise ValueError(f"x0 {type(x0).__name__} is not a batched tensor")
     n = x0.shape[0]
@@ -196,6 +201,10 @@ def denoise_from(pipe, x_t, timestep, *, num_inference_steps=None, generator=Non
     ``generator``: one, or a list with one per sample. ``output_type``: "latent" returns the
     model-space sample, "pt" images in [0, 1] (:func:`decode`). SDXL also takes
     ``pooled_prompt_embeds``/``negative_pooled_prompt_embeds``.
+
+    Example::
+
+        x0_new = denoise_from(pipe, noise_to(pipe.scheduler, x0, 500), 500, num_inference_steps=20, output_type="pt")
     """
     if output_type not in ("latent", "pt"):
         raise ValueError(f"output_type {output_type!r} is not 'latent' or 'pt'")
@@ -220,7 +229,13 @@ def sample_trajectory(pipe, *, batch_size=1, num_inference_steps=None, generator
     """Generate ``batch_size`` samples from pure noise (drawn with ``generator`` as the stock
     pipelines do, times ``init_noise_sigma``), keeping the state entering every grid step:
     ``denoise_from(pipe, traj.states[i], traj.timesteps[i])`` branches from the sampler's own
-    state (exactly reproducing ``final`` for history-free deterministic samplers)."""
+    state (exactly reproducing ``final`` for history-free deterministic samplers).
+
+    Example::
+
+        traj = sample_trajectory(pipe, batch_size=4, num_inference_steps=20)
+        branch = denoise_from(pipe, traj.states[10], traj.timesteps[10], num_inference_steps=20)
+    """
     _check_pipe(pipe)
     device, dtype = _device_dtype(pipe)
     n_steps = _default_steps(pipe) if num_inference_steps is None else int(num_inference_steps)
@@ -244,7 +259,12 @@ def sample_trajectory(pipe, *, batch_size=1, num_inference_steps=None, generator
 @torch.inference_mode()
 def decode(pipe, x):
     """Model-space samples -> images in [0, 1] (pixel models: ``x / 2 + 0.5``; latent models:
-    the VAE, undoing ``scaling_factor`` and any ``shift_factor``/``latents_mean``)."""
+    the VAE, undoing ``scaling_factor`` and any ``shift_factor``/``latents_mean``).
+
+    Example::
+
+        images = decode(pipe, traj.final)   # [N, C, H, W] in [0, 1]
+    """
     vae = getattr(pipe, "vae", None)
     if vae is None:
         return (x.float() / 2 + 0.5).clamp(0, 1)
@@ -262,7 +282,12 @@ def decode(pipe, x):
 @torch.inference_mode()
 def encode(pipe, images, *, generator=None):
     """Images in [0, 1] -> model space (pixel models: ``2 x - 1``; latent models: the VAE
-    posterior's mode, or a draw with ``generator``, times ``scaling_factor``)."""
+    posterior's mode, or a draw with ``generator``, times ``scaling_factor``).
+
+    Example::
+
+        x0 = encode(pipe, images)           # images in [0, 1] -> model space
+    """
     _check_pipe(pipe)
     device, dtype = _device_dtype(pipe)
     vae = getattr(pipe, "vae", None)
@@ -317,6 +342,10 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
     function of the groups. Conditioning is shared (batch 1) or given per sample, for all
     samples in group order. ``generators``: one per sample (or None for all groups).
     Returns one model-space tensor per group, in group order.
+
+    Example::
+
+        outs = denoise_staircase(pipe, [(x_500, 500, gens_a), (x_200, 200, gens_b)], num_inference_steps=20)
     """
     _check_pipe(pipe)
     n_steps = _default_steps(pipe) if num_inference_steps is None else int(num_inference_steps)

@@ -87,6 +87,10 @@ def measure_window(
 
     With ``features=None`` and a classifier whose labels are the digits "0".."9", the
     default features (digit and coarse group) and the default theory mixture are used.
+
+    Example::
+
+        records = measure_window(load_default_pipeline(), load_default_classifier(), samples=8, restarts=8)
     """
     from . import schedule
     from .features import DEFAULT_FEATURES, labels_feature

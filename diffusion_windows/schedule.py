@@ -76,7 +76,12 @@ def alpha_bar(scheduler, timestep) -> np.ndarray:
 
 
 def ou_time(scheduler, timestep) -> np.ndarray:
-    """OU time of a training timestep: ``-log(alpha_bar) / 2``."""
+    """OU time of a training timestep: ``-log(alpha_bar) / 2``.
+
+    Example::
+
+        ou_time(pipe.scheduler, [0, 500, 999])   # -> array of OU times
+    """
     return ou_time_from_alpha_bar(alpha_bar(scheduler, timestep))
 
 
@@ -113,7 +118,12 @@ def timestep_from_alpha_bar(scheduler, a) -> np.ndarray:
 
 
 def timestep_from_ou_time(scheduler, t) -> np.ndarray:
-    """Inverse of :func:`ou_time`: float timestep, clipped to ``[0, T-1]``."""
+    """Inverse of :func:`ou_time`: float timestep, clipped to ``[0, T-1]``.
+
+    Example::
+
+        timestep_from_ou_time(pipe.scheduler, 0.5)   # the training timestep with alpha_bar = e^-1
+    """
     return timestep_from_alpha_bar(scheduler, alpha_bar_from_ou_time(t))
 
 
@@ -189,7 +199,12 @@ def _grid_of(scheduler) -> np.ndarray:
 
 
 def inference_timesteps(scheduler, num_inference_steps: int) -> np.ndarray:
-    """The N-step grid's own timesteps (descending, float64, one per step), computed on a copy."""
+    """The N-step grid's own timesteps (descending, float64, one per step), computed on a copy.
+
+    Example::
+
+        inference_timesteps(pipe.scheduler, 20)   # DDPM: [950, 900, ..., 0]
+    """
     if int(num_inference_steps) < 1:
         raise ValueError(f"num_inference_steps {num_inference_steps!r} must be >= 1")
     s = copy.deepcopy(scheduler)
@@ -308,5 +323,9 @@ def restart_timestep(scheduler, timestep, num_inference_steps: int) -> float:
     ``<= timestep``, i.e. runs exactly the grid's steps whose timesteps are ``<= timestep``
     and treats ``x_t`` as being at that grid timestep: noise to the returned value for an
     exact restart. Below the grid's last timestep no step runs and ``timestep`` is returned.
+
+    Example::
+
+        restart_timestep(DDIMScheduler(), 517, 20)   # -> 500.0, the grid timestep a restart starts from
     """
     return restart_plan(scheduler, timestep, num_inference_steps)[2]

@@ -50,6 +50,10 @@ def run_sweep(*, dry_run: bool = False, quiet: bool = False, **options) -> Path:
     """Run a sweep with ``options`` (see `diffusion_windows.options.DEFAULTS`); returns the output folder.
 
     Raises `OptionError` for a bad option value (before anything is loaded or written).
+
+    Example::
+
+        out = run_sweep(samples=20, restarts=4, timesteps="0:1000:100", out="runs/quick")
     """
     o = resolve(options)
     if dry_run:

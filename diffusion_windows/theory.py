@@ -409,6 +409,11 @@ def tv(mixture, s1, s2, ou_time, *, method="auto", se_target=SE_TARGET, n=None, 
     Gaussian each with one covariance, else Monte Carlo), "exact" or "mc". Monte Carlo
     uses TV = E_{(P+Q)/2} |p - q| / (p + q) with common random numbers across times;
     n draws per atom (None: sized so that se <= se_target).
+
+    Example::
+
+        gm = GaussianMixture([[3.0], [-3.0]], [0.5, 0.5], cov=0.25)
+        tv(gm, [0], [1], [0.5, 1.0, 2.0]).value
     """
     if method not in ("auto", "exact", "mc"):
         raise ValueError(f"method must be 'auto', 'exact' or 'mc', got {method!r}")
@@ -440,6 +445,10 @@ def retention_curve(mixture, s_init, s_targ, ou_times, *, method="auto", se_targ
     method "auto": closed form (1-D quadrature) for two components with one covariance,
     else Monte Carlo with common random numbers ("exact" / "mc" force one). Returns an array shaped like ou_times (and its standard
     errors when return_se).
+
+    Example::
+
+        retention_curve(gm, [0], [0], [0.5, 1.0, 2.0])   # ideal denoiser's P(keep component 0)
     """
     if method not in ("auto", "exact", "mc"):
         raise ValueError(f"method must be 'auto', 'exact' or 'mc', got {method!r}")
@@ -638,6 +647,11 @@ def critical_window(mixture, s_after, s_before, eps, *, eps_before=None, se_targ
     eps_before (default eps) is the eps used for t_before (THEORY.md "Empirical window
     edges" solves each side for its own eps). Thresholds come from the exact TV (closed
     form or Monte Carlo with common random numbers, then brentq on the estimate).
+
+    Example::
+
+        cw = critical_window(gm, [0], [0, 1], eps=0.05)
+        cw.t_after, cw.t_before   # ou_time
     """
     _check_eps(eps)
     eps_b = eps if eps_before is None else eps_before
@@ -753,6 +767,10 @@ def predict_windows(mixture, features, *, delta=0.1, ou_times=None, component_la
     Monte Carlo engine (atoms = the label groups, common random numbers) evaluated on a
     log grid of grid_size ou_times; thresholds by monotone interpolation on that grid, or
     brentq on the estimate with refine=True (slower: a full evaluation per iteration).
+
+    Example::
+
+        preds = predict_windows(EmpiricalMixture(points, labels), DEFAULT_FEATURES, delta=0.1, ou_times=[0.1, 0.5, 1.0])
     """
     if not 0 < delta < 1:
         raise ValueError(f"delta must lie in (0, 1), got {delta!r}")

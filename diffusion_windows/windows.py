@@ -213,6 +213,11 @@ def estimate_window(
     collapses because every re-sample agrees); with a single
     base sample the band is Wilson and the edges resample its re-samples (binomial).
     Edge rules for noisy curves: see the module docstring.
+
+    Example::
+
+        est = estimate_window([0, 250, 500, 750], kept, total, base_rate=0.1)   # kept, total: [n_base, 4]
+        est.start_timestep, est.end_timestep, est.end_ci
     """
     floor = base_rate if floor is None else floor
     timesteps, kept, total = _check_inputs(
