@@ -141,9 +141,9 @@ def run_units(model: Model, bases: Bases, plan: dict, *, restarts: int, seed: in
             if protocol == "branch":
                 x_t = bases.states[base][float(t)].expand(restarts, *x0.shape[1:]).clone()
             else:
-                x_t = hooks.noise_to(scheduler, x0.expand(restarts, *x0.shape[1:]), _timestep_arg(t),
+                x_t = hooks.noise_to(scheduler, x0.expand(restarts, *x0.shape[1:]), _json_number(t),
                                      generator=generators(fwd))
-            groups.append((x_t, _timestep_arg(t), generators(rev)))
+            groups.append((x_t, _json_number(t), generators(rev)))
             index.append((base, t))
     finals = hooks.denoise_staircase(model.pipe, groups, num_inference_steps=model.num_inference_steps,
                                      max_batch=batch_size, eta=model.eta, **model.conditioning)
@@ -183,12 +183,8 @@ def batch_groups(plan: dict, restarts: int, batch_size: int) -> list[list[int]]:
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-def _timestep_arg(t):
-    t = float(t)
-    return int(t) if t == int(t) else t
-
-
 def _json_number(t):
+    """A timestep as an int when it is whole (JSON, seeds and scheduler arguments alike), else a float."""
     t = float(t)
     return int(t) if t == int(t) else t
 

@@ -61,4 +61,6 @@ def test_docs_have_python_examples():
 def test_example_runs(name, line, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__main__"}
-    exec(compile(code, f"{name}:{line}", "exec"), namespace)
+    exec(compile(code, f"{name}:{line}", "exec"), namespace)  # the blocks assert their own results
+    defined = set(namespace) - {"__name__", "__builtins__"}
+    assert defined, f"{name}:{line} defined nothing"

@@ -85,4 +85,6 @@ def test_records_json_serialisable():
     rng = np.random.default_rng(0)
     units = [_rec(b, b % 4, [0, 50, 100], rng.integers(0, 4, size=(3, 5)).tolist()) for b in range(12)]
     recs = window_records(merge_units(units), [DIGIT, GROUP], 4, tolerance=0.1, n_boot=50)
-    json.dumps(recs, allow_nan=False)
+    back = json.loads(json.dumps(recs, allow_nan=False))  # raises on NaN, tuples or numpy scalars
+    assert back == recs
+    assert len(recs) == 4 + 2 + 4  # digit values, group values, digit-in-group pairs
