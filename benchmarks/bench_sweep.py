@@ -6,7 +6,8 @@ Runs the same measurement on the bundled default model three ways in one process
    grid, ``scheduler.add_noise`` then a plain scheduler loop over a batch of K restarts
    (written out below), then the classifier;
 2. ``uniform``: the toolkit (staircase batching) on the same 50 timesteps;
-3. ``auto``: the toolkit with ``timesteps="auto"`` (adaptive bisection of each edge).
+3. ``auto``: the toolkit with ``timesteps="auto"`` (`diffusion_windows.adaptive`), at the
+   uniform grid's own edge precision: every edge bracketed by adjacent grid timesteps.
 
 Prints one JSON object as its last line: ``baseline_s``, ``uniform_s``, ``auto_s``,
 ``nfe_uniform``, ``nfe_auto``, ``nfe_ratio`` (uniform / auto), ``speedup`` (baseline / auto),
@@ -127,7 +128,8 @@ def main(argv=None):
     p.add_argument("--restarts", type=int, default=8)
     p.add_argument("--steps", type=int, default=50, help="inference steps (grid spacing 1000/steps)")
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--precision", type=float, default=None, help="auto's edge precision (default: 2 grid steps)")
+    p.add_argument("--precision", type=float, default=None,
+                   help="auto's edge precision in timesteps (default: one grid step, the uniform grid's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
@@ -146,7 +148,7 @@ def main(argv=None):
     classifier = load_default_classifier(device=a.device)
     spacing = 1000 // a.steps
     timesteps = list(range(0, 1000, spacing))
-    precision = a.precision or 2 * spacing
+    precision = a.precision or spacing
     timer = ModelTimer(pipe.unet)
 
     t0 = time.perf_counter()

@@ -15,8 +15,6 @@ Public pieces (used by `diffusion_windows.sweep` and `measure_window`):
   ``restarts`` re-samples each, run as one staircase (`hooks.denoise_staircase`) and
   classified; one JSON-ready record per base for ``results.jsonl``.
 - `batch_groups(plan, restarts, batch_size)`: the fixed groups of bases run together.
-- `refine_edges(grid, curves, precision) -> dict`: the adaptive search's next timesteps per
-  feature value: a bisection step for every edge bracketed more coarsely than ``precision``.
 
 Re-sample ``k`` of base ``b`` at timestep ``t`` draws its forward noise from
 ``unit_seed(seed, "forward", b, t, k)`` and its reverse noise from
@@ -200,46 +198,3 @@ def staircase_nfe(grid, timesteps, restarts: int, scheduler) -> int:
     heun = type(scheduler).__name__.startswith("Heun")
     steps = [int((grid <= float(t) + 1e-9).sum()) for t in timesteps]
     return int(sum(2 * k - 1 if heun and k else k for k in steps) * restarts)
-
-
-def coarse_grid(grid, n: int = 9) -> list:
-    """About ``n`` evenly spaced grid timesteps including both ends (the adaptive search's first round)."""
-    g = np.sort(np.asarray(grid, dtype=float))
-    idx = np.unique(np.round(np.linspace(0, len(g) - 1, n)).astype(int))
-    return [_json_number(g[i]) for i in idx]
-
-
-def refine_edges(grid, curves, precision: float) -> dict:
-    """Next round of the adaptive search (``--timesteps auto``): bisect every edge bracketed too coarsely.
-
-    ``curves`` maps a key (a feature value) to ``(measured, start, end)``: the timesteps
-    measured for it and its current edges (training timesteps, None when not crossed).
-    The start's crossing lies between the start and the next measured timestep above it,
-    the end's between the previous measured timestep and the end; when that bracket is
-    wider than ``precision`` timesteps, the grid timestep nearest its middle is added for
-    that key (one bisection step per edge and round). Returns ``{key: [new timesteps]}``
-    (empty when every edge is located within ``precision``).
-    """
-    g = np.sort(np.asarray(grid, dtype=float))
-    out = {}
-    for key, (measured, start, end) in curves.items():
-        m = np.sort(np.asarray(list(measured), dtype=float))
-        new = set()
-        brackets = []
-        if start is not None:
-            above = m[m > start]
-            if len(above):
-                brackets.append((float(start), float(above[0])))
-        if end is not None:
-            below = m[m < end]
-            if len(below):
-                brackets.append((float(below[-1]), float(end)))
-        for lo, hi in brackets:
-            if hi - lo <= precision:
-                continue
-            cands = g[(g > lo) & (g < hi)]
-            if len(cands):
-                new.add(float(cands[np.argmin(np.abs(cands - (lo + hi) / 2))]))
-        if new:
-            out[key] = [_json_number(t) for t in sorted(new)]
-    return out

@@ -123,11 +123,11 @@ class Engine:
 
     def run(self):
         """Round 0 on every base sample; with ``auto``, bisection rounds until edges are located."""
-        from .measure import coarse_grid
+        from .adaptive import first_round
 
         o = self.o
         auto = o["timesteps"] == "auto"
-        first = coarse_grid(self.grid) if auto else self.snap(o["timesteps"])
+        first = first_round(self.grid) if auto else self.snap(o["timesteps"])
         plan = {b: list(first) for b in range(o["samples"])}
         round_ = 0
         while plan:
@@ -195,34 +195,44 @@ class Engine:
     def _refine(self) -> dict:
         """The adaptive search's next plan, from all processes' results so far (the same in every process).
 
-        Each feature value's edges are bisected (`measure.refine_edges`) on the base samples
-        of that value only: a new timestep costs restarts only where it narrows an edge.
+        Each feature value's curve asks for timesteps (`adaptive.next_timesteps`) that are
+        measured on the base samples of that value only: a new timestep costs restarts only
+        where it settles an edge.
         """
-        from .features import feature_values
-        from .measure import refine_edges
-        from .report import merge_units, window_records
+        from .adaptive import Curve, curve_se, next_timesteps
+        from .report import feature_counts, merge_units, nested_pairs
 
         merged = merge_units(self.store.read_all())
-        records = window_records(merged, self.model.features, len(self.model.classifier.labels),
-                                 tolerance=self.o["tolerance"], seed=self.o["seed"], n_boot=1)
-        curves = {}
-        for r in records:
-            if r.get("retention") is None:
+        features = self.model.features
+        n_labels = len(self.model.classifier.labels)
+        delta = float(self.o["tolerance"])
+        counts = {f.name: feature_counts(merged, f, n_labels) for f in features}
+        sizes = {name: sum(len(c[3]) for c in cs.values()) for name, cs in counts.items()}
+        floors = {}  # (feature, value) -> floors of every record reading that value's curve
+        for f in features:
+            for v, c in counts[f.name].items():
+                floors.setdefault((f.name, v), []).append(len(c[3]) / max(sizes[f.name], 1))
+        for fine, v, coarse, parent in nested_pairs(features):
+            n_parent = len(counts[coarse.name][parent][3])
+            if n_parent:
+                floors[(fine.name, v)].append(len(counts[fine.name][v][3]) / n_parent)
+        curves, members = {}, {}
+        for (name, v), fl in floors.items():
+            ts, kept, total, bases = counts[name][v]
+            if not bases or not len(ts):
                 continue
-            if r.get("parent") is None:
-                curves[(r["feature"], r["value"])] = (r["timesteps"], r["start_timestep"], r["end_timestep"])
-            else:  # a nested record's own end edge (floor w(S_after)/w(S_before))
-                curves[(r["feature"], r["value"], r["parent"])] = (r["timesteps"], None, r["end_timestep"])
-        new = refine_edges(self.grid, curves, float(self.o["edge_precision"]))
+            with np.errstate(invalid="ignore"):
+                retention = np.nanmean(np.where(total > 0, kept / np.maximum(total, 1), np.nan), axis=0)
+            ends = tuple(f + delta for f in fl if f + delta < 1 - delta)
+            curves[(name, v)] = Curve(timesteps=tuple(ts), retention=tuple(retention), se=tuple(curve_se(kept, total)),
+                                      start_threshold=1 - delta, end_thresholds=ends)
+            members[(name, v)] = bases
+        new = next_timesteps(self.grid, curves, float(self.o["edge_precision"]))
         plan = {}
-        features = {f.name: f for f in self.model.features}
         for key, ts in new.items():
-            f = features[key[0]]
-            vi = list(f.values).index(key[1])
-            for b, e in merged.items():
-                if int(feature_values(f, np.asarray([e["label"]]))[0]) == vi:
-                    have = e["labels"]
-                    plan.setdefault(b, set()).update(t for t in ts if float(t) not in have)
+            for b in members[key]:
+                have = merged[b]["labels"]
+                plan.setdefault(b, set()).update(t for t in ts if float(t) not in have)
         return {b: sorted(ts) for b, ts in sorted(plan.items()) if ts}
 
 
