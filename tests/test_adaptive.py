@@ -175,3 +175,26 @@ def test_auto_reads_the_uniform_runs_restarts_and_finds_its_edges():
             if r[side] is not None or ru[side] is not None:
                 diffs.append(np.inf if None in (r[side], ru[side]) else abs(r[side] - ru[side]))
     assert np.mean(np.asarray(diffs) <= 50) >= 0.8  # within one grid step of the uniform grid's edges
+
+
+@pytest.mark.slow
+def test_auto_run_cut_after_any_unit_resumes_to_the_same_windows(tmp_path):
+    """A run of several rounds, cut after k of its units (a kill), finishes with the same rounds and windows."""
+    import json
+
+    from diffusion_windows import run_sweep
+
+    opts = dict(samples=10, restarts=2, timesteps="auto", num_inference_steps=10, seed=11, quiet=True)
+    full = run_sweep(out=str(tmp_path / "full"), **opts)
+    lines = (full / "results.jsonl").read_text().splitlines()
+    done = json.loads((full / "windows.json").read_text())
+    assert len(done["rounds"]) >= 3 and len(lines) > opts["samples"]
+    for k in (opts["samples"] - 3, opts["samples"] + 1):  # inside round 0, inside round 1
+        cut = tmp_path / f"cut{k}"
+        cut.mkdir()
+        (cut / "options.json").write_text((full / "options.json").read_text())
+        (cut / "results.jsonl").write_text("\n".join(lines[:k]) + "\n")
+        run_sweep(out=str(cut), **opts)
+        again = json.loads((cut / "windows.json").read_text())
+        assert again["rounds"] == done["rounds"] and again["nfe"] == done["nfe"]
+        assert again["features"] == done["features"]
