@@ -89,14 +89,17 @@ class Engine:
     """Plans rounds of units, runs this process's share, keeps results in ``store``.
 
     ``o`` needs the keys samples, restarts, timesteps (parsed), protocol, seed,
-    batch_size, tolerance, edge_precision and images.
+    batch_size, tolerance, edge_precision and images. ``units`` computes a batch group's
+    unit records (default `measure.run_units`; ``benchmarks/replay_auto.py`` passes one that
+    reads a finished run's restarts instead of running the model).
     """
 
-    def __init__(self, model, o, store, dist=None, quiet=False):
+    def __init__(self, model, o, store, dist=None, quiet=False, units=None):
         from .distributed import Dist
         from .measure import grid_timesteps
 
         self.model, self.o, self.store, self.quiet = model, o, store, quiet
+        self.units = units
         self.dist = dist or Dist()
         self.out = getattr(store, "out", None)
         self.grid = sorted(float(t) for t in grid_timesteps(model))
@@ -159,9 +162,9 @@ class Engine:
         try:
             self._make_bases([b for g in todo for b in g])
             for group in todo:
-                records = run_units(self.model, self.bases, {b: plan[b] for b in group}, restarts=o["restarts"],
-                                    seed=o["seed"], protocol=o["protocol"], batch_size=o["batch_size"],
-                                    keep_images=[b for b in group if b < STRIP_ROWS])
+                records = (self.units or run_units)(
+                    self.model, self.bases, {b: plan[b] for b in group}, restarts=o["restarts"], seed=o["seed"],
+                    protocol=o["protocol"], batch_size=o["batch_size"], keep_images=[b for b in group if b < STRIP_ROWS])
                 for rec in records:
                     b = rec["base"]
                     if self.store.unit_id(round_, b) in done:

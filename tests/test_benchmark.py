@@ -42,3 +42,35 @@ def test_benchmark_quick_mode_prints_ratios():
     assert result["nfe_auto"] <= result["nfe_uniform"]
     assert 0 < result["model_time_share"] <= 1
     assert 0 <= result["edges_within_one"] <= result["edges_within_two"] <= 1
+
+
+@pytest.mark.slow
+def test_replay_of_a_uniform_run_makes_the_live_auto_runs_decisions(tmp_path):
+    """benchmarks/replay_auto.py on a uniform run = a live auto run: same evaluations, same rounds."""
+    from diffusion_windows import run_sweep
+
+    opts = dict(model="gaussian-mixture", samples=12, restarts=3, num_inference_steps=10, seed=4, quiet=True)
+    uni = run_sweep(out=str(tmp_path / "uni"), timesteps="0:1000:100", **opts)
+    live = run_sweep(out=str(tmp_path / "auto"), timesteps="auto", edge_precision=100, **opts)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "replay_auto.py"), str(uni)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    replay = json.loads(r.stdout.strip().splitlines()[-1])
+    done = json.loads((live / "windows.json").read_text())
+    assert replay["nfe_auto"] == done["nfe"] and replay["auto_rounds"] == len(done["rounds"])
+    assert replay["nfe_uniform"] == json.loads((uni / "windows.json").read_text())["nfe"]
+    assert replay["nfe_ratio"] > 1
+    # a run without every grid timestep cannot be replayed: one line, exit 2
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "options.json").write_text((uni / "options.json").read_text())
+    units = [json.loads(line) for line in (uni / "results.jsonl").read_text().splitlines()]
+    for u in units:
+        keep = [i for i, t in enumerate(u["timesteps"]) if t != 100]
+        u["timesteps"], u["labels"] = [u["timesteps"][i] for i in keep], [u["labels"][i] for i in keep]
+    (part / "results.jsonl").write_text("".join(json.dumps(u) + "\n" for u in units))
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "replay_auto.py"), str(part)],
+                       capture_output=True, text=True, timeout=600)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "timestep 100 missing" in errors[0], r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
