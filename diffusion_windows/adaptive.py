@@ -37,13 +37,15 @@ Example::
 
     curve = Curve(timesteps=[0, 240, 480], retention=[1.0, 0.8, 0.1], se=[0.0, 0.05, 0.04],
                   start_threshold=0.9, end_thresholds=(0.2,))
-    next_timesteps(range(0, 1000, 20), {"digit 3": curve}, precision=40)   # {"digit 3": [120, 420]}
+    next_timesteps(range(0, 1000, 20), {"digit 3": curve}, precision=40)   # {"digit 3": [120.0, 420.0]}
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from .windows import _edge_indices, mean_retention
 
 __all__ = ["Curve", "coarse_grid", "first_round", "next_timesteps", "curve_se"]
 
@@ -63,7 +65,7 @@ def coarse_grid(grid, n: int = 9) -> list:
     """About ``n`` evenly spaced grid timesteps including both ends."""
     g = np.sort(np.asarray(grid, dtype=float))
     idx = np.unique(np.round(np.linspace(0, len(g) - 1, n)).astype(int))
-    return [_number(g[i]) for i in idx]
+    return [float(g[i]) for i in idx]
 
 
 def first_round(grid, n: int = 9) -> list:
@@ -83,7 +85,7 @@ def curve_se(kept, total) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(total > 0, kept / np.maximum(total, 1), np.nan)
         n = np.sum(total > 0, axis=0)
-        p = np.nanmean(frac, axis=0)
+        p = mean_retention(kept, total)
         spread = np.nanvar(frac, axis=0, ddof=1) / n if frac.shape[0] > 1 else np.zeros(frac.shape[1])
         binom = p * (1 - p) / np.maximum(total.sum(axis=0), 1)
     return np.sqrt(np.nan_to_num(np.maximum(spread, binom), nan=0.0))
@@ -105,15 +107,16 @@ def next_timesteps(grid, curves: dict, precision: float, *, z: float = 1.0, n_co
         se = np.asarray(c.se, dtype=float)
         new = set()
         brackets = []  # (index above the threshold, index at or below it, threshold)
+        start_thr = np.inf if c.start_threshold is None else c.start_threshold
         if c.start_threshold is not None:
-            s = _start_index(p, c.start_threshold)
-            if 0 <= s < len(t) - 1:
-                brackets.append((s, s + 1, c.start_threshold))
+            s, _ = _edge_indices(p[None], start_thr, -np.inf)
+            if 0 <= s[0] < len(t) - 1:
+                brackets.append((s[0], s[0] + 1, start_thr))
         for thr in sorted(set(c.end_thresholds)):
-            below = np.flatnonzero(p <= thr)
-            if len(below) and below[0] > 0:
-                brackets.append((below[0] - 1, below[0], thr))
-            elif not len(below):  # 1. reach: extrapolate to the crossing, at most to the next coarse point
+            _, e = _edge_indices(p[None], start_thr, thr)
+            if e[0] > 0:
+                brackets.append((e[0] - 1, e[0], thr))
+            elif e[0] < 0:  # 1. reach: extrapolate to the crossing, at most to the next coarse point
                 t_new = _reach(g, coarse, t, p, thr)
                 if t_new is not None:
                     new.add(t_new)
@@ -135,7 +138,7 @@ def next_timesteps(grid, curves: dict, precision: float, *, z: float = 1.0, n_co
                 new.update(float(x) for x in unmeasured[near])
         new -= set(t.tolist())
         if new:
-            out[key] = [_number(x) for x in sorted(new)]
+            out[key] = sorted(new)
     return out
 
 
@@ -158,14 +161,3 @@ def _reach(g, coarse, t, p, thr):
             target = min(cap, top + (p[-1] - thr) / -slope)
     cands = up[up <= cap]
     return float(cands[np.argmin(np.abs(cands - target))])
-
-
-def _start_index(p: np.ndarray, threshold: float) -> int:
-    """Index of the last point of the run ``p >= threshold`` from the first point; -1 when none."""
-    run = np.logical_and.accumulate(p >= threshold)
-    return int(np.flatnonzero(run)[-1]) if run.any() else -1
-
-
-def _number(t):
-    t = float(t)
-    return int(t) if t == int(t) else t

@@ -2,6 +2,8 @@
 
 - `merge_units(records) -> dict`: per base sample, its label and the restart labels per timestep.
 - `feature_counts(merged, feature) -> {value: (timesteps, kept, total, bases)}`.
+- `record_counts(merged, features, n_labels) -> list[RecordCounts]`: the counts and floor behind
+  each record below (the adaptive search reads the same).
 - `window_records(merged, features, *, tolerance, seed) -> list[dict]`: one record per feature
   value (``S_before`` = the whole data, floor = base rate) plus one per nested pair (a value
   of a finer feature inside a value of a coarser one, floor ``w(S_after)/w(S_before)``;
@@ -17,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,39 +90,54 @@ def nested_pairs(features) -> list:
     return pairs
 
 
-def window_records(merged: dict, features, n_labels: int, *, tolerance: float, seed: int = 0,
-                   n_boot: int = 1000) -> list[dict]:
-    """Window records for every feature value and every nested pair (see module docstring)."""
-    records = []
-    n_total = {}
-    counts = {}
-    for f in features:
-        counts[f.name] = feature_counts(merged, f, n_labels)
-        n_total[f.name] = sum(len(c[3]) for c in counts[f.name].values())
+@dataclass(frozen=True)
+class RecordCounts:
+    """The counts behind one window record (see `record_counts`)."""
+
+    feature: str
+    value: str
+    parent: str | None          # the coarser value it is nested in (None: against everything)
+    parent_feature: str | None
+    timesteps: np.ndarray       # [G], measured on every base sample of the value
+    kept: np.ndarray            # [n_base, G]
+    total: np.ndarray           # [n_base, G]
+    bases: list
+    base_rate: float            # the value's share of all base samples
+    floor: float                # retention's floor: base_rate, or w(value)/w(parent) nested
+
+
+def record_counts(merged: dict, features, n_labels: int) -> list[RecordCounts]:
+    """One `RecordCounts` per feature value, then one per nested pair (module docstring)."""
+    counts = {f.name: feature_counts(merged, f, n_labels) for f in features}
+    n_total = {name: sum(len(c[3]) for c in cs.values()) for name, cs in counts.items()}
+    out = []
     for f in features:
         for v, (ts, kept, total, bases) in counts[f.name].items():
-            base_rate = len(bases) / max(n_total[f.name], 1)
-            records.append(_record(f.name, v, None, ts, kept, total, base_rate, base_rate, tolerance, seed, n_boot))
+            rate = len(bases) / max(n_total[f.name], 1)
+            out.append(RecordCounts(f.name, v, None, None, ts, kept, total, bases, rate, rate))
     for fine, v, coarse, parent in nested_pairs(features):
         ts, kept, total, bases = counts[fine.name][v]
         n_parent = len(counts[coarse.name][parent][3])
-        base_rate = len(bases) / max(n_total[fine.name], 1)
-        floor = len(bases) / n_parent if n_parent else 0.0
-        records.append(_record(fine.name, v, parent, ts, kept, total, base_rate, floor, tolerance, seed, n_boot,
-                               parent_feature=coarse.name))
-    return records
+        out.append(RecordCounts(fine.name, v, parent, coarse.name, ts, kept, total, bases,
+                                len(bases) / max(n_total[fine.name], 1), len(bases) / n_parent if n_parent else 0.0))
+    return out
 
 
-def _record(feature, value, parent, ts, kept, total, base_rate, floor, tolerance, seed, n_boot,
-            parent_feature=None) -> dict:
-    rec = {"feature": feature, "value": value, "parent": parent, "parent_feature": parent_feature,
-           "n_base": int(kept.shape[0])}
-    if kept.shape[0] == 0:
-        rec.update(base_rate=0.0, floor=float(floor), tolerance=tolerance, timesteps=ts.tolist(),
+def window_records(merged: dict, features, n_labels: int, *, tolerance: float, seed: int = 0,
+                   n_boot: int = 1000) -> list[dict]:
+    """Window records for every feature value and every nested pair (see module docstring)."""
+    return [_record(c, tolerance, seed, n_boot) for c in record_counts(merged, features, n_labels)]
+
+
+def _record(c: RecordCounts, tolerance, seed, n_boot) -> dict:
+    rec = {"feature": c.feature, "value": c.value, "parent": c.parent, "parent_feature": c.parent_feature,
+           "n_base": int(c.kept.shape[0])}
+    if c.kept.shape[0] == 0:
+        rec.update(base_rate=0.0, floor=float(c.floor), tolerance=tolerance, timesteps=c.timesteps.tolist(),
                    retention=None, ci_low=None, ci_high=None, start_timestep=None, start_ci=None,
                    end_timestep=None, end_ci=None, jump=None)
         return rec
-    est = estimate_window(ts, kept, total, base_rate, tolerance=tolerance, floor=min(floor, 1.0),
+    est = estimate_window(c.timesteps, c.kept, c.total, c.base_rate, tolerance=tolerance, floor=min(c.floor, 1.0),
                           seed=seed, n_boot=n_boot)
     d = est.to_dict()
     d.pop("n_base", None)

@@ -199,36 +199,27 @@ class Engine:
 
         Each feature value's curve asks for timesteps (`adaptive.next_timesteps`) that are
         measured on the base samples of that value only: a new timestep costs restarts only
-        where it settles an edge.
+        where it settles an edge. A curve carries the end threshold of every record that reads
+        it (the value against everything, and inside each coarser value).
         """
         from .adaptive import Curve, curve_se, next_timesteps
-        from .report import feature_counts, merge_units, nested_pairs
+        from .report import merge_units, record_counts
+        from .windows import mean_retention
 
         merged = merge_units(self.store.read_all())
-        features = self.model.features
-        n_labels = len(self.model.classifier.labels)
         delta = float(self.o["tolerance"])
-        counts = {f.name: feature_counts(merged, f, n_labels) for f in features}
-        sizes = {name: sum(len(c[3]) for c in cs.values()) for name, cs in counts.items()}
-        floors = {}  # (feature, value) -> floors of every record reading that value's curve
-        for f in features:
-            for v, c in counts[f.name].items():
-                floors.setdefault((f.name, v), []).append(len(c[3]) / max(sizes[f.name], 1))
-        for fine, v, coarse, parent in nested_pairs(features):
-            n_parent = len(counts[coarse.name][parent][3])
-            if n_parent:
-                floors[(fine.name, v)].append(len(counts[fine.name][v][3]) / n_parent)
+        counts = [c for c in record_counts(merged, self.model.features, len(self.model.classifier.labels))
+                  if c.bases and len(c.timesteps)]
+        ends = {}
+        for c in counts:  # a record whose floor + delta >= 1 - delta has no window to locate
+            ends.setdefault((c.feature, c.value), []).extend([c.floor + delta] if c.floor + delta < 1 - delta else [])
         curves, members = {}, {}
-        for (name, v), fl in floors.items():
-            ts, kept, total, bases = counts[name][v]
-            if not bases or not len(ts):
-                continue
-            with np.errstate(invalid="ignore"):
-                retention = np.nanmean(np.where(total > 0, kept / np.maximum(total, 1), np.nan), axis=0)
-            ends = tuple(f + delta for f in fl if f + delta < 1 - delta)
-            curves[(name, v)] = Curve(timesteps=tuple(ts), retention=tuple(retention), se=tuple(curve_se(kept, total)),
-                                      start_threshold=1 - delta, end_thresholds=ends)
-            members[(name, v)] = bases
+        for c in counts:
+            if c.parent is None:  # the value's own curve; nested records read the same counts
+                curves[(c.feature, c.value)] = Curve(
+                    tuple(c.timesteps), tuple(mean_retention(c.kept, c.total)), tuple(curve_se(c.kept, c.total)),
+                    start_threshold=1 - delta, end_thresholds=tuple(ends[(c.feature, c.value)]))
+                members[(c.feature, c.value)] = c.bases
         new = next_timesteps(self.grid, curves, float(self.o["edge_precision"]))
         plan = {}
         for key, ts in new.items():

@@ -41,6 +41,7 @@ __all__ = [
     "WindowEstimate",
     "wilson_interval",
     "estimate_window",
+    "mean_retention",
     "jump_window",
     "window_edges",
     "edge_interval_widths",
@@ -127,6 +128,18 @@ def wilson_interval(k, n, confidence: float = 0.95):
     if low.ndim == 0:
         return float(low), float(high)
     return low, high
+
+
+def mean_retention(kept, total) -> np.ndarray:
+    """``P`` per grid point: the mean over base samples of ``kept / total`` [n_base, G]
+    (base samples without counts there skipped; NaN where no base sample has any)."""
+    kept = np.asarray(kept, dtype=np.float64)
+    total = np.asarray(total, dtype=np.float64)
+    valid = total > 0
+    frac = np.where(valid, kept / np.where(valid, total, 1), 0.0)
+    counts = valid.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, frac.sum(axis=0) / counts, np.nan)
 
 
 def _edge_indices(curves: np.ndarray, start_thr: float, end_thr: float):
@@ -226,9 +239,7 @@ def estimate_window(
     n_base, G = kept.shape
     valid = total > 0
     frac = np.where(valid, kept / np.where(valid, total, 1), 0.0)
-    counts = valid.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        retention = np.where(counts > 0, frac.sum(axis=0) / counts, np.nan)
+    retention = mean_retention(kept, total)
 
     rng = np.random.default_rng(seed)
     if n_base > 1:
