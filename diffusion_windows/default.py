@@ -62,6 +62,7 @@ CLIP_MODEL_NAME = "dw-digits-clip"
 PIPELINE_DIR = "default_pipeline"
 CLIP_DIR = "tiny_clip"
 CLIP_WEIGHTS = "open_clip_model.safetensors"
+DIGITS_FILE = "digits/digits_split.safetensors"
 
 TEST_FRACTION = 0.25  # held-out share of each digit class
 SPLIT_SEED = 0
@@ -88,22 +89,18 @@ def digits_split():
 
     Returns (train_images, train_labels, test_images, test_labels): images float32
     tensors [N, 1, 8, 8] in [0, 1] (pixel / 16, ink bright), labels int64 tensors [N].
-    1,347 training and 450 held-out images. Needs scikit-learn (no download).
+    1,347 training and 450 held-out images, read from the bundled ``assets/digits``
+    (written by ``experiments/export_digits_split.py``): no scikit-learn needed.
     """
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError as e:  # scikit-learn is an optional dependency ("train", "test" extras)
-        raise ImportError("digits_split needs scikit-learn: pip install scikit-learn") from e
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.tensor(digits.target, dtype=torch.int64)
-    index = torch.arange(len(labels)).numpy()
-    train_idx, test_idx = train_test_split(
-        index, test_size=TEST_FRACTION, stratify=digits.target, random_state=SPLIT_SEED
-    )
-    train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
-    return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
+    from safetensors.numpy import load_file
+
+    path = assets_path() / DIGITS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"bundled digits split missing: {path}")
+    d = load_file(str(path))
+    images = lambda key: torch.from_numpy(d[key].astype("float32")).unsqueeze(1) / 16.0  # noqa: E731
+    labels = lambda key: torch.from_numpy(d[key].astype("int64"))  # noqa: E731
+    return images("train_pixels"), labels("train_labels"), images("test_pixels"), labels("test_labels")
 
 
 def load_default_pipeline(device: str = "cpu"):

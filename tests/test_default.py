@@ -3,6 +3,8 @@
 import socket
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -72,6 +74,48 @@ def test_digits_split_is_fixed_and_stratified(split):
     assert counts.min() >= 43 and counts.max() <= 47  # 25% of each class (~180)
     again = default.digits_split()
     assert torch.equal(again[0], train_x) and torch.equal(again[3], test_y)
+
+
+def test_shipped_split_is_scikit_learns():
+    """``assets/digits`` is the split `experiments/export_digits_split.py` takes from scikit-learn."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "export_digits_split", default.assets_path().parent / "experiments" / "export_digits_split.py")
+    if spec is None or not Path(spec.origin).is_file():
+        pytest.skip("experiments/ is not beside an installed package")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    want = export.sklearn_digits_split()
+    got = default.digits_split()
+    assert torch.equal(got[0], torch.from_numpy(want[0]).float().unsqueeze(1) / 16)
+    assert torch.equal(got[1], torch.from_numpy(want[1]).long())
+    assert torch.equal(got[2], torch.from_numpy(want[2]).float().unsqueeze(1) / 16)
+    assert torch.equal(got[3], torch.from_numpy(want[3]).long())
+
+
+HIDDEN_SKLEARN = """
+import json, sys
+sys.modules["sklearn"] = None        # "import sklearn" now raises ImportError, as in a fresh install
+sys.modules["threadpoolctl"] = None  # it comes with scikit-learn
+from diffusion_windows import run_sweep
+out = run_sweep(samples=4, restarts=1, timesteps="0,500", num_inference_steps=4, out=sys.argv[1], quiet=True)
+theory = json.loads((out / "windows.json").read_text())["theory"]
+assert theory["available"] and theory["components"] == 1347, theory
+assert (out / "window.png").stat().st_size > 0
+print("theory without scikit-learn:", theory["components"], "training digits")
+"""
+
+
+@pytest.mark.slow
+def test_default_run_and_its_theory_need_no_scikit_learn(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", HIDDEN_SKLEARN, str(tmp_path / "run")], capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "1347 training digits" in r.stdout
 
 
 def test_pipeline_config(pipe):
