@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "DEFAULT_TEMPLATES",
+    "ARTICLE_TEMPLATES",
+    "templates_for",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ZeroShotClassifier",
@@ -28,6 +30,8 @@ __all__ = [
     "from_torch_model",
     "preprocess_images",
     "check_images",
+    "format_prompt",
+    "parse_templates",
 ]
 
 # A few of the prompt templates of CLIP's ImageNet zero-shot set (Radford et al. 2021).
@@ -39,6 +43,19 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a drawing of a {}.",
     "a rendering of a {}.",
     "itap of a {}.",
+)
+
+# The same prompts for labels that carry their own article ("a red car", "the moon"): CLIP's
+# templates put an article (and adjectives) before the label, which would read "a photo of the
+# small a red car."
+ARTICLE_TEMPLATES: tuple[str, ...] = (
+    "a photo of {}.",
+    "a bad photo of {}.",
+    "a close-up photo of {}.",
+    "a cropped photo of {}.",
+    "a drawing of {}.",
+    "a rendering of {}.",
+    "itap of {}.",
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -105,8 +122,63 @@ def preprocess_images(
     return (x - mean_t) / std_t
 
 
-def _format_prompt(template, label: str) -> str:
-    return template(label) if callable(template) else template.format(label)
+_ARTICLES = ("a", "an", "the")
+
+
+def format_prompt(template, label: str) -> str:
+    """``template`` (a str with ``"{}"``, or a callable) applied to ``label``.
+
+    A label that carries its own article ("a red car") drops the template's article before
+    the placeholder: "a photo of a {}." gives "a photo of a red car.", never "a photo of a a
+    red car.".
+
+    Example::
+
+        format_prompt("a photo of a {}.", "an old car")   # "a photo of an old car."
+    """
+    if callable(template):
+        return template(label)
+    head, _, tail = template.partition("{}")
+    words = head.rstrip().split(" ")
+    carries_article = label.split(" ", 1)[0].lower() in _ARTICLES and " " in label.strip()
+    if carries_article and head.endswith(" ") and words[-1].lower() in _ARTICLES:
+        head = " ".join(words[:-1]) + (" " if len(words) > 1 else "")
+    return head + label + tail
+
+
+
+def templates_for(labels) -> tuple:
+    """`ARTICLE_TEMPLATES` when every label carries its own article ("a red car"), else `DEFAULT_TEMPLATES`."""
+    with_article = [str(x).split(" ", 1)[0].lower() in _ARTICLES and " " in str(x).strip() for x in labels]
+    return ARTICLE_TEMPLATES if with_article and all(with_article) else DEFAULT_TEMPLATES
+
+
+def parse_templates(spec) -> tuple | None:
+    """``--templates``: ``"plain"`` (the label itself is the prompt), a file with one template per
+    line, or templates separated by ``"|"``; each must hold ``"{}"``. ``None`` stays None (the
+    classifier picks `templates_for` its labels).
+
+    Example::
+
+        parse_templates("a photo of {}.|a picture of {}.")   # ("a photo of {}.", "a picture of {}.")
+    """
+    if spec is None:
+        return None
+    if not isinstance(spec, str):
+        templates = tuple(spec)
+    elif spec == "plain":
+        templates = ("{}",)
+    elif os.path.isfile(spec):
+        with open(spec) as f:
+            templates = tuple(line.rstrip("\n") for line in f if line.strip())
+    else:
+        templates = tuple(t for t in spec.split("|") if t.strip())
+    if not templates:
+        raise ValueError(f"--templates: {spec!r} holds no template")
+    for t in templates:
+        if isinstance(t, str) and "{}" not in t:
+            raise ValueError(f"--templates: {t!r} has no '{{}}' placeholder for the label")
+    return templates
 
 
 class ZeroShotClassifier:
@@ -148,7 +220,7 @@ class ZeroShotClassifier:
             self.logit_scale = float(self.model.logit_scale.exp())
             rows = []
             for label in labels:
-                tokens = tokenizer([_format_prompt(t, label) for t in templates]).to(self.device)
+                tokens = tokenizer([format_prompt(t, label) for t in templates]).to(self.device)
                 emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1).mean(0)
                 rows.append(F.normalize(emb, dim=-1))
             self.text_features = torch.stack(rows)  # [K, D]
@@ -180,16 +252,18 @@ class ZeroShotClassifier:
         return f"ZeroShotClassifier(labels={self.labels!r}, image_size={self.image_size})"
 
 
-def zero_shot_from_model(model, tokenizer, labels, *, templates=DEFAULT_TEMPLATES,
+def zero_shot_from_model(model, tokenizer, labels, *, templates=None,
                          device="cpu", batch_size=256) -> ZeroShotClassifier:
-    """Zero-shot classifier from an already built open_clip model and its tokenizer."""
+    """Zero-shot classifier from an already built open_clip model and its tokenizer
+    (``templates=None``: `templates_for` the labels)."""
+    templates = templates_for(labels) if templates is None else templates
     return ZeroShotClassifier(model, tokenizer, labels, templates, device=device, batch_size=batch_size)
 
 
 def clip_zero_shot(
     labels: Sequence[str],
     *,
-    templates=DEFAULT_TEMPLATES,    # str with "{}" or callable label -> prompt; class embedding = mean over templates
+    templates=None,                 # str with "{}" or callable label -> prompt, or a sequence; None: templates_for(labels)
     model: str = "ViT-B-32",        # open_clip model name, "hf-hub:org/repo" or "local-dir:/path"
     pretrained: str | None = "laion2b_s34b_b79k",  # open_clip tag, a local checkpoint path, or None (random init)
     device: str = "cpu",
@@ -199,7 +273,8 @@ def clip_zero_shot(
 
     A pretrained tag downloads weights unless open_clip finds them in its cache; a path
     to a local checkpoint (.safetensors, .bin, .pt) loads that file; `pretrained=None`
-    gives a randomly initialised model (tests). Prompts are `template.format(label)`.
+    gives a randomly initialised model (tests). Prompts are `format_prompt(template, label)`;
+    labels that carry their own article ("a red car") get `ARTICLE_TEMPLATES` by default.
 
     Example::
 
@@ -215,6 +290,7 @@ def clip_zero_shot(
         raise ValueError(f"unknown open_clip model {model!r}; see open_clip.list_models()")
     clip_model = open_clip.create_model(model, pretrained=pretrained, device=device)
     tokenizer = open_clip.get_tokenizer(model)
+    templates = templates_for(labels) if templates is None else templates
     return ZeroShotClassifier(clip_model, tokenizer, labels, templates, device=device, batch_size=batch_size)
 
 

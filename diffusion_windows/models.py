@@ -98,7 +98,8 @@ def _clip(o: dict, device):
 
         return default.load_default_classifier(device=device, labels=labels)
     try:
-        return clip_zero_shot(labels, model=o["clip_model"], pretrained=o["clip_pretrained"], device=device)
+        return clip_zero_shot(labels, model=o["clip_model"], pretrained=o["clip_pretrained"], device=device,
+                              templates=o.get("templates"))
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"--clip-model: cannot load {o['clip_model']!r} ({o['clip_pretrained']}): {msg}") from None

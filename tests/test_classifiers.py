@@ -255,3 +255,43 @@ def test_labels_feature_and_validation():
         validate_feature(Feature("f", {"x": (3,)}), num_labels=3)
     with pytest.raises(ValueError, match="duplicate label 'a'"):
         labels_feature(["a", "a"])
+
+
+# --- prompt templates: labels that carry their own article
+
+
+@pytest.mark.parametrize("template,label,want", [
+    ("a photo of a {}.", "a red car", "a photo of a red car."),
+    ("a photo of a {}.", "an old car", "a photo of an old car."),
+    ("itap of a {}.", "the moon", "itap of the moon."),
+    ("a {}", "a cat", "a cat"),
+    ("a photo of a {}.", "car", "a photo of a car."),
+    ("{}", "a red car", "a red car"),
+    ("a photo of {}.", "a red car", "a photo of a red car."),
+])
+def test_format_prompt_never_doubles_an_article(template, label, want):
+    assert classifiers.format_prompt(template, label) == want
+
+
+def test_labels_with_articles_get_templates_without_one(tiny_clip_name):
+    labels = ("a red car", "a blue car", "an old car")
+    clf = clip_zero_shot(labels, model=tiny_clip_name, pretrained=None)
+    assert clf.templates == classifiers.ARTICLE_TEMPLATES
+    prompts = [classifiers.format_prompt(t, x) for t in clf.templates for x in labels]
+    for p in prompts:
+        words = p.lower().replace(".", "").split()
+        assert not any(a in ("a", "an", "the") and b in ("a", "an", "the") for a, b in zip(words, words[1:])), p
+        assert "small a" not in p and "large a" not in p, p
+    bare = clip_zero_shot(("car", "boat"), model=tiny_clip_name, pretrained=None)
+    assert bare.templates == classifiers.DEFAULT_TEMPLATES
+
+
+def test_parse_templates(tmp_path):
+    assert classifiers.parse_templates("plain") == ("{}",)
+    assert classifiers.parse_templates("a photo of {}.|a drawing of {}.") == ("a photo of {}.", "a drawing of {}.")
+    f = tmp_path / "t.txt"
+    f.write_text("a photo of {}.\n\nart of {}\n")
+    assert classifiers.parse_templates(str(f)) == ("a photo of {}.", "art of {}")
+    assert classifiers.parse_templates(None) is None
+    with pytest.raises(ValueError, match="'a photo' has no"):
+        classifiers.parse_templates("a photo")

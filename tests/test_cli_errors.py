@@ -22,6 +22,11 @@ def places(tmp_path):
         {"_class_name": "StableDiffusionPipeline", "text_encoder": ["transformers", "CLIPTextModel"],
          "unet": ["diffusers", "UNet2DConditionModel"]}))
     (textpipe / "scheduler" / "scheduler_config.json").write_text(json.dumps({"num_train_timesteps": 1000}))
+    uncond = tmp_path / "uncond"
+    (uncond / "scheduler").mkdir(parents=True)
+    (uncond / "model_index.json").write_text(json.dumps(
+        {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"]}))
+    (uncond / "scheduler" / "scheduler_config.json").write_text(json.dumps({"num_train_timesteps": 1000}))
     afile = tmp_path / "afile.txt"
     afile.write_text("not a folder")
     imgs = tmp_path / "imgs"
@@ -29,7 +34,7 @@ def places(tmp_path):
     from PIL import Image
 
     Image.new("L", (8, 8)).save(imgs / "a.png")
-    return dict(empty=str(empty), notpipe=str(notpipe), textpipe=str(textpipe), afile=str(afile),
+    return dict(empty=str(empty), notpipe=str(notpipe), textpipe=str(textpipe), uncond=str(uncond), afile=str(afile),
                 imgs=str(imgs), missing=str(tmp_path / "missing" / "pipe"))
 
 
@@ -71,6 +76,22 @@ CASES = [
     (["--clip-pretrained", "laion"], "--clip-model"),
     (["--model", "default", "--prompt", "a cat"], "--prompt"),
     (["--bogus-flag", "1"], "--bogus-flag"),
+    # non-finite numbers: NaN compares False with everything, so each must be refused by name
+    (["--timesteps", "nan"], "'nan'"),
+    (["--timesteps", "inf"], "'inf'"),
+    (["--timesteps", "1e400"], "'1e400'"),
+    (["--timesteps", "0:inf:10"], "'inf'"),
+    (["--timesteps", "10,nan"], "'nan'"),
+    (["--guidance-scale", "nan"], "--guidance-scale: 'nan' is not a finite number"),
+    (["--tolerance", "nan"], "--tolerance: 'nan' is not a finite number"),
+    (["--eta", "inf"], "--eta: 'inf' is not a finite number"),
+    (["--edge-precision", "1e400"], "--edge-precision: '1e400' is not a finite number"),
+    # a photo pipeline is never classified by the bundled 16-px digit CLIP
+    (["--model", "{uncond}", "--labels", "a cat,a dog"], "--clip-model"),
+    (["--model", "{textpipe}", "--prompt", "a pet", "--labels", "a cat,a dog"], "--clip-model"),
+    (["--model", "{uncond}", "--labels", "a,b", "--clip-model", "ViT-B-32", "--templates", "a photo"],
+     "'a photo' has no '{{}}'"),
+    (["--templates", "plain"], "needs --clip-model"),
 ]
 
 
