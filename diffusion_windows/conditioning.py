@@ -16,10 +16,13 @@ def _is_text(pipe) -> bool:
 
 
 def _device_dtype(pipe):
-    """Device and dtype of the pipeline's unet (its first parameter or buffer; else CPU fp32)."""
-    for tensors in (pipe.unet.parameters(), pipe.unet.buffers()):
-        for tensor in tensors:
-            return tensor.device, tensor.dtype
+    """Device and dtype of the pipeline's unet: its first parameter's; for a model without
+    parameters (the exact denoiser), its first buffer's device and its declared ``dtype``;
+    else CPU fp32."""
+    for tensor in pipe.unet.parameters():
+        return tensor.device, tensor.dtype
+    for tensor in pipe.unet.buffers():
+        return tensor.device, getattr(pipe.unet, "dtype", tensor.dtype)
     return torch.device("cpu"), torch.float32
 
 

@@ -63,6 +63,23 @@ class ExactMixtureDenoiser(ModelMixin, ConfigMixin):
         model.eval().requires_grad_(False)
         return model
 
+    def _apply(self, fn, recurse=True):
+        """Device moves apply; dtype casts do not: the mixture's buffers stay float64/float32 (an
+        fp16 ``alphas_cumprod`` or covariance would give NaN), and a cast only sets the dtype the
+        denoiser takes and returns (`dtype`)."""
+        probe = fn(torch.zeros((), dtype=torch.float32, device=self.log_weights.device))
+        for name, buf in self._buffers.items():
+            if buf is not None:
+                self._buffers[name] = buf.to(probe.device)
+        if probe.is_floating_point():
+            self._io_dtype = probe.dtype
+        return self
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the samples it takes and returns (its buffers keep their own)."""
+        return getattr(self, "_io_dtype", torch.float32)
+
     def alpha_bar(self, timestep, batch: int) -> torch.Tensor:
         """alpha_bar [batch] at training timestep(s) (scalar or [batch]); linear in between."""
         t = torch.as_tensor(timestep, dtype=torch.float64, device=self.alphas_cumprod.device)

@@ -120,22 +120,32 @@ def _step_kwargs(scheduler, generator, eta) -> dict:
     return kwargs
 
 
-def _loop(pipe, scheduler, seq, x, cond, generator, eta, record=None):
+def _loop(pipe, scheduler, seq, x, cond, generator, eta, record=None, evals=None):
     """Run ``scheduler`` over the timesteps ``seq`` from ``x``; ``record`` collects the
-    samples entering the listed positions of ``seq``."""
+    samples entering the listed positions of ``seq``; ``evals`` (int tensor, one per sample)
+    counts each sample's model evaluations (one per call, two with guidance)."""
     kwargs = _step_kwargs(scheduler, generator, eta)
     for k, t in enumerate(seq):
         if record is not None and k in record:
             record[k] = x
         out = _model_output(pipe, scheduler, cond, x, t)
+        if evals is not None:
+            evals += _rows(cond)
         x = scheduler.step(out, t, x, **kwargs, return_dict=False)[0]
     return x
 
 
+def _rows(cond) -> int:
+    """Denoiser rows one sample takes per model call: two with classifier-free guidance."""
+    return 1 if cond is None or cond.negative is None else 2
+
+
 def _to_model_space(scheduler, x, timestep: float):
-    """A sample no step ran on: undo the VE scale of Euler-type schedulers."""
+    """A sample no step ran on: undo the VE scale of Euler-type schedulers (``scheduler`` has
+    its grid set: a grid timestep takes the grid's own sigma)."""
     if is_variance_exploding(scheduler):
-        return x * float(np.sqrt(alpha_bar(scheduler, timestep)))
+        n = getattr(scheduler, "num_inference_steps", None)
+        return x * float(np.sqrt(alpha_bar(scheduler, timestep, n)))
     return x
 
 
@@ -149,11 +159,13 @@ def _prepare(pipe, x_t, num_inference_steps):
 
 # ----------------------------------------------------------------------------- public API
 @torch.inference_mode()
-def noise_to(scheduler, x0, timestep, *, noise=None, generator=None):
+def noise_to(scheduler, x0, timestep, *, noise=None, generator=None, num_inference_steps=None):
     """A draw of ``q(x_t | x_0)`` at training ``timestep`` (one value or a 1-D tensor, one per
     sample): ``sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise``, returned in the scale the
     scheduler's loop works in (Euler-type: VE scale ``x0 + sigma noise``). ``generator`` may
-    be a list with one generator per sample.
+    be a list with one generator per sample. With ``num_inference_steps``, a timestep of that
+    grid is noised to the sigma the scheduler runs it at (Karras and other custom sigmas;
+    `schedule.sigma`): pass it for restarts that `denoise_from` continues on that grid.
 
     Example::
 
@@ -181,8 +193,8 @@ def noise_to(scheduler, x0, timestep, *, noise=None, generator=None):
     shape = (n,) + (1,) * (x0.ndim - 1)
     coef = lambda v: torch.as_tensor(v, dtype=torch.float64).reshape(shape).to(x0.device, x0.dtype)
     if is_variance_exploding(scheduler):
-        return x0 + coef(sigma(scheduler, t)) * noise.to(x0)
-    a = alpha_bar(scheduler, t)
+        return x0 + coef(sigma(scheduler, t, num_inference_steps)) * noise.to(x0)
+    a = alpha_bar(scheduler, t, num_inference_steps)
     return coef(np.sqrt(a)) * x0 + coef(np.sqrt(1.0 - a)) * noise.to(x0)
 
 
@@ -269,14 +281,34 @@ def decode(pipe, x):
     if vae is None:
         return (x.float() / 2 + 0.5).clamp(0, 1)
     cfg = vae.config
-    z = x.to(vae.device, vae.dtype)
-    mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
-    if mean is not None and std is not None:
-        view = lambda v: torch.tensor(v, device=z.device, dtype=z.dtype).view(1, -1, 1, 1)
-        z = z * view(std) / cfg.scaling_factor + view(mean)
-    else:
-        z = z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
-    return (vae.decode(z, return_dict=False)[0].float() / 2 + 0.5).clamp(0, 1)
+    with _upcast(vae):
+        z = x.to(vae.device, vae.dtype)
+        mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+        if mean is not None and std is not None:
+            view = lambda v: torch.tensor(v, device=z.device, dtype=z.dtype).view(1, -1, 1, 1)
+            z = z * view(std) / cfg.scaling_factor + view(mean)
+        else:
+            z = z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+        images = vae.decode(z, return_dict=False)[0].float()
+    # NaN survives clamp: keep it visible so that the caller can refuse it
+    return torch.where(torch.isfinite(images), (images / 2 + 0.5).clamp(0, 1), images)
+
+
+class _upcast:
+    """Run a fp16 VAE whose config says ``force_upcast`` in float32, as diffusers' pipelines do
+    (SDXL's VAE overflows to NaN in fp16); the VAE is cast back afterwards."""
+
+    def __init__(self, vae):
+        self.vae = vae
+        self.needed = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+
+    def __enter__(self):
+        if self.needed:
+            self.vae.to(torch.float32)
+
+    def __exit__(self, *exc):
+        if self.needed:
+            self.vae.to(torch.float16)
 
 
 @torch.inference_mode()
@@ -330,7 +362,8 @@ def _gens(gens: list):
 @torch.inference_mode()
 def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None, prompt=None,
                       prompt_embeds=None, negative_prompt_embeds=None, guidance_scale=None,
-                      eta=None, pooled_prompt_embeds=None, negative_pooled_prompt_embeds=None):
+                      eta=None, pooled_prompt_embeds=None, negative_pooled_prompt_embeds=None,
+                      return_evaluations=False):
     """:func:`denoise_from` for many ``groups`` of ``(x_t, timestep, generators)`` at once.
 
     Single-step schedulers (DDPM, DDIM, Euler, Euler ancestral) run one loop from the largest
@@ -341,7 +374,9 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
     are ordered by start (then group order) and cut into fixed chunks, so results are a fixed
     function of the groups. Conditioning is shared (batch 1) or given per sample, for all
     samples in group order. ``generators``: one per sample (or None for all groups).
-    Returns one model-space tensor per group, in group order.
+    Returns one model-space tensor per group, in group order; with ``return_evaluations``
+    also, per group, each sample's model evaluations as counted in the loop (an int tensor:
+    one per model call it took part in, two with guidance).
 
     Example::
 
@@ -357,7 +392,7 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
         starts.extend([timestep] * x_t.shape[0])
         gens.extend(_norm_generators(generators, x_t.shape[0]))
     if not xs:
-        return []
+        return ([], []) if return_evaluations else []
     x_all = torch.cat(xs)
     total = x_all.shape[0]
     cond = _conditioning(pipe, total, x_all.shape[-2:], prompt, prompt_embeds,
@@ -388,6 +423,8 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
     else:
         order = sorted(range(total), key=lambda i: (-keys[i], i))
     out = torch.empty_like(x_all)
+    evals = torch.zeros(total, dtype=torch.int64)
+    rows = _rows(cond)
     chunk = total if not max_batch else int(max_batch)
     if chunk < 1:
         raise ValueError(f"max_batch {max_batch!r} must be >= 1")
@@ -410,17 +447,19 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
                 x = _to_model_space(scheduler, x, start)
             else:
                 x = _loop(pipe, scheduler, seq, x, c, _gens(g), eta)
+                evals[piece] += rows * len(seq)
             out[index] = x
             continue
         joins = [join[keys[i]] for i in piece]
         # off-grid custom starts: their own first step, batched per start
         for key in sorted({keys[i] for i, (_, pre) in zip(piece, joins) if pre}, reverse=True):
-            rows = [r for r, i in enumerate(piece) if keys[i] == key]
-            sel = torch.tensor(rows, device=device)
+            rows_of = [r for r, i in enumerate(piece) if keys[i] == key]
+            sel = torch.tensor(rows_of, device=device)
             scheduler, seq, _ = plans[key]
             scheduler = copy.deepcopy(scheduler)
             x[sel] = _loop(pipe, scheduler, seq[:1], x[sel], c and c.take(sel),
-                           _gens([g[r] for r in rows]), eta)
+                           _gens([g[r] for r in rows_of]), eta)
+            evals[[piece[r] for r in rows_of]] += rows
         scheduler, seq = copy.deepcopy(base[0]), base[1]
         first = joins[0][0]
         if hasattr(scheduler, "set_begin_index"):
@@ -430,10 +469,13 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
             m = bisect.bisect_right(positions, k)  # samples that have joined: a prefix
             kwargs = _step_kwargs(scheduler, _gens(g[:m]), eta)
             out_k = _model_output(pipe, scheduler, c, x[:m], seq[k])
+            evals[piece[:m]] += rows
             x[:m] = scheduler.step(out_k, seq[k], x[:m], **kwargs, return_dict=False)[0]
         for key in {keys[i] for i in piece if join[keys[i]] == (len(seq), 0)}:  # no step ran
             sel = torch.tensor([r for r, i in enumerate(piece) if keys[i] == key], device=device)
             x[sel] = _to_model_space(scheduler, x[sel], key)
         out[index] = x
     sizes = [x_t.shape[0] for x_t, _, _ in groups]
+    if return_evaluations:
+        return list(out.split(sizes)), list(evals.split(sizes))
     return list(out.split(sizes))

@@ -110,12 +110,31 @@ def _check_finite(x: torch.Tensor, what: str, seed: str):
         raise FloatingPointError(f"the model returned NaN or Inf for {what} ({seed})")
 
 
+class NonFiniteSample(FloatingPointError):
+    """Decoded images or classifier probabilities of sample ``index`` are NaN or Inf."""
+
+    def __init__(self, index: int, what: str):
+        super().__init__(f"{what} of sample {index}")
+        self.index, self.what = index, what
+
+
 def classify(model: Model, x: torch.Tensor) -> np.ndarray:
-    """Model-space samples -> label index per sample (argmax of the classifier)."""
+    """Model-space samples -> label index per sample (argmax of the classifier).
+
+    A decoded image or a row of probabilities that is not finite raises `NonFiniteSample`
+    (never counted: argmax would call NaN label 0).
+    """
     images = hooks.decode(model.pipe, x)
-    probs = model.classifier(images)
-    probs = torch.as_tensor(probs).float()
+    _first_bad(images, "the decoded image")
+    probs = torch.as_tensor(model.classifier(images)).float()
+    _first_bad(probs, "the classifier's probabilities")
     return probs.argmax(dim=1).cpu().numpy().astype(int)
+
+
+def _first_bad(t: torch.Tensor, what: str):
+    bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+    if bad.any():
+        raise NonFiniteSample(int(bad.nonzero()[0, 0]), f"{what} is NaN or Inf")
 
 
 def run_units(model: Model, bases: Bases, plan: dict, *, restarts: int, seed: int, protocol: str,
@@ -140,16 +159,20 @@ def run_units(model: Model, bases: Bases, plan: dict, *, restarts: int, seed: in
                 x_t = bases.states[base][float(t)].expand(restarts, *x0.shape[1:]).clone()
             else:
                 x_t = hooks.noise_to(scheduler, x0.expand(restarts, *x0.shape[1:]), _json_number(t),
-                                     generator=generators(fwd))
+                                     generator=generators(fwd), num_inference_steps=model.num_inference_steps)
             groups.append((x_t, _json_number(t), generators(rev)))
             index.append((base, t))
-    finals = hooks.denoise_staircase(model.pipe, groups, num_inference_steps=model.num_inference_steps,
-                                     max_batch=batch_size, eta=model.eta, **model.conditioning)
+    finals, evals = hooks.denoise_staircase(model.pipe, groups, num_inference_steps=model.num_inference_steps,
+                                            max_batch=batch_size, eta=model.eta, return_evaluations=True,
+                                            **model.conditioning)
     for (base, t), x in zip(index, finals):
         _check_finite(x, f"base {base} restarted at timestep {_json_number(t)}",
                       f"run seed {seed}, reverse seed of restart 0: {unit_seed(seed, 'reverse', base, t, 0)}")
     x0s = [bases.x0[b] for b in order]
-    labels = classify(model, torch.cat(list(finals) + x0s, dim=0))
+    try:
+        labels = classify(model, torch.cat(list(finals) + x0s, dim=0))
+    except NonFiniteSample as e:
+        raise FloatingPointError(_describe(e, index, order, restarts, seed)) from None
     restart_labels, base_labels = labels[:-len(order)], labels[-len(order):]
     records, pos = [], 0
     for i, base in enumerate(order):
@@ -159,7 +182,7 @@ def run_units(model: Model, bases: Bases, plan: dict, *, restarts: int, seed: in
             "base_label": int(base_labels[i]),
             "timesteps": [_json_number(t) for t in plan[base]],
             "labels": restart_labels[pos * restarts:(pos + n) * restarts].reshape(n, restarts).tolist(),
-            "nfe": int(staircase_nfe(bases.grid, plan[base], restarts, scheduler)),
+            "nfe": int(sum(int(e.sum()) for e in evals[pos:pos + n])),  # counted in the loop
         }
         if base in keep_images:
             cells = [x[:1] for x in finals[pos:pos + n]] + [x0s[i]]
@@ -167,6 +190,18 @@ def run_units(model: Model, bases: Bases, plan: dict, *, restarts: int, seed: in
         records.append(rec)
         pos += n
     return records
+
+
+def _describe(e: NonFiniteSample, index, order, restarts: int, seed: int) -> str:
+    """The unit and seed behind sample ``e.index`` of a classified batch (restarts, then base samples)."""
+    n_restarts = len(index) * restarts
+    if e.index >= n_restarts:
+        base = order[e.index - n_restarts]
+        return f"{e.what} for base sample {base} (run seed {seed}, base seed {unit_seed(seed, 'base', base)})"
+    base, t = index[e.index // restarts]
+    k = e.index % restarts
+    return (f"{e.what} for base {base} restarted at timestep {_json_number(t)} (run seed {seed}, "
+            f"restart {k}, reverse seed {unit_seed(seed, 'reverse', base, t, k)})")
 
 
 def batch_groups(plan: dict, restarts: int, batch_size: int) -> list[list[int]]:
@@ -187,14 +222,29 @@ def _json_number(t):
     return int(t) if t == int(t) else t
 
 
-def staircase_nfe(grid, timesteps, restarts: int, scheduler) -> int:
-    """Per-sample model evaluations of restarting from each of ``timesteps``: the steps at or below each.
+def staircase_nfe(grid, timesteps, restarts: int, scheduler, num_inference_steps: int | None = None,
+                  rows: int = 1) -> int:
+    """Model evaluations of ``restarts`` re-samples from each of ``timesteps``: the cost model
+    of the adaptive search and of replays (the sweep itself records what its loop counted).
 
-    A restart from a timestep with ``k`` grid steps at or below it costs ``k`` evaluations
-    per re-sample (Heun: ``2k - 1``); the staircase shares them across starts, so the model
-    *calls* are fewer, but every re-sample still takes its ``k`` steps.
+    A restart runs one model call per entry of its restart plan (`schedule.restart_plan`): the
+    grid steps at or below its timestep, Heun's second stages, PNDM's warm-up, an off-grid
+    start's own first step; ``rows`` = 2 with classifier-free guidance. ``grid`` (the N-step
+    grid) gives N when ``num_inference_steps`` is None.
     """
-    grid = np.asarray(grid, dtype=float)
-    heun = type(scheduler).__name__.startswith("Heun")
-    steps = [int((grid <= float(t) + 1e-9).sum()) for t in timesteps]
-    return int(sum(2 * k - 1 if heun and k else k for k in steps) * restarts)
+    n = len(grid) if num_inference_steps is None else int(num_inference_steps)
+    return int(sum(_plan_length(scheduler, float(t), n) for t in timesteps) * restarts * rows)
+
+
+def _plan_length(scheduler, t: float, n: int) -> int:
+    from .schedule import restart_plan
+
+    key = (id(scheduler), t, n)
+    if key not in _PLAN_LENGTHS:
+        if len(_PLAN_LENGTHS) > 4096:
+            _PLAN_LENGTHS.clear()
+        _PLAN_LENGTHS[key] = (scheduler, len(restart_plan(scheduler, _json_number(t), n)[1]))
+    return _PLAN_LENGTHS[key][1]
+
+
+_PLAN_LENGTHS: dict = {}  # (scheduler id, t, N) -> (scheduler, steps); the scheduler kept so ids stay valid
