@@ -63,26 +63,54 @@ def _as_timesteps(scheduler, timestep) -> np.ndarray:
     return t
 
 
-def sigma(scheduler, timestep) -> np.ndarray:
-    """``sigma(timestep)``; fractional timesteps linear in sigma, as diffusers' Euler does."""
+def sigma(scheduler, timestep, num_inference_steps: int | None = None) -> np.ndarray:
+    """``sigma(timestep)``; fractional timesteps linear in sigma, as diffusers' Euler does.
+
+    With ``num_inference_steps``, a timestep of that grid takes the sigma the scheduler itself
+    runs it at (`grid_sigmas`): Karras, exponential or beta sigmas differ from the training
+    table there (4.5% at timestep 2 for DPM++ with Karras sigmas).
+    """
     t = _as_timesteps(scheduler, timestep)
     table = _sigma_table(scheduler)
-    return np.interp(t, np.arange(len(table), dtype=np.float64), table)
+    out = np.interp(t, np.arange(len(table), dtype=np.float64), table)
+    if num_inference_steps is not None:
+        grid_t, grid_s = grid_sigmas(scheduler, num_inference_steps)
+        if len(grid_t):
+            flat = out.reshape(-1)
+            for i, v in enumerate(t.reshape(-1)):
+                near = np.abs(grid_t - v)
+                if near.min() <= _GRID_TOL:
+                    flat[i] = grid_s[int(near.argmin())]
+    return out
 
 
-def alpha_bar(scheduler, timestep) -> np.ndarray:
-    """``alpha_bar(timestep)`` = ``alphas_cumprod[timestep]`` (interpolated in sigma)."""
-    return alpha_bar_from_sigma(sigma(scheduler, timestep))
+def alpha_bar(scheduler, timestep, num_inference_steps: int | None = None) -> np.ndarray:
+    """``alpha_bar(timestep)`` = ``alphas_cumprod[timestep]`` (interpolated in sigma; on the
+    ``num_inference_steps`` grid, the scheduler's own sigma there, see `sigma`)."""
+    return alpha_bar_from_sigma(sigma(scheduler, timestep, num_inference_steps))
 
 
-def ou_time(scheduler, timestep) -> np.ndarray:
-    """OU time of a training timestep: ``-log(alpha_bar) / 2``.
+def ou_time(scheduler, timestep, num_inference_steps: int | None = None) -> np.ndarray:
+    """OU time of a training timestep: ``-log(alpha_bar) / 2`` (``num_inference_steps``: see `sigma`).
 
     Example::
 
         ou_time(pipe.scheduler, [0, 500, 999])   # -> array of OU times
     """
-    return ou_time_from_alpha_bar(alpha_bar(scheduler, timestep))
+    return ou_time_from_alpha_bar(alpha_bar(scheduler, timestep, num_inference_steps))
+
+
+def grid_sigmas(scheduler, num_inference_steps: int):
+    """``(timesteps, sigmas)`` of the N-step grid as the scheduler runs it, for schedulers that
+    keep a ``sigmas`` array (Euler-type, DPM-Solver, UniPC); empty arrays for those that read
+    ``alphas_cumprod`` at the timestep itself (DDPM, DDIM, PNDM), where the table is exact."""
+    s = copy.deepcopy(scheduler)
+    s.set_timesteps(int(num_inference_steps))
+    sig = getattr(s, "sigmas", None)
+    ts = s.timesteps.double().cpu().numpy()
+    if sig is None or len(sig) < len(ts):
+        return np.zeros(0), np.zeros(0)
+    return ts, torch.as_tensor(sig).double().cpu().numpy()[:len(ts)]
 
 
 def ou_time_from_alpha_bar(a) -> np.ndarray:
@@ -150,29 +178,6 @@ def is_stochastic(scheduler, eta: float | None = None) -> bool:
     return "Ancestral" in name or "SDE" in name or name.startswith("LCM")
 
 
-def _init_defaults(cls) -> dict:
-    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
-            if p.default is not inspect.Parameter.empty}
-
-
-def _explicit_config(config: Mapping, source: type | None = None) -> dict:
-    """The config without diffusers' ``_use_default_values`` bookkeeping, keeping keys that a
-    pipeline changed after construction (ENV.md: SD's ``steps_offset=1``). ``source`` is the
-    class the config belongs to (else guessed from its keys among :data:`SCHEDULERS`)."""
-    config = dict(config)
-    recorded = set(config.pop("_use_default_values", []) or [])
-    keys = {k for k in config if not k.startswith("_")}
-    if source is None:
-        source = next((c for c in SCHEDULERS.values() if set(_init_defaults(c)) == keys), None)
-    defaults = _init_defaults(source) if source is not None else {}
-    out = {}
-    for key, value in config.items():
-        if key in recorded and (key not in defaults or defaults[key] == value):
-            continue  # a true default: let the target class use its own
-        out[key] = value
-    return out
-
-
 def make_scheduler(name: str, config=None):
     """A fresh scheduler of the kind ``name`` (one of :data:`SCHEDULERS`) built from
     ``config`` (a scheduler's config, or a scheduler); ``None`` uses the class defaults."""
@@ -183,6 +188,8 @@ def make_scheduler(name: str, config=None):
         return cls()
     source = None
     if hasattr(config, "config") and not isinstance(config, Mapping):
+        if type(config) is cls:
+            return copy.deepcopy(config)  # the same kind: exactly its settings
         source, config = type(config), config.config
     return cls.from_config(_explicit_config(config, source))
 
@@ -191,7 +198,7 @@ def make_scheduler(name: str, config=None):
 def _grid_of(scheduler) -> np.ndarray:
     """Grid of a scheduler whose ``set_timesteps`` ran: one timestep per step, descending."""
     if isinstance(scheduler, PNDMScheduler):  # Runge-Kutta half steps are not grid points
-        return np.asarray(scheduler._timesteps, dtype=np.float64)[::-1].copy()
+        return _pndm_grid(scheduler)
     ts = scheduler.timesteps.double().cpu().numpy()
     keep = np.ones(len(ts), dtype=bool)
     keep[1:] = ts[1:] != ts[:-1]  # 2nd-order schedulers (Heun) repeat timesteps
@@ -240,30 +247,6 @@ def check_timestep(scheduler, timestep, grid: np.ndarray | None = None) -> float
 
 def _accepts(fn, name: str) -> bool:
     return name in inspect.signature(fn).parameters
-
-
-def _pndm_from(s: PNDMScheduler, start: float) -> None:
-    """Make ``s`` (after ``set_timesteps(N)``) a fresh PNDM run on the grid's values <= start,
-    following ``PNDMScheduler.set_timesteps`` for that sub-grid (its warm-up restarts)."""
-    ts = np.asarray(s._timesteps)
-    ts = ts[ts <= start + _GRID_TOL]
-    n, order = s.num_inference_steps, s.pndm_order
-    if not s.config.skip_prk_steps and len(ts) < order:
-        # PNDM's Runge-Kutta warm-up needs `order` grid points (stock PNDM fails for N < 4):
-        # shorter restarts warm up with the PLMS-only start of `skip_prk_steps=True`.
-        s.register_to_config(skip_prk_steps=True)
-    if s.config.skip_prk_steps:
-        s.prk_timesteps = np.array([])
-        s.plms_timesteps = np.concatenate([ts[:-1], ts[-2:-1], ts[-1:]])[::-1].copy()
-    else:
-        prk = np.array(ts[-order:]).repeat(2) + np.tile(
-            np.array([0, s.config.num_train_timesteps // n // 2]), order)
-        s.prk_timesteps = (prk[:-1].repeat(2)[1:-1])[::-1].copy()
-        s.plms_timesteps = ts[:-3][::-1].copy()
-    s._timesteps = ts
-    seq = np.concatenate([s.prk_timesteps, s.plms_timesteps]).astype(np.int64)
-    s.timesteps = torch.from_numpy(seq).to(s.timesteps.device)
-    s.ets, s.counter, s.cur_model_output, s.cur_sample = [], 0, 0, None
 
 
 def _custom_start(scheduler, start: float, grid: np.ndarray, device=None):
@@ -329,3 +312,69 @@ def restart_timestep(scheduler, timestep, num_inference_steps: int) -> float:
         restart_timestep(DDIMScheduler(), 517, 20)   # -> 500.0, the grid timestep a restart starts from
     """
     return restart_plan(scheduler, timestep, num_inference_steps)[2]
+
+
+# ----------------------------------------------------------------------------- diffusers internals
+# Two things diffusers (0.42) offers no public call for, each kept here, in one place, and
+# pinned by tests against the stock pipelines (tests/test_schedule.py and tests/test_hooks.py,
+# "stock"):
+# 1. A scheduler's config as it runs: `from_config` drops the keys that the config's
+#    `_use_default_values` lists, even those a pipeline changed after construction
+#    (StableDiffusionPipeline sets steps_offset=1 that way), so a swapped scheduler would run
+#    another grid. A swap to the same class is a deepcopy (public); to another class, the keys
+#    the source never changed stay defaults of the target class, as `from_config` does.
+# 2. PNDM: `set_timesteps` takes no custom timesteps, and its grid without the Runge-Kutta half
+#    steps lives only in its private `_timesteps`. A restart on the sub-grid below a timestep
+#    rebuilds the schedule exactly as `PNDMScheduler.set_timesteps` builds a whole one.
+
+def _init_defaults(cls) -> dict:
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _explicit_config(config: Mapping, source: type | None = None) -> dict:
+    """The config without diffusers' ``_use_default_values`` bookkeeping, keeping keys that a
+    pipeline changed after construction (ENV.md: SD's ``steps_offset=1``). ``source`` is the
+    class the config belongs to (else guessed from its keys among :data:`SCHEDULERS`)."""
+    config = dict(config)
+    recorded = set(config.pop("_use_default_values", []) or [])
+    keys = {k for k in config if not k.startswith("_")}
+    if source is None:
+        source = next((c for c in SCHEDULERS.values() if set(_init_defaults(c)) == keys), None)
+    defaults = _init_defaults(source) if source is not None else {}
+    out = {}
+    for key, value in config.items():
+        if key in recorded and (key not in defaults or defaults[key] == value):
+            continue  # a true default: let the target class use its own
+        out[key] = value
+    return out
+
+
+
+def _pndm_grid(s: PNDMScheduler) -> np.ndarray:
+    """The grid of a PNDM scheduler whose ``set_timesteps`` ran, descending, without half steps."""
+    return np.asarray(s._timesteps, dtype=np.float64)[::-1].copy()
+
+
+def _pndm_from(s: PNDMScheduler, start: float) -> None:
+    """Make ``s`` (after ``set_timesteps(N)``) a fresh PNDM run on the grid's values <= start,
+    following ``PNDMScheduler.set_timesteps`` for that sub-grid (its warm-up restarts)."""
+    ts = _pndm_grid(s)[::-1]
+    ts = ts[ts <= start + _GRID_TOL].astype(np.int64)
+    n, order = s.num_inference_steps, s.pndm_order
+    if not s.config.skip_prk_steps and len(ts) < order:
+        # PNDM's Runge-Kutta warm-up needs `order` grid points (stock PNDM fails for N < 4):
+        # shorter restarts warm up with the PLMS-only start of `skip_prk_steps=True`.
+        s.register_to_config(skip_prk_steps=True)
+    if s.config.skip_prk_steps:
+        s.prk_timesteps = np.array([])
+        s.plms_timesteps = np.concatenate([ts[:-1], ts[-2:-1], ts[-1:]])[::-1].copy()
+    else:
+        prk = np.array(ts[-order:]).repeat(2) + np.tile(
+            np.array([0, s.config.num_train_timesteps // n // 2]), order)
+        s.prk_timesteps = (prk[:-1].repeat(2)[1:-1])[::-1].copy()
+        s.plms_timesteps = ts[:-3][::-1].copy()
+    s._timesteps = ts
+    seq = np.concatenate([s.prk_timesteps, s.plms_timesteps]).astype(np.int64)
+    s.timesteps = torch.from_numpy(seq).to(s.timesteps.device)
+    s.ets, s.counter, s.cur_model_output, s.cur_sample = [], 0, 0, None

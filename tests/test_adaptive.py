@@ -2,6 +2,7 @@
 and end to end on the default model against the uniform grid with the same seeds."""
 import numpy as np
 import pytest
+from diffusers import DDPMScheduler
 
 from diffusion_windows.adaptive import Curve, coarse_grid, curve_se, first_round, next_timesteps
 from diffusion_windows.measure import staircase_nfe, unit_seed
@@ -10,8 +11,7 @@ from diffusion_windows.windows import window_edges
 GRID = np.arange(0, 1000, 20)  # a 50-step DDPM grid (training timesteps)
 
 
-class DDPM:  # staircase_nfe only looks at the scheduler's class name
-    pass
+DDPM = DDPMScheduler()  # its 50-step grid is GRID
 
 
 def logistic(center, width, floor):
@@ -51,7 +51,7 @@ def test_search_finds_full_grid_edges_at_one_step_precision(center, width):
     assert rounds <= 8
     # the search spends under 30% of the full grid's model evaluations (an end near the top
     # of the grid is the expensive case: each of its bracket's restarts takes ~43 of 50 steps)
-    assert staircase_nfe(GRID, measured, 1, DDPM()) <= 0.3 * staircase_nfe(GRID, GRID, 1, DDPM())
+    assert staircase_nfe(GRID, measured, 1, DDPM) <= 0.3 * staircase_nfe(GRID, GRID, 1, DDPM)
     # above the end crossing, beyond the first round, only the reach step that crossed it
     beyond = [t for t in measured if t > full[1] and t not in first_round(GRID)]
     assert len(beyond) <= 1
@@ -78,7 +78,7 @@ def test_known_evaluations_on_a_linear_curve():
     measured, rounds = search(f, None, [0.305], precision=20)
     assert measured == [0, 120, 240, 360, 480, 620, 680, 700]
     assert rounds == 3
-    assert staircase_nfe(GRID, measured, 1, DDPM()) == 1 + 7 + 13 + 19 + 25 + 32 + 35 + 36
+    assert staircase_nfe(GRID, measured, 1, DDPM) == 1 + 7 + 13 + 19 + 25 + 32 + 35 + 36
 
 
 def test_verification_finds_an_early_dip_the_full_grid_sees():
@@ -120,9 +120,9 @@ def test_curve_se_takes_the_larger_of_spread_and_binomial():
 
 def test_staircase_nfe_counts_steps_below_each_start():
     # restarts from grid timestep 0 take 1 step, from 980 all 50
-    assert staircase_nfe(GRID, [0], 1, DDPM()) == 1
-    assert staircase_nfe(GRID, [980], 1, DDPM()) == 50
-    assert staircase_nfe(GRID, [0, 980], 4, DDPM()) == 4 * 51
+    assert staircase_nfe(GRID, [0], 1, DDPM) == 1
+    assert staircase_nfe(GRID, [980], 1, DDPM) == 50
+    assert staircase_nfe(GRID, [0, 980], 4, DDPM) == 4 * 51
 
 
 def test_unit_seed_depends_only_on_identity():

@@ -26,13 +26,16 @@ def gen(seed):
 
 
 def sd_scheduler(name):
-    """A scheduler configured as Stable Diffusion's (scaled_linear betas, steps_offset=1)."""
+    """A scheduler configured as Stable Diffusion's (scaled_linear betas, steps_offset=1);
+    "pndm-prk": PNDM with its Runge-Kutta warm-up."""
     config = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
     if name == "ddim":
         config.update(clip_sample=False, set_alpha_to_one=False)
     if name == "pndm":
         config.update(skip_prk_steps=True)
-    return S.make_scheduler(name, config)
+    if name == "ddpm":
+        config.update(clip_sample=False)
+    return S.make_scheduler(name.replace("-prk", ""), config)
 
 
 # ----------------------------------------------------------------------------- (1) stock pipelines
@@ -59,8 +62,10 @@ def test_reproduces_ddim_pipeline_and_trajectory(tiny_ddpm_pipe):
     assert len(traj.states) == N and torch.equal(traj.states[0], x_T)
 
 
-@pytest.mark.parametrize("name", ["ddim", "euler-ancestral", "heun"])
+@pytest.mark.parametrize("name", ["ddim", "euler-ancestral", "heun", "euler", "ddpm", "dpm++", "unipc", "pndm",
+                                  "pndm-prk"])
 def test_reproduces_stable_diffusion_pipeline(name):
+    """Stock: the hooks' own loop over every scheduler (and PNDM's rebuilt schedule) is the pipeline's."""
     pipe = make_tiny_sd_pipe(sd_scheduler(name))
     pe, ne = sd_embeds()
     ref = pipe(prompt_embeds=pe, negative_prompt_embeds=ne, num_inference_steps=N, guidance_scale=5.0,
@@ -71,7 +76,7 @@ def test_reproduces_stable_diffusion_pipeline(name):
     # the same from the noise the pipeline draws (times init_noise_sigma), via denoise_from
     g = gens([4, 5])
     x_T = torch.cat([torch.randn(1, 4, 8, 8, generator=gi) for gi in g])
-    x_T = x_T * S.make_scheduler(name, pipe.scheduler).init_noise_sigma
+    x_T = x_T * S.make_scheduler(name.replace("-prk", ""), pipe.scheduler).init_noise_sigma
     out = hooks.denoise_from(pipe, x_T, traj.timesteps[0], num_inference_steps=N, generator=g,
                              prompt_embeds=pe, negative_prompt_embeds=ne, guidance_scale=5.0)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
@@ -381,3 +386,49 @@ def test_euler_on_a_ddpm_pipeline_runs_the_scaled_loop():
     for i, t in enumerate(traj.timesteps):
         torch.testing.assert_close(inputs[i], traj.states[i] * float(np.sqrt(S.alpha_bar(pipe.scheduler, t))),
                                    atol=1e-5, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- counts and custom sigmas
+@pytest.mark.parametrize("name", NAMES + ["pndm-prk"])
+def test_evaluations_counted_in_the_loop_equal_model_rows_and_the_cost_model(name):
+    """What a unit records as its model evaluations is what the model was called with (CFG: two rows
+    per sample), and the cost model of the adaptive search (one call per restart-plan entry:
+    Heun's second stages, PNDM's warm-up, an off-grid start's own step) agrees with it."""
+    from diffusion_windows.measure import staircase_nfe
+
+    pipe = make_tiny_sd_pipe(sd_scheduler(name))
+    pe, ne = sd_embeds()
+    rows = [0]
+    forward = pipe.unet.forward
+
+    def counted(x, *a, **k):
+        rows[0] += x.shape[0]
+        return forward(x, *a, **k)
+
+    pipe.unet.forward = counted
+    grid = S.inference_timesteps(pipe.scheduler, N)
+    starts = [grid[0], grid[3], 505, grid[-1]]
+    groups = [(torch.randn(2, 4, 8, 8, generator=gen(k)), t, gens([2 * k, 2 * k + 1])) for k, t in enumerate(starts)]
+    _, evals = hooks.denoise_staircase(pipe, groups, num_inference_steps=N, max_batch=3, prompt_embeds=pe,
+                                       negative_prompt_embeds=ne, guidance_scale=3.0, return_evaluations=True)
+    assert sum(int(e.sum()) for e in evals) == rows[0]
+    for t, e in zip(starts, evals):
+        assert e.tolist() == [staircase_nfe(grid, [t], 1, pipe.scheduler, N, rows=2)] * 2, (name, t)
+    if name == "pndm-prk":  # Runge-Kutta warm-up: 4 grid steps cost 4 + 9 calls
+        assert staircase_nfe(grid, [grid[-4]], 1, pipe.scheduler, N) == 13
+
+
+@pytest.mark.parametrize("name", ["dpm++", "euler"])
+def test_noise_to_uses_the_schedulers_own_karras_sigmas_on_its_grid(name):
+    s = S.make_scheduler(name, {"use_karras_sigmas": True})
+    stock = copy.deepcopy(s)
+    stock.set_timesteps(N)
+    x0, noise = torch.randn(1, 1, 4, 4, generator=gen(1)), torch.randn(1, 1, 4, 4, generator=gen(2))
+    table_off = []
+    for t in stock.timesteps:
+        ours = hooks.noise_to(s, x0, t, noise=noise, num_inference_steps=N)
+        torch.testing.assert_close(ours, stock.add_noise(x0, noise, t.reshape(1)), atol=1e-5, rtol=1e-5)
+        table = hooks.noise_to(s, x0, t, noise=noise)
+        table_off.append(float((table - ours).abs().max()))
+    if name == "dpm++":  # its grid timesteps are rounded to integers, where the table is off the Karras sigma
+        assert max(table_off) > 1e-3

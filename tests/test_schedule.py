@@ -75,6 +75,20 @@ def test_is_stochastic_dpm_sde_and_variance_exploding():
         n in ("euler", "euler-ancestral", "heun") for n in NAMES]
 
 
+def test_make_scheduler_swaps_as_the_stock_idiom_does(tmp_path):
+    """Stock: a scheduler loaded from disk swaps exactly as ``Cls.from_config(pipe.scheduler.config)``."""
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
+
+    PNDMScheduler(beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1).save_config(tmp_path)
+    loaded = PNDMScheduler.from_pretrained(tmp_path)
+    for name, cls in (("euler", EulerDiscreteScheduler), ("ddim", DDIMScheduler)):
+        ours, stock = S.make_scheduler(name, loaded), cls.from_config(loaded.config)
+        assert type(ours) is cls and dict(ours.config) == dict(stock.config)
+        np.testing.assert_array_equal(S.inference_timesteps(ours, 20), S.inference_timesteps(stock, 20))
+    same = S.make_scheduler("pndm", loaded)
+    assert same is not loaded and dict(same.config) == dict(loaded.config)
+
+
 def test_make_scheduler_keeps_settings_changed_after_construction():
     s = S.make_scheduler("ddim")
     config = dict(s.config)
