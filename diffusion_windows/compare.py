@@ -126,7 +126,7 @@ def add_theory(records: list[dict], model, o: dict, mixture=None) -> dict:
     scheduler = model.pipe.scheduler
     delta = float(o["tolerance"])
     grid = sorted({float(t) for r in records for t in r["timesteps"]})
-    ou = schedule.ou_time(scheduler, np.asarray(grid, dtype=float))
+    ou = schedule.ou_time(scheduler, np.asarray(grid, dtype=float), model.num_inference_steps)
     column = {t: i for i, t in enumerate(grid)}
     # the theory's Monte Carlo has its own fixed seed: it is a property of the data, not of the run
     predicted = _predict(mixture, _theory_features(mixture, model.features), delta, tuple(ou.tolist()), 0)
@@ -136,7 +136,7 @@ def add_theory(records: list[dict], model, o: dict, mixture=None) -> dict:
         if p is None:
             continue
         curve = [p.ideal_retention[column[float(t)]] for t in r["timesteps"]]
-        r.update(_theory_fields(scheduler, p, curve, r))
+        r.update(_theory_fields(scheduler, p, curve, r, model.num_inference_steps))
     t_s = _speciation(mixture, np.arange(mixture.num_components))
     return {"available": True, "mixture": type(mixture).__name__, "components": int(mixture.num_components),
             "speciation_ou": _num(t_s), "speciation_timestep": _ts(scheduler, t_s), "tolerance": delta,
@@ -151,26 +151,44 @@ def _num(v):
 
 
 def _ts(scheduler, ou):
-    """ou_time -> training timestep (float, within the schedule); None if undefined."""
-    if ou is None or not np.isfinite(ou) or ou < 0:  # negative: Lambda < 1, no speciation
+    """ou_time -> training timestep (float) when it lies on the schedule; None if undefined or
+    beyond the schedule (`_beyond` says which side): never a clipped number."""
+    if ou is None or not np.isfinite(ou) or ou < 0 or _beyond(scheduler, ou) is not None:
         return None
     return float(np.round(schedule.timestep_from_ou_time(scheduler, float(ou)), 2))
 
 
-def _theory_fields(scheduler, p, curve, r) -> dict:
+def _beyond(scheduler, ou):
+    """"above" past the schedule's last timestep (more noise than it reaches), "below" before its
+    first, None on the schedule or undefined."""
+    if ou is None or not np.isfinite(ou):
+        return "above" if ou == np.inf else None
+    lo, hi = schedule.ou_time(scheduler, [0, schedule.num_train_timesteps(scheduler) - 1])
+    return "above" if ou > hi else "below" if ou < lo else None
+
+
+def _theory_fields(scheduler, p, curve, r, steps=None) -> dict:
     t_after, t_before = _ts(scheduler, p.t_after_ou), _ts(scheduler, p.t_before_ou)
     start, end = r.get("start_timestep"), r.get("end_timestep")
     d_start = None if start is None or t_after is None else float(start - t_after)
     d_end = None if end is None or t_before is None else float(t_before - end)
-    holds = None if d_start is None or d_end is None else bool(d_start >= 0 and d_end >= 0)
+    # the bracket is tested in ou_time, where a prediction beyond the schedule still compares
+    start_ou = None if start is None else float(schedule.ou_time(scheduler, start, steps))
+    end_ou = None if end is None else float(schedule.ou_time(scheduler, end, steps))
+    d_start_ou = None if start_ou is None or not np.isfinite(p.t_after_ou) else start_ou - float(p.t_after_ou)
+    d_end_ou = None if end_ou is None or np.isnan(p.t_before_ou) else float(p.t_before_ou) - end_ou
+    holds = None if d_start_ou is None or d_end_ou is None else bool(d_start_ou >= 0 and d_end_ou >= 0)
     return {
         "ideal_retention": [_num(v) for v in curve],
         "t_after_ou": _num(p.t_after_ou), "t_before_ou": _num(p.t_before_ou),
         "t_after_timestep": t_after, "t_before_timestep": t_before,
+        "t_after_beyond": _beyond(scheduler, p.t_after_ou), "t_before_beyond": _beyond(scheduler, p.t_before_ou),
         "t_start_before_ou": _num(p.t_start_before_ou), "window_exists": bool(p.window_exists),
         "speciation_ou": _num(p.speciation_ou), "speciation_timestep": _ts(scheduler, p.speciation_ou),
         "eps_after": float(p.eps_after), "eps_before": float(p.eps_before),
         "delta_after": float(p.delta_after), "delta_before": float(p.delta_before),
         "w_after": float(p.w_after), "w_before": float(p.w_before), "theory_floor": float(p.base_rate),
         "bracket_holds": holds, "start_minus_t_after": d_start, "t_before_minus_end": d_end,
+        "start_minus_t_after_ou": _num(d_start_ou) if d_start_ou is not None else None,
+        "t_before_minus_end_ou": _num(d_end_ou) if d_end_ou is not None and np.isfinite(d_end_ou) else None,
     }
