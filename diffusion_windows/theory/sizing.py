@@ -32,6 +32,7 @@ N_MAX = 200_000     # most draws per atom and ou_time
 SAFETY = 1.15       # sized draws = SAFETY x the estimated need
 ROUNDS = 12
 TINY_SE = 1e-7      # below this a variance estimate is not trusted to weight a combination
+RARE_BAND = 0.03    # values this close to 0 or 1 rest on rare events: at least 3 / se_target draws
 
 
 class _Quantities:
@@ -123,7 +124,8 @@ class _Quantities:
         for q in np.flatnonzero(self.partner[:p] >= 0):
             r = self.partner[q]
             v1, v2 = v_se[:, q], v_se[:, r]
-            ok = np.minimum(v1, v2) > TINY_SE ** 2
+            # combine only away from 0 and 1: there the variance estimates rest on rare events
+            ok = (np.minimum(v1, v2) > TINY_SE ** 2) & (np.abs(value[:, q] - 0.5) < 0.5 - RARE_BAND)
             lam = np.where(ok, v2 / np.where(ok, v1 + v2, 1), 1.0)   # weight of the direct estimate
             out_v[:, q] = lam * value[:, q] + (1 - lam) * value[:, r]
             out_var[:, q] = np.where(ok, v1 * v2 / np.where(ok, v1 + v2, 1), v1)
@@ -235,6 +237,10 @@ def _estimate(eng, quants, ts, se_target, n=None, require=None, n0=N_PILOT, n_ma
             v, se, coef, var, partner = quants.estimate(acc)
             target, least = (np.full(v.shape, se_target), np.zeros(v.shape, np.int64)) if require is None \
                 else require(v, se)
+            # near 0 or 1 a pilot may see none of the rare draws that make the value (and its
+            # se): 3 / se_target draws per atom bound what it can miss by se_target (rule of three)
+            rare = np.isfinite(target) & (np.abs(v - 0.5) >= 0.5 - RARE_BAND)
+            least = np.where(rare, np.maximum(least, np.ceil(3 / se_target)), least)
             new = need.copy()
             for ti, q in zip(*np.nonzero(least > 0)):
                 want = min(int(np.ceil(least[ti, q] / BLOCK) * BLOCK), n_max)
