@@ -71,7 +71,7 @@ BLOCK = 128         # draws per block of the random stream (64 antithetic pairs)
 CHUNK = 1024        # draws whose projections are formed together
 ROWS = 128          # draws per pass of the log-sum-exp (cache-sized)
 GRAM_MAX = 4096     # keep the K x K Gram matrix when K is at most this
-CACHE_BYTES = 3 * 2 ** 27  # projections kept between calls (per engine)
+CACHE_BYTES = 2 ** 27  # projections kept between calls (per engine)
 
 
 class _Engine:

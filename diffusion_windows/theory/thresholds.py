@@ -22,26 +22,33 @@ def _grid(size=48):
     return np.geomspace(T_MIN, T_MAX, size)
 
 
+def _bracket(vals, level, kind):
+    """-> (answer, None) when the grid values settle it (0, inf or nan), else (None, i): the
+    crossing lies in [grid[i], grid[i + 1]]."""
+    if kind == "inf_below":
+        hit = vals <= level
+        if hit[0]:
+            return 0.0, None
+        if not hit.any():
+            return np.inf, None
+        return None, int(np.argmax(hit)) - 1
+    hit = vals >= level
+    if not hit.any():
+        return np.nan, None
+    if hit[-1]:
+        return np.inf, None
+    return None, int(np.flatnonzero(hit)[-1])
+
+
 def _crossing(f, level, kind, grid, refine=True, values=None):
     """Root of a nonincreasing f(t): kind "inf_below" = inf{t : f <= level},
     "sup_above" = sup{t : f >= level}. Bracket on the grid (on `values` when given, else on
     f), then brentq on f (refine; when f changes sign on the bracket) or on a monotone
     interpolant of logit f over the grid values."""
     vals = np.array([f(t) for t in grid]) if values is None else np.asarray(values)
-    if kind == "inf_below":
-        hit = vals <= level
-        if hit[0]:
-            return 0.0
-        if not hit.any():
-            return np.inf
-        i = int(np.argmax(hit)) - 1
-    else:
-        hit = vals >= level
-        if not hit.any():
-            return np.nan
-        if hit[-1]:
-            return np.inf
-        i = int(np.flatnonzero(hit)[-1])
+    answer, i = _bracket(vals, level, kind)
+    if i is None:
+        return answer
     lo, hi = grid[i], grid[i + 1]
     if refine:
         if values is None or (f(lo) - level) * (f(hi) - level) <= 0:
@@ -77,7 +84,7 @@ class _TVFunctions:
     se / |dTV/dt| <= t_se_target (the threshold's own precision, `se_t_grid`); everywhere
     se <= se_target when levels is None. `retention` (S_after subsets) adds their retention curves
     R(t) at `ret_times` from the same draws. Calls at other ou_times (brentq) use, per
-    atom, the most draws any grid point used (`n_fixed`)."""
+    atom, the draws of the grid points around them."""
 
     def __init__(self, mix, pairs, se_target, n, seed, grid, levels=None, device=None,
                  retention=(), ret_times=(), t_se_target=None):
@@ -153,34 +160,45 @@ class _TVFunctions:
             self.grid_values[:, j] = np.stack([v[:g, q], se[:g, q]], 1)
         for r in range(len(ret_sets)):
             self.ret_values[r] = np.stack([v[g:, n_tv + r], se[g:, n_tv + r]], 1)
-        self.n_fixed = used.max(0)
+        self.need_grid = used[:g]
         self.n = int(used.max())
-        self._at = {}
+        self._at, self._sub = {}, {}
 
-    def __call__(self, j, t):
+    def __call__(self, j, t, n=None):
+        """(TV, se) of pair j at any ou_time t: closed form, or the engine with n draws per
+        atom (None: those of the grid points around t)."""
         a, b, scale, ra, rb, exact = self.items[j]
         if scale == 0:
             return 0.0, 0.0
         if exact:
             return float(scale * _tv_exact(self.mix, ra, rb, np.asarray(t, float))), 0.0
-        key = (j, float(t))
+        if n is None:
+            i = int(np.clip(np.searchsorted(self.grid, t), 1, len(self.grid) - 1))
+            n = np.maximum(self.need_grid[i - 1], self.need_grid[i])
+        key = (j, float(t), n.tobytes())
         if key not in self._at:
             if len(self._at) > 4096:
                 self._at.clear()
-            q = self.col[j]
-            v, se, _ = _estimate(self.engine, self.quants, [t], 1.0, self.n_fixed)
-            for jj, qq in self.col.items():
-                self._at[(jj, float(t))] = (float(v[0, qq]), float(se[0, qq]))
+            if j not in self._sub:
+                eng = self.engine
+                self._sub[j] = _Quantities(eng, tvs=[(eng.atom_mask(a), eng.atom_mask(b))])
+            v, se, _ = _estimate(self.engine, self._sub[j], [t], 1.0, n)
+            self._at[key] = (float(v[0, 0]), float(se[0, 0]))
         return self._at[key]
 
-    def value(self, j):
-        return lambda t: self(j, t)[0]
+    def value(self, j, n=None):
+        return lambda t: self(j, t, n)[0]
 
     def crossing(self, j, level, kind, refine=True):
         """Crossing time of pair j: bracket on the grid values, then brentq on the estimate
-        at n_fixed draws (refine) or a monotone interpolant of the grid values."""
-        return _crossing(self.value(j), level, kind, self.grid, refine=refine,
-                         values=self.grid_values[:, j, 0])
+        with the draws of the bracket's grid points (refine: one sample for the whole bracket,
+        so brentq sees a continuous function) or a monotone interpolant of the grid values."""
+        values = self.grid_values[:, j, 0]
+        answer, i = _bracket(values, level, kind)
+        if i is None:
+            return answer
+        n = None if self.items[j][5] else np.maximum(self.need_grid[i], self.need_grid[i + 1])
+        return _crossing(self.value(j, n), level, kind, self.grid, refine=refine, values=values)
 
     def se_t(self, j, t):
         """Standard error of a crossing time: se(TV) / |dTV/dt| at t (0 when exact)."""
