@@ -75,9 +75,10 @@ def predict_windows(mixture, features, *, delta=0.1, ou_times=None, component_la
     retention curves share one Monte Carlo engine (atoms = the label groups, common random
     numbers) evaluated on a log grid of grid_size ou_times and at ou_times, each ou_time
     sized on its own (se <= se_target at the grid points around every crossing and at every
-    ou_time, and threshold standard errors <= t_se_target, in ou_time); thresholds by monotone interpolation on that grid, or brentq on the estimate
-    with refine=True (slower: a full evaluation per iteration). device: None (numpy) or a
-    torch device ("cpu", "cuda") for the heavy products of the Monte Carlo.
+    ou_time, and threshold standard errors <= t_se_target, in ou_time); thresholds by
+    monotone interpolation on that grid, or brentq on the estimate with refine=True
+    (slower: an evaluation per iteration). device: None (numpy) or a torch device ("cpu",
+    "cuda") for the heavy products of the Monte Carlo.
 
     Example::
 

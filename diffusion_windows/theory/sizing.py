@@ -12,14 +12,18 @@ estimators of THEORY.md, stratified over atoms (`w_a` the weight of atom a):
   estimate from the draws outside S: `E_p P(S | y) = w(S)`, so
   `R(t) = 1 - sum_{a not in S} (w_a / w(S)) E_{p_t^a} P(S | y)`. The two are combined with
   inverse-variance weights (variance `V1 V2 / (V1 + V2)`: measured 1.3-2.5 times smaller
-  on the digits).
+  on the digits), except within RARE_BAND of 0 or 1, where the variance estimates rest on
+  rare draws and the weights would follow their luck.
 
 `_estimate` evaluates them at every ou_time on a pilot of `N_PILOT` draws per atom, then
-adds draws only where an estimate misses its target standard error: per ou_time and atom,
-Neyman allocation `n_a ~ c_a sigma_a sum_b c_b sigma_b / target^2` (sigma_a the standard
-deviation of one antithetic pair's mean). The draws of an atom are one stream for every
-ou_time (common random numbers; at each ou_time a prefix of it), so the pilot is kept, not
-redrawn, and an easy ou_time (values near 0 or 1) costs only the pilot.
+adds draws only where an estimate misses its target standard error: per ou_time, the
+fewest draws per atom that meet every target there (`_allocate`: Neyman allocation
+`n_a ~ sqrt(sum_q lam_q c_qa^2 sigma_qa^2)` over the estimates at that ou_time, sigma the
+standard deviation of one antithetic pair's mean), and near 0 or 1 at least 3 / se_target
+draws per atom (a pilot may see none of the rare draws that make such a value and its se;
+the rule of three bounds what they can hide by se_target). The draws of an atom are one
+stream for every ou_time (common random numbers; at each ou_time a prefix of it), so the
+pilot is kept, not redrawn, and an easy ou_time costs only the pilot.
 """
 from __future__ import annotations
 
@@ -56,7 +60,8 @@ class _Quantities:
         self.all = index(np.ones(n_atoms, dtype=bool))
         rows = []  # (coef, kind, subset a, subset b, log weight, offset)
         for m1, m2 in tvs:
-            rows.append((0.5 * (m1 * w / w[m1].sum() + m2 * w / w[m2].sum()), 0, index(m1), index(m2), 0.0, 0.0))
+            c = 0.5 * (m1 * w / w[m1].sum() + m2 * w / w[m2].sum())
+            rows.append((c, 0, index(m1), index(m2), 0.0, 0.0))
         for mi, mt in rets:
             rows.append((mi * w / w[mi].sum(), 1, index(mt), self.all, np.log(w[mt].sum() / w.sum()), 0.0))
         self.n_public = len(rows)
@@ -64,9 +69,10 @@ class _Quantities:
         for q, (mi, mt) in enumerate(rets, start=len(tvs)):
             if both and np.array_equal(mi, mt) and not mi.all():
                 self.partner[q] = len(rows)
-                rows.append((-1.0 * (~mi) * w / w[mi].sum(), 1, index(mt), self.all, np.log(w[mt].sum() / w.sum()), 1.0))
-        coef, kind, a, b, log_wt, offset = (np.array(x) for x in zip(*rows)) if rows else [np.zeros((0, n_atoms))] + [
-            np.zeros(0)] * 5
+                c = -1.0 * (~mi) * w / w[mi].sum()
+                rows.append((c, 1, index(mt), self.all, np.log(w[mt].sum() / w.sum()), 1.0))
+        cols = list(zip(*rows)) if rows else [np.zeros((0, n_atoms))] + [np.zeros(0)] * 5
+        coef, kind, a, b, log_wt, offset = (np.array(x) for x in cols)
         self.coef = np.asarray(coef, dtype=float).reshape(-1, n_atoms)
         self.kind, self.a, self.b = kind.astype(int), a.astype(int), b.astype(int)
         self.log_wt, self.offset = log_wt.astype(float), offset.astype(float)
