@@ -294,3 +294,14 @@ def test_top_eigenvalue_without_the_d_by_d_covariance():
     assert th.speciation_time(gm, [0, 2, 5]) == pytest.approx(0.5 * np.log(np.linalg.eigvalsh(gm.covariance([0, 2, 5]))[-1]))
     x = rng.normal(size=(20, 300))  # N < d: from the Gram matrix
     assert th.speciation_time(x) == pytest.approx(0.5 * np.log(np.linalg.eigvalsh(np.cov(x, rowvar=False))[-1]))
+
+
+def test_numpy_path_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, diffusion_windows.theory as th\n"
+            "mix = th.GaussianMixture(np.array([[0.0, 0], [3, 0], [0, 3]]), None, [0.5, 0.2, 0.0])\n"
+            "th.predict_windows(mix, [{'name': 'c', 'values': {'0': (0,), '1': (1,)}}], ou_times=[0.5])\n"
+            "assert 'torch' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
