@@ -121,7 +121,7 @@ class _Quantities:
         """-> values, se [T, public Q]; for sizing, each direct estimate's coefficients
         [Q, A] and per-pair variances [T, Q, A], and the variance of its partner estimate
         [T, Q] (inf: none; the partner uses draws sized for other quantities)."""
-        mean, var, n = acc.moments()
+        mean, var, n = acc.moments(floor=~self.tv)  # retention values are reported with their se
         value = self.offset + (mean * self.coef).sum(2)
         v_se = (var * self.coef ** 2 / n).sum(2)
         p = self.n_public
@@ -159,11 +159,20 @@ class _Accumulator:
         self.s1[ti, idx, atom] += dv.sum(0)
         self.s2[ti, idx, atom] += (dv * dv).sum(0)
 
-    def moments(self):
-        """-> mean, per-pair variance, pairs (at least 1) [T, Q, A]."""
+    def moments(self, floor=None):
+        """-> mean, per-pair variance, pairs (at least 1) [T, Q, A]. Every value lies in
+        [0, 1]; for the quantities in floor [Q] (bool), within RARE_BAND of a bound, where
+        the sample variance rests on rare draws, the variance is floored by the largest a
+        mean that close allows, the distance taken at least 1 / pairs (no rare draw seen):
+        delta (1 - delta)."""
         n = np.maximum(self.n, 1)
         mean = np.nan_to_num(self.shift) + self.s1 / n
         var = np.clip((self.s2 - self.s1 ** 2 / n) / np.maximum(self.n - 1, 1), 0, None)
+        if floor is not None and floor.any():
+            delta = np.minimum(mean, 1 - mean)
+            rare = (delta < RARE_BAND) & floor[None, :, None]
+            delta = np.clip(np.maximum(delta, 1 / n), 0, 0.5)
+            var = np.where(rare, np.maximum(var, delta * (1 - delta)), var)
         return mean, var, n
 
 
@@ -251,8 +260,12 @@ def _estimate(eng, quants, ts, se_target, n=None, require=None, n0=N_PILOT, n_ma
             for ti, q in zip(*np.nonzero(least > 0)):
                 want = min(int(np.ceil(least[ti, q] / BLOCK) * BLOCK), n_max)
                 new[ti] = np.maximum(new[ti], np.where(coef[q] != 0, want, 0))
-            for ti in np.flatnonzero((se > target).any(1)):
-                qs = np.flatnonzero(np.isfinite(target[ti]))
+            # a value near 0 or 1 is sized by its se only once it has its least draws (its
+            # floored variance falls with the draws: sized from the pilot it would overshoot)
+            short = np.array([[rare[ti, q] and (need[ti][coef[q] != 0] < least[ti, q]).any()
+                               for q in range(v.shape[1])] for ti in range(len(ts))]).reshape(v.shape)
+            for ti in np.flatnonzero(((se > target) & ~short).any(1)):
+                qs = np.flatnonzero(np.isfinite(target[ti]) & ~short[ti])
                 tq = target[ti, qs]
                 # combined with a partner of variance V2: the direct estimate must reach
                 # V1 <= T^2 V2 / (V2 - T^2) (when V2 > T^2; else the direct one alone: T)
