@@ -13,8 +13,8 @@ in memory and time linear in d for isotropic mixtures (projections on the span o
 means), each ou_time sized to its own standard-error target.
 
 Modules: `mixtures` (data models, closed forms), `montecarlo` (the engine: draws,
-projections, log-densities), `sizing` (estimators and per-ou_time sample sizes), `_torch`
-(the engine's products on a torch device), `curves` (`tv`, `retention_curve`),
+projections, log-densities), `fullcov` (its path for full covariances), `sizing`
+(estimators and per-ou_time sample sizes), `_torch` (the engine's products on a torch device), `curves` (`tv`, `retention_curve`),
 `thresholds` (`critical_window`, `theorem2_window`, `speciation_time`, `example1_bounds`),
 `predict` (`predict_windows`). Everything public is importable from here.
 """

@@ -47,8 +47,8 @@ atom whose float32 sum underflows is below 1e-38 of it (-inf: negligible in ever
 posterior). Otherwise (and with several variances, in float64) the offsets are per-atom
 maxima.
 
-Full covariances ([K, d, d]) keep the old path: draws in R^d, Cholesky factors of
-`a^2 Sigma_k + s^2 I`.
+Full covariances ([K, d, d]) keep the old path (`fullcov.py`): draws in R^d, Cholesky
+factors of `a^2 Sigma_k + s^2 I`.
 
 Matrix products run on one BLAS thread: results do not depend on the thread count (and
 small products run faster on a shared CPU). `device` (a torch device) runs projections
@@ -119,7 +119,11 @@ class _Engine:
         self.bounds = np.cumsum([0] + [len(a) for a in self.atoms])
         self.atom_w = np.array([_w(mix, a) for a in self.atoms])
         self.sampled = np.array([np.isin(a, sampled).any() for a in self.atoms])
-        self.model = _FullModel(self) if mix.cov is not None else _IsoModel(self)
+        if mix.cov is not None:
+            from .fullcov import _FullModel
+            self.model = _FullModel(self)
+        else:
+            self.model = _IsoModel(self)
         self.device, self.kernel = device, None
         if device is not None and mix.cov is None:  # full covariances stay on numpy
             from ._torch import TorchKernel
@@ -355,65 +359,4 @@ class _IsoModel:
         g *= a / v
         g -= np.multiply.outer(q, 0.5 / v)
         g -= 0.5 * a * a * self.LL / v + 0.5 * self.d * np.log(v) - self.logw
-        return _lse_atoms(g, self.eng.bounds)
-
-
-class _FullModel:
-    """Full covariances: draws in R^d (x = m_j + Sigma_j^(1/2) u, z), Cholesky per component."""
-
-    def __init__(self, eng):
-        mix = eng.mix
-        self.eng, self.mix = eng, mix
-        w = mix.weights[eng.order]
-        self.logw = np.concatenate([np.log(w[eng.bounds[i]:eng.bounds[i + 1]]
-                                           / w[eng.bounds[i]:eng.bounds[i + 1]].sum())
-                                    for i in range(len(eng.atoms))])
-        self.roots = {}
-        self._chol = OrderedDict()
-
-    def _root(self, k):
-        if k not in self.roots:
-            vals, vecs = np.linalg.eigh(self.mix.cov[k])
-            self.roots[k] = vecs * np.sqrt(np.clip(vals, 0, None))
-        return self.roots[k]
-
-    def block(self, atom: int, b: int) -> dict:
-        rng = np.random.default_rng(np.random.SeedSequence(self.eng.seed, spawn_key=(atom, b)))
-        h, d, comps = BLOCK // 2, self.mix.dim, self.eng.atoms[atom]
-        w = self.mix.weights[comps] / self.mix.weights[comps].sum()
-        j = comps[rng.choice(len(comps), size=h, p=w)]
-        u = rng.standard_normal((h, d))
-        z = rng.standard_normal((h, d))
-        x = np.empty((h, d))
-        for k in np.unique(j):
-            x[j == k] = u[j == k] @ self._root(k).T
-        sign = np.tile([1.0, -1.0], h)[:, None]
-        jj = np.repeat(j, 2)
-        return {"j": jj, "x": self.mix.means[jj] + np.repeat(x, 2, axis=0) * sign,
-                "z": np.repeat(z, 2, axis=0) * sign}
-
-    def project(self, dr) -> dict:
-        return {"x": dr["x"], "z": dr["z"]}
-
-    def _factors(self, t):
-        if t not in self._chol:
-            if len(self._chol) > 8:
-                self._chol.popitem(last=False)
-            a, d = np.exp(-t), self.mix.dim
-            f = []
-            for k in self.eng.order:
-                c = a * a * self.mix.cov[k] - np.expm1(-2 * t) * np.eye(d)
-                chol = np.linalg.cholesky(c)
-                f.append((chol, np.log(np.diag(chol)).sum()))
-            self._chol[t] = f
-        return self._chol[t]
-
-    def logp(self, proj, lo: int, hi: int, t: float) -> np.ndarray:
-        t = float(t)
-        a = np.exp(-t)
-        y = a * proj["x"][lo:hi] + np.sqrt(-np.expm1(-2 * t)) * proj["z"][lo:hi]
-        g = np.empty((len(y), len(self.eng.order)))
-        for col, (k, (chol, logdet)) in enumerate(zip(self.eng.order, self._factors(t))):
-            res = np.linalg.solve(chol, (y - a * self.mix.means[k]).T)
-            g[:, col] = -0.5 * (res * res).sum(0) - logdet + self.logw[col]
         return _lse_atoms(g, self.eng.bounds)
