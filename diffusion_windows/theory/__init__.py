@@ -14,9 +14,10 @@ means), each ou_time sized to its own standard-error target.
 
 Modules: `mixtures` (data models, closed forms), `montecarlo` (the engine: draws,
 projections, log-densities), `fullcov` (its path for full covariances), `sizing`
-(estimators and per-ou_time sample sizes), `_torch` (the engine's products on a torch device), `curves` (`tv`, `retention_curve`),
-`thresholds` (`critical_window`, `theorem2_window`, `speciation_time`, `example1_bounds`),
-`predict` (`predict_windows`). Everything public is importable from here.
+(estimators and per-ou_time sample sizes), `_torch` (the engine's products on a torch
+device), `curves` (`tv`, `retention_curve`), `thresholds` (`critical_window`,
+`theorem2_window`, `speciation_time`, `example1_bounds`), `predict` (`predict_windows`).
+Everything public is importable from here.
 """
 from .curves import Estimate, retention_curve, tv
 from .mixtures import EmpiricalMixture, GaussianMixture, retention_closed
