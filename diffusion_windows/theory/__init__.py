@@ -2,24 +2,28 @@
 
 Every time here is an `ou_time` t of the Ornstein-Uhlenbeck forward process,
 `Y_t = exp(-t) X + sqrt(1 - exp(-2t)) Z`, i.e. `alpha_bar = exp(-2 t)`; conversions to a
-scheduler's timesteps live in `diffusion_windows.schedule`. numpy/scipy only.
+scheduler's timesteps live in `diffusion_windows.schedule`. numpy/scipy; torch only when a
+function is given `device=` (imported then).
 
 Sub-populations `S` are collections of component indices; `EmpiricalMixture.indices`
 turns label values into them. TV uses the closed form `2 Phi(Delta/2) - 1` for two
 Gaussians with one covariance (THEORY.md, "Closed forms"), otherwise Monte Carlo with
 common random numbers across times (fixed component picks, data draws and noise draws),
-log-densities by log-sum-exp and distances by matrix products, in float64.
+in memory and time linear in d for isotropic mixtures (projections on the span of the
+means), each ou_time sized to its own standard-error target.
 
-Modules: `mixtures` (data models, closed forms), `montecarlo` (common random numbers),
-`curves` (`tv`, `retention_curve`), `thresholds` (`critical_window`, `theorem2_window`,
-`speciation_time`, `example1_bounds`), `predict` (`predict_windows`). Everything public is
-importable from here.
+Modules: `mixtures` (data models, closed forms), `montecarlo` (the engine: draws,
+projections, log-densities), `fullcov` (its path for full covariances), `sizing`
+(estimators and per-ou_time sample sizes), `_torch` (the engine's products on a torch
+device), `curves` (`tv`, `retention_curve`), `thresholds` (`critical_window`,
+`theorem2_window`, `speciation_time`, `example1_bounds`), `predict` (`predict_windows`).
+Everything public is importable from here.
 """
 from .curves import Estimate, retention_curve, tv
 from .mixtures import EmpiricalMixture, GaussianMixture, retention_closed
 from .montecarlo import SE_TARGET
 from .predict import PredictedWindow, predict_windows
-from .thresholds import (T_MAX, T_MIN, CriticalWindow, Theorem2Window, critical_window, example1_bounds,
+from .thresholds import (T_MAX, T_MIN, T_SE_TARGET, CriticalWindow, Theorem2Window, critical_window, example1_bounds,
                          speciation_time, theorem2_window)
 
 __all__ = [
@@ -38,6 +42,7 @@ __all__ = [
     "example1_bounds",
     "predict_windows",
     "SE_TARGET",
+    "T_SE_TARGET",
     "T_MIN",
     "T_MAX",
 ]

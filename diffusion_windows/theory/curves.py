@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .mixtures import _complement, _exact_pair, _retention_exact, _same_cov, _subset, _tv_exact, _w
-from .montecarlo import SE_TARGET, _Engine, _mc_curve
+from .montecarlo import SE_TARGET, _Engine
+from .sizing import _estimate, _Quantities
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,14 @@ def _reduce(mix, a, b):
     return 1.0, a, b
 
 
-def tv(mixture, s1, s2, ou_time, *, method="auto", se_target=SE_TARGET, n=None, seed=0):
+def tv(mixture, s1, s2, ou_time, *, method="auto", se_target=SE_TARGET, n=None, seed=0, device=None):
     """TV(p_t^{S1}, p_t^{S2}) at ou_time t (scalar or array) -> Estimate.
 
     method: "auto" (closed form 2 Phi(Delta/2) - 1 when the two sides reduce to one
     Gaussian each with one covariance, else Monte Carlo), "exact" or "mc". Monte Carlo
     uses TV = E_{(P+Q)/2} |p - q| / (p + q) with common random numbers across times;
-    n draws per atom (None: sized so that se <= se_target).
+    n draws per atom (None: sized at each ou_time so that se <= se_target). device: None
+    (numpy) or a torch device for the Monte Carlo's heavy products.
 
     Example::
 
@@ -62,25 +64,22 @@ def tv(mixture, s1, s2, ou_time, *, method="auto", se_target=SE_TARGET, n=None, 
     if method == "exact":
         raise ValueError("method='exact': no closed form for these sub-populations")
 
-    def make(m):
-        return _Engine(mixture, [a, b], np.union1d(a, b), m, seed)
-
-    def quantity(eng, ti):
-        return eng.tv(ti, eng.atom_mask(a), eng.atom_mask(b))
-
-    v, se, used = _mc_curve(make, quantity, t.ravel(), n, se_target / scale)
-    return Estimate((scale * v).reshape(t.shape)[()], (scale * se).reshape(t.shape)[()],
-                    False, used)
+    eng = _Engine(mixture, [a, b], np.union1d(a, b), seed, device)
+    quants = _Quantities(eng, tvs=[(eng.atom_mask(a), eng.atom_mask(b))])
+    v, se, used = _estimate(eng, quants, t.ravel(), se_target / scale, n)
+    return Estimate((scale * v[:, 0]).reshape(t.shape)[()], (scale * se[:, 0]).reshape(t.shape)[()],
+                    False, int(used.max()))
 
 
 def retention_curve(mixture, s_init, s_targ, ou_times, *, method="auto", se_target=SE_TARGET,
-                    n=None, seed=0, return_se=False):
+                    n=None, seed=0, return_se=False, device=None):
     """Exact forward-reverse retention of an ideal denoiser at each ou_time (THEORY.md):
     `R(t) = E_{y ~ p_t^{S_init}} P(S_targ | y)`, `P(S | y)` the whole mixture's posterior.
 
     method "auto": closed form (1-D quadrature) for two components with one covariance,
-    else Monte Carlo with common random numbers ("exact" / "mc" force one). Returns an array shaped like ou_times (and its standard
-    errors when return_se).
+    else Monte Carlo with common random numbers ("exact" / "mc" force one), sized at each
+    ou_time so that se <= se_target (or n draws per atom); device as in `tv`. Returns an
+    array shaped like ou_times (and its standard errors when return_se).
 
     Example::
 
@@ -100,14 +99,10 @@ def retention_curve(mixture, s_init, s_targ, ou_times, *, method="auto", se_targ
     elif closed and method != "mc":
         v, se = _retention_exact(mixture, init, targ, t), np.zeros_like(t)
     else:
-        def make(m):
-            return _Engine(mixture, [init, targ, rest], init, m, seed)
-
-        def quantity(eng, ti):
-            return eng.retention(ti, eng.atom_mask(init), eng.atom_mask(targ))
-
-        v, se, _ = _mc_curve(make, quantity, t.ravel(), n, se_target)
-        v, se = v.reshape(t.shape), se.reshape(t.shape)
+        eng = _Engine(mixture, [init, targ, rest], init, seed, device)
+        quants = _Quantities(eng, rets=[(eng.atom_mask(init), eng.atom_mask(targ))])
+        v, se, _ = _estimate(eng, quants, t.ravel(), se_target, n)
+        v, se = v[:, 0].reshape(t.shape), se[:, 0].reshape(t.shape)
     return (v[()], se[()]) if return_se else v[()]
 
 

@@ -122,6 +122,21 @@ def _w(mix, idx) -> float:
     return float(mix.weights[idx].sum())
 
 
+def _top_eigenvalue(mix, subset=None) -> float:
+    """Largest eigenvalue of the covariance of `p^S`. Isotropic components: `sum_k w_k v_k`
+    plus the top eigenvalue of the between-component part `D^T D`, `D = W^(1/2) (M - mean)`,
+    taken from the smaller of `D D^T` [|S|, |S|] and `D^T D` [d, d] (never d x d when
+    |S| < d)."""
+    idx = np.arange(mix.num_components) if subset is None else _subset(mix, subset)
+    if mix.cov is not None:
+        return float(np.linalg.eigvalsh(mix.covariance(idx))[-1])
+    w = mix.weights[idx] / mix.weights[idx].sum()
+    m = mix.means[idx]
+    dev = np.sqrt(w)[:, None] * (m - w @ m)
+    small = dev @ dev.T if len(idx) <= mix.dim else dev.T @ dev
+    return float(w @ mix.var[idx] + np.linalg.eigvalsh(small)[-1])
+
+
 # ---------------------------------------------------------------- closed forms
 
 def _same_cov(mix, i: int, j: int) -> bool:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .curves import _times, retention_curve
-from .mixtures import EmpiricalMixture, _complement, _subset, _w, retention_closed
-from .montecarlo import SE_TARGET, _Engine, _sample_size
-from .thresholds import T_MAX, T_MIN, _crossing, _eps_from_delta, _TVFunctions
+from .mixtures import EmpiricalMixture, _complement, _subset, _top_eigenvalue, _w, retention_closed
+from .montecarlo import SE_TARGET
+from .thresholds import T_MAX, T_MIN, T_SE_TARGET, _eps_from_delta, _TVFunctions
 
 
 # ---------------------------------------------------------------- per-feature predictions
@@ -62,7 +62,8 @@ def _feature_items(features):
 
 
 def predict_windows(mixture, features, *, delta=0.1, ou_times=None, component_labels=None,
-                    se_target=SE_TARGET, n=None, seed=0, grid_size=48, refine=False):
+                    se_target=SE_TARGET, n=None, seed=0, grid_size=48, refine=False, device=None,
+                    t_se_target=T_SE_TARGET):
     """Predicted windows for every feature value, and every value nested inside a value of
     another feature (its labels a strict subset: S_before = that value) -> list of
     PredictedWindow (one record per value, then the nested pairs; see its fields).
@@ -70,10 +71,14 @@ def predict_windows(mixture, features, *, delta=0.1, ou_times=None, component_la
     features: `diffusion_windows.features.Feature` objects or dicts {"name", "values":
     {value: label indices}}. Labels map to components through `mixture.indices` for an
     EmpiricalMixture, through component_labels [K] (default: label i = component i) for
-    a GaussianMixture. ou_times: where to give the ideal retention curve. All TVs share one
-    Monte Carlo engine (atoms = the label groups, common random numbers) evaluated on a
-    log grid of grid_size ou_times; thresholds by monotone interpolation on that grid, or
-    brentq on the estimate with refine=True (slower: a full evaluation per iteration).
+    a GaussianMixture. ou_times: where to give the ideal retention curve. All TVs and
+    retention curves share one Monte Carlo engine (atoms = the label groups, common random
+    numbers) evaluated on a log grid of grid_size ou_times and at ou_times, each ou_time
+    sized on its own (se <= se_target at the grid points around every crossing and at every
+    ou_time, and threshold standard errors <= t_se_target, in ou_time); thresholds by
+    monotone interpolation on that grid, or brentq on the estimate with refine=True
+    (slower: an evaluation per iteration). device: None (numpy) or a torch device ("cpu",
+    "cuda") for the heavy products of the Monte Carlo.
 
     Example::
 
@@ -128,55 +133,32 @@ def predict_windows(mixture, features, *, delta=0.1, ou_times=None, component_la
     for p in plan:
         qa, qab, qb = p["q"]
         levels[qa].add(1 - p["eps_a"] ** 2)
-        levels[qab].add(p["eps_b"])
+        # T_before counts only at or before T_start(S_before): no precision spent beyond it
+        levels[qab].add(p["eps_b"] if qb is None else (p["eps_b"], qb, 1 - p["eps_b"] ** 2))
         if qb is not None:
             levels[qb].add(1 - p["eps_b"] ** 2)
-    # sized so that se <= se_target at the pilot times around each threshold's crossing
-    fns = _TVFunctions(mixture, pairs, se_target, n, seed, g[::max(1, grid_size // 16)], levels)
-    # retention curves: sized like the TVs, from one engine over all S_after
+    # one engine for every TV and retention curve: sized per ou_time, se <= se_target on the
+    # grid points around each threshold's crossing and at every requested ou_time
+    groups = [a for a in subsets.values() if not retention_closed(mixture, a)] if len(ts) else []
+    fns = _TVFunctions(mixture, pairs, se_target, n, seed, g, levels, device,
+                       retention=groups, ret_times=ts, t_se_target=t_se_target)
     ret = {}
-    if len(ts):
-        groups = list(subsets.values())
-        eng = None
-        m_used = 0
-        if not all(retention_closed(mixture, a) for a in groups):
-            def make(m):
-                return _Engine(mixture, groups + [_complement(mixture, a) for a in groups],
-                               everything, m, seed)
-            m_used = n or 600
-            eng = make(m_used)
-            if n is None:  # pilot at (up to 24 of) the requested times
-                pilot = ts[np.unique(np.linspace(0, len(ts) - 1, min(len(ts), 24)).astype(int))]
-                se = max(eng.retention(t, eng.atom_mask(a), eng.atom_mask(a))[1]
-                         for t in pilot for a in groups)
-                m_used = _sample_size(se, 600, se_target, 200_000)
-                eng = make(m_used)
-        if eng is not None:  # times outer: all curves at one ou_time share its log-densities
-            masks = {key: eng.atom_mask(a) for key, a in subsets.items()}
-            est = {key: [] for key in subsets}
-            for t in ts:
-                for key, m in masks.items():
-                    est[key].append(eng.retention(t, m, m))
-        for key, a in subsets.items():
-            if eng is None:
-                v, se = retention_curve(mixture, a, a, ts, return_se=True)
-            else:
-                v, se = np.array(est[key]).T.reshape(2, -1)
-            ret[key] = (tuple(map(float, v)), tuple(map(float, se)), m_used)
-    if refine:
-        def cross(j, level, kind):
-            return _crossing(fns.value(j), level, kind, g)
-    else:  # one pass over the grid: every TV at one ou_time shares its log-densities
-        vals = np.array([[fns(j, t) for j in range(len(pairs))] for t in g])  # [G, P, 2]
+    for key, a in subsets.items():
+        if not len(ts):
+            ret[key] = ((), (), 0)
+        elif retention_closed(mixture, a):
+            v, se = retention_curve(mixture, a, a, ts, return_se=True)
+            ret[key] = (tuple(map(float, v)), tuple(map(float, se)), 0)
+        else:
+            i = next(i for i, b in enumerate(groups) if b is a)
+            v, se = fns.ret_values[i].T
+            ret[key] = (tuple(map(float, v)), tuple(map(float, se)), fns.n)
 
-        def cross(j, level, kind):
-            return _crossing(None, level, kind, g, refine=False, values=vals[:, j, 0])
+    def cross(j, level, kind):
+        return fns.crossing(j, level, kind, refine=refine)
 
     def se_t(j, t):
-        if refine or not np.isfinite(t) or t <= g[0] or t >= g[-1]:
-            return fns.se_t(j, t) if refine else 0.0
-        slope = np.interp(t, g, np.gradient(vals[:, j, 0], g))
-        return float(np.interp(t, g, vals[:, j, 1]) / abs(slope)) if slope else np.inf
+        return fns.se_t(j, t) if refine else fns.se_t_grid(j, t)
 
     out = []
     for p in plan:
@@ -185,7 +167,6 @@ def predict_windows(mixture, features, *, delta=0.1, ou_times=None, component_la
         t1 = cross(qab, p["eps_b"], "inf_below")
         t_start = np.inf if qb is None else cross(qb, 1 - p["eps_b"] ** 2, "sup_above")
         t_before = t1 if t1 <= t_start else np.nan
-        cov = mixture.covariance(p["before"])
         r = ret.get(tuple(p["after"]), ((), (), 0))
         out.append(PredictedWindow(
             feature=rec[0], value=rec[1], labels=rec[2], parent_feature=rec[3],
@@ -196,7 +177,7 @@ def predict_windows(mixture, features, *, delta=0.1, ou_times=None, component_la
             eps_after=p["eps_a"], eps_before=p["eps_b"], delta_after=float(delta),
             delta_before=float(delta), w_after=p["w_a"], w_before=p["w_b"],
             base_rate=_w(mixture, p["after"]) / _w(mixture, p["before"]),
-            speciation_ou=float(0.5 * np.log(np.linalg.eigvalsh(cov)[-1])),
+            speciation_ou=float(0.5 * np.log(_top_eigenvalue(mixture, p["before"]))),
             ou_times=tuple(map(float, ts)), ideal_retention=r[0], ideal_retention_se=r[1],
             t_after_se=se_t(qa, t_after), t_before_se=se_t(qab, t_before),
             n_samples=max(fns.n, r[2])))
