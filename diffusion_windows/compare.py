@@ -56,12 +56,6 @@ def _components(mixture, label_indices) -> np.ndarray:
     return np.asarray(sorted(label_indices))
 
 
-def _speciation(mixture, comps) -> float:
-    """Biroli et al.'s ``t_S = 0.5 ln Lambda`` of ``p^S`` (its exact covariance; THEORY.md)."""
-    lam = np.linalg.eigvalsh(mixture.covariance(comps))[-1]
-    return float(0.5 * np.log(lam)) if lam > 0 else float("nan")
-
-
 def resolve_mixture(model, base_points=None, base_labels=None):
     """The theory mixture for a `measure.Model` (see module docstring); None when unknown."""
     from .theory import EmpiricalMixture
@@ -137,7 +131,9 @@ def add_theory(records: list[dict], model, o: dict, mixture=None) -> dict:
             continue
         curve = [p.ideal_retention[column[float(t)]] for t in r["timesteps"]]
         r.update(_theory_fields(scheduler, p, curve, r, model.num_inference_steps))
-    t_s = _speciation(mixture, np.arange(mixture.num_components))
+    from .theory import speciation_time
+
+    t_s = speciation_time(mixture)  # Biroli et al.; the Gram matrix, never a d x d covariance
     return {"available": True, "mixture": type(mixture).__name__, "components": int(mixture.num_components),
             "speciation_ou": _num(t_s), "speciation_timestep": _ts(scheduler, t_s), "tolerance": delta,
             "seconds": round(time.perf_counter() - started, 2)}
