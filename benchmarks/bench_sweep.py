@@ -78,41 +78,36 @@ class ModelTimer:
 
 def toolkit(pipe, classifier, timer, *, samples, restarts, timesteps, steps, seed, batch_size, precision):
     """The toolkit's measurement phase; returns (seconds, nfe, model share, records)."""
+    from diffusion_windows.analysis.counts import merge_units
+    from diffusion_windows.analysis.records import window_records
+    from diffusion_windows.diffusion.backend import DiffusionBackend
+    from diffusion_windows.engine import Engine, MemoryStore, Settings
     from diffusion_windows.features import DEFAULT_FEATURES
-    from diffusion_windows.measure import Model
     from diffusion_windows.options import parse_timesteps
-    from diffusion_windows.report import window_records
-    from diffusion_windows.report import merge_units
-    from diffusion_windows.store import MemoryStore
-    from diffusion_windows.sweep import Engine
 
-    o = dict(samples=samples, restarts=restarts, timesteps=parse_timesteps(timesteps, 1000), protocol="noise",
-             seed=seed, batch_size=batch_size, tolerance=0.1, edge_precision=precision, images=None)
-    model = Model(pipe=pipe, classifier=classifier, features=tuple(DEFAULT_FEATURES), num_inference_steps=steps)
-    engine = Engine(model, o, MemoryStore(), quiet=True)
+    backend = DiffusionBackend(pipe, classifier, DEFAULT_FEATURES, steps)
+    settings = Settings(samples=samples, restarts=restarts, timesteps=parse_timesteps(timesteps, 1000), seed=seed,
+                        batch_size=batch_size, tolerance=0.1, edge_precision=precision)
+    engine = Engine(backend, settings, MemoryStore(), quiet=True)
     timer.reset()
     t0 = time.perf_counter()
     engine.run()
     seconds = time.perf_counter() - t0
     recs = engine.store.read_all()
-    records = window_records(merge_units(recs), model.features, 10, tolerance=0.1, seed=seed)
-    nfe = sum(r["nfe"] for r in recs)
-    return seconds, nfe, timer.seconds / seconds, records, engine.rounds
+    records = window_records(merge_units(recs), backend.features, 10, tolerance=0.1, seed=seed)
+    return seconds, engine.nfe(), timer.seconds / seconds, records, engine.rounds
 
 
 def compare_edges(uniform, auto, spacing):
     """Fractions of auto's edges within one and two grid steps of the uniform run's."""
-    def key(r):
-        return (r["feature"], r["value"], r.get("parent"))
-
-    u = {key(r): r for r in uniform}
+    u = {r.key: r for r in uniform}
     diffs = []
     for r in auto:
-        ru = u.get(key(r))
+        ru = u.get(r.key)
         if ru is None:
             continue
         for side in ("start_timestep", "end_timestep"):
-            a, b = r.get(side), ru.get(side)
+            a, b = getattr(r, side), getattr(ru, side)
             if a is None and b is None:
                 continue
             diffs.append(np.inf if a is None or b is None else abs(a - b))

@@ -45,7 +45,7 @@ case = {case!r}
 ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
 ou = -0.5 * np.log(ab[np.arange(0, 1000, 50)])
 if case == "digits":
-    from diffusion_windows.compare import default_mixture
+    from diffusion_windows.diffusion.theory import default_mixture
     from diffusion_windows.features import DEFAULT_FEATURES
     m = default_mixture()
     mix, feats = th.EmpiricalMixture(m.means, m.labels), DEFAULT_FEATURES

@@ -1,11 +1,11 @@
 """Replay ``--timesteps auto`` on a finished uniform-grid sweep: what it would cost, and its edges.
 
 A restart's seeds depend only on (run seed, base sample, timestep, restart), so every restart
-the adaptive search runs is one that a sweep over the whole sampling grid ran too. Given
-such a sweep's folder, this runs the search's rounds (`diffusion_windows.adaptive`, through
-the sweep's own `Engine`) reading the recorded labels instead of running the model, and
-compares its edges with the uniform run's, like ``bench_sweep.py`` does live. It makes the
-search's behaviour on many seeds cheap to measure: one uniform run per seed.
+the adaptive search runs is one that a sweep over the whole sampling grid ran too. Given such a
+sweep's folder, this runs the search's rounds through the engine (`diffusion_windows.engine`)
+on a `ReplayBackend` that reads the recorded labels instead of running the model, and compares
+its edges with the uniform run's, like ``bench_sweep.py`` does live. It makes the search's
+behaviour on many seeds cheap to measure: one uniform run per seed.
 
     python -m diffusion_windows.sweep --timesteps 0:1000:20 --num-inference-steps 50 \\
         --samples 60 --restarts 8 --seed 1 --out runs/u50-seed1
@@ -24,16 +24,30 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusion_windows.engine.backend import UnitResult
 
-def replay_units(merged, grid, scheduler):
-    """A `units` function for `Engine`: the recorded labels of each (base, timestep), first ``restarts`` of them."""
-    from diffusion_windows.measure import staircase_nfe
 
-    def units(model, bases, plan, *, restarts, **_):
-        return [{"base": b, "base_label": merged[b]["label"], "timesteps": list(plan[b]),
-                 "labels": [merged[b]["labels"][float(t)][:restarts] for t in plan[b]],
-                 "nfe": staircase_nfe(grid, plan[b], restarts, scheduler)} for b in sorted(plan)]
-    return units
+class ReplayBackend:
+    """The engine's `Backend` over a finished run: the recorded labels of each (base, time), first
+    ``restarts`` of them; the model's own grid and cost model."""
+
+    def __init__(self, live, merged):
+        self.live, self.merged = live, merged
+        self.time_unit, self.labels, self.features, self.grid = live.time_unit, live.labels, live.features, live.grid
+
+    def cost(self, time):
+        return self.live.cost(time)
+
+    def snap(self, times):
+        return self.live.snap(times)
+
+    def prepare(self, bases, *, total, seed, batch_size):
+        pass
+
+    def run(self, plan, *, restarts, seed, batch_size, keep=()):
+        return [UnitResult(b, self.merged[b].label, tuple(plan[b]),
+                           tuple(self.merged[b].labels[float(t)][:restarts] for t in plan[b]),
+                           restarts * sum(self.cost(t) for t in plan[b])) for b in sorted(plan)]
 
 
 def main(argv=None):
@@ -44,41 +58,39 @@ def main(argv=None):
     a = p.parse_args(argv)
     from bench_sweep import compare_edges
 
-    from diffusion_windows.measure import grid_timesteps, staircase_nfe
-    from diffusion_windows.models import load_model
-    from diffusion_windows.report import merge_units, window_records
-    from diffusion_windows.store import MemoryStore, ResultStore
-    from diffusion_windows.sweep import Engine
+    from diffusion_windows.analysis.counts import BaseLabels, merge_units
+    from diffusion_windows.analysis.records import window_records
+    from diffusion_windows.diffusion.models import load_backend
+    from diffusion_windows.engine import Engine, MemoryStore, ResultStore, Settings
 
     folder = Path(a.folder)
     if not (folder / "options.json").exists():
         print(f"error: {folder} has no options.json: not a sweep folder", file=sys.stderr)
         return 2
     o = json.loads((folder / "options.json").read_text())
-    model = load_model(o)
-    grid = np.sort(grid_timesteps(model))
+    live = load_backend(o)
+    grid = np.asarray(live.grid)
     records = ResultStore(folder).read_all()
     merged = merge_units(records)
-    missing = [t for t in grid if any(float(t) not in e["labels"] for e in merged.values())]
+    missing = [t for t in grid if any(float(t) not in e.labels for e in merged.values())]
     if len(merged) < o["samples"] or missing:
         print(f"error: {folder} does not hold every base sample at every grid timestep "
               f"(timestep {f'{missing[0]:g}' if missing else '-'} missing; {len(merged)} of {o['samples']} base samples)",
               file=sys.stderr)
         return 2
     on_grid = {float(t) for t in grid}  # a uniform run may also hold timesteps off the grid
-    merged = {b: {**e, "labels": {t: v for t, v in e["labels"].items() if t in on_grid}} for b, e in merged.items()}
+    merged = {b: BaseLabels(e.label, {t: v for t, v in e.labels.items() if t in on_grid}) for b, e in merged.items()}
     spacing = float(np.median(np.diff(grid)))
     precision = a.precision or spacing
-    engine = Engine(model, {**o, "timesteps": "auto", "edge_precision": precision}, MemoryStore(), quiet=True,
-                    units=replay_units(merged, grid, model.pipe.scheduler))
-    engine.run()
-    n_labels = len(model.classifier.labels)
+    settings = Settings.from_options({**o, "timesteps": "auto", "edge_precision": precision})
+    engine = Engine(ReplayBackend(live, merged), settings, MemoryStore(), quiet=True).run()
+    n_labels = len(live.labels)
     auto = engine.store.read_all()
-    rec_auto = window_records(merge_units(auto), model.features, n_labels, tolerance=o["tolerance"], n_boot=1)
-    rec_uni = window_records(merged, model.features, n_labels, tolerance=o["tolerance"], n_boot=1)
+    rec_auto = window_records(merge_units(auto), live.features, n_labels, tolerance=o["tolerance"], n_boot=1)
+    rec_uni = window_records(merged, live.features, n_labels, tolerance=o["tolerance"], n_boot=1)
     within1, within2, n_edges = compare_edges(rec_uni, rec_auto, spacing)
-    nfe_uni = len(merged) * staircase_nfe(grid, grid, o["restarts"], model.pipe.scheduler)
-    nfe_auto = sum(r["nfe"] for r in auto)
+    nfe_uni = len(merged) * o["restarts"] * sum(live.cost(t) for t in grid)
+    nfe_auto = engine.nfe()
     result = {"folder": str(folder), "samples": o["samples"], "restarts": o["restarts"], "seed": o["seed"],
               "grid_spacing": spacing, "auto_precision": precision, "nfe_uniform": nfe_uni, "nfe_auto": nfe_auto,
               "nfe_ratio": round(nfe_uni / nfe_auto, 3), "auto_rounds": len(engine.rounds),

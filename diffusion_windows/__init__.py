@@ -1,28 +1,37 @@
-"""diffusion_windows: measure, predict and explain critical windows of features in diffusion models.
+"""diffusion_windows: measure, predict and explain critical windows of features in generative models.
 
 Public API (imported lazily, so ``import diffusion_windows`` is cheap):
 
-- hooks: `noise_to`, `denoise_from`, `sample_trajectory`, `restart_timestep`
+- hooks: `noise_to`, `denoise_from`, `sample_trajectory`, `restart_timestep`, `denoiser`
 - the bundled default: `load_default_pipeline`, `load_default_classifier`
-- the sweep: `run_sweep`; in memory: `measure_window`, `WindowRecord`
-- modules: `schedule`, `classifiers`, `features`, `windows`, `theory`, `plotting`
+- the sweep: `run_sweep`; in memory: `measure_window`, `theory_predictions`, `WindowRecord`
+- the engine: `Engine`, `Settings`, `Backend`, `UnitResult`; the diffusion backend: `DiffusionBackend`
+- modules: `engine`, `analysis`, `diffusion`, `theory`, `classifiers`, `features`, `plotting`;
+  old paths `hooks`, `schedule`, `windows`, `adaptive`, `default`, `exact_denoiser` still import
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
-    "noise_to": "hooks",
-    "denoise_from": "hooks",
-    "sample_trajectory": "hooks",
-    "restart_timestep": "hooks",
-    "Trajectory": "hooks",
-    "load_default_pipeline": "default",
-    "load_default_classifier": "default",
+    "noise_to": "diffusion.hooks",
+    "denoise_from": "diffusion.hooks",
+    "sample_trajectory": "diffusion.hooks",
+    "restart_timestep": "diffusion.hooks",
+    "Trajectory": "diffusion.hooks",
+    "denoiser": "diffusion.denoisers",
+    "DiffusionBackend": "diffusion.backend",
+    "load_default_pipeline": "diffusion.default",
+    "load_default_classifier": "diffusion.default",
     "run_sweep": "sweep",
     "measure_window": "library",
-    "WindowRecord": "library",
-    "estimate_window": "windows",
+    "theory_predictions": "library",
+    "WindowRecord": "analysis.records",
+    "estimate_window": "analysis.windows",
     "clip_zero_shot": "classifiers",
+    "Engine": "engine.engine",
+    "Settings": "engine.engine",
+    "Backend": "engine.backend",
+    "UnitResult": "engine.backend",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -25,7 +25,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from diffusion_windows import default  # noqa: E402
+from diffusion_windows.diffusion import default  # noqa: E402
 from diffusion_windows.features import GROUP_FEATURE  # noqa: E402
 
 

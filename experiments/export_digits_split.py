@@ -3,7 +3,7 @@
 scikit-learn ships its 1,797 8x8 handwritten digits (pixel values 0..16) offline; the
 toolkit's fixed stratified split (25% held out, seed 0) is taken here, once, and stored as
 safetensors (uint8, ~115 kB) so that the default run needs no scikit-learn at run time.
-`diffusion_windows.default.digits_split()` reads the file; `sklearn_digits_split()` below is
+`diffusion_windows.diffusion.default.digits_split()` reads the file; `sklearn_digits_split()` below is
 the split's definition, and a test checks that the file equals it.
 
     python experiments/export_digits_split.py        # needs scikit-learn (pip install -e ".[train]")
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from safetensors.numpy import save_file
 
-from diffusion_windows import default
+from diffusion_windows.diffusion import default
 
 
 def sklearn_digits_split():

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from diffusion_windows import default  # noqa: E402
+from diffusion_windows.diffusion import default  # noqa: E402
 from diffusion_windows.features import GROUP_FEATURE, feature_values  # noqa: E402
 from train_default_model import save_grid  # noqa: E402
 

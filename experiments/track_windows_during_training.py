@@ -12,7 +12,7 @@ weights) on `default.digits_split()`, and at step 0 and every ``--every`` steps 
 the windows of the default features (`features.DEFAULT_FEATURES`: digit and coarse group)
 on the EMA weights with `measure_window`, classified by the bundled tiny CLIP.
 
-The theory (`compare.add_theory`: T_after, T_before of each value against the whole data,
+The theory (`library.theory_predictions`, computed once and passed to every measurement: T_after, T_before of each value against the whole data,
 THEORY.md "Empirical window edges"; the speciation time of Biroli et al.) depends on the
 data only, so it is computed once, on the training split (``--tiny``: on 100 of its points),
 and written beside every checkpoint's records.
@@ -25,9 +25,7 @@ speciation_timestep, loss, ...; all times in training timesteps), ``theory.json`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import inspect
 import json
 import math
 import sys
@@ -41,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from diffusion_windows import default  # noqa: E402
+from diffusion_windows.diffusion import default  # noqa: E402
 from train_default_model import SCHEDULER_CONFIG, UNET_CONFIG, train_step  # noqa: E402
 
 # --tiny: a UNet of the same shape with narrow blocks (CI smoke runs only).
@@ -86,41 +84,20 @@ def checkpoints(steps: int, every: int) -> list[int]:
 # ---------------------------------------------------------------- measurement
 
 
-@contextlib.contextmanager
-def _theory_off():
-    """Skip `measure_window`'s theory, computed once here instead (it depends on the data only).
-
-    Uses ``measure_window(..., theory=False)`` where the library has it; older versions
-    always compute the theory (minutes per call on the digits), so its step is stubbed.
-    """
-    from diffusion_windows import compare
-
-    saved = compare.add_theory
-    compare.add_theory = lambda *a, **k: {"available": False, "reason": "computed once by the tracker"}
-    try:
-        yield
-    finally:
-        compare.add_theory = saved
-
-
-def measure(pipe, classifier, args) -> list:
-    """`measure_window` on the default features, without theory -> top-level WindowRecords."""
+def measure(pipe, classifier, args, predictions) -> list:
+    """`measure_window` on the default features with the theory computed once -> top-level WindowRecords."""
     from diffusion_windows import measure_window
     from diffusion_windows.features import DEFAULT_FEATURES
 
-    kw = dict(features=DEFAULT_FEATURES, samples=args.samples, restarts=args.restarts,
-              timesteps=args.timesteps, num_inference_steps=args.num_inference_steps, seed=args.seed)
-    if "theory" in inspect.signature(measure_window).parameters:
-        records = measure_window(pipe, classifier, theory=False, **kw)
-    else:
-        with _theory_off():
-            records = measure_window(pipe, classifier, **kw)
+    records = measure_window(pipe, classifier, features=DEFAULT_FEATURES, samples=args.samples,
+                             restarts=args.restarts, timesteps=args.timesteps,
+                             num_inference_steps=args.num_inference_steps, seed=args.seed, theory=predictions)
     return [r for r in records if r.parent is None]
 
 
 def theory_mixture(tiny: bool, seed: int):
     """The training split as an `EmpiricalMixture` in model space (tiny: 100 points of it)."""
-    from diffusion_windows.compare import default_mixture
+    from diffusion_windows.diffusion.theory import default_mixture
     from diffusion_windows.theory import EmpiricalMixture
 
     mix = default_mixture()
@@ -130,21 +107,18 @@ def theory_mixture(tiny: bool, seed: int):
     return EmpiricalMixture(mix.means[idx], mix.labels[idx])
 
 
-def compute_theory(pipe, classifier, records, args) -> dict:
-    """{(feature, value): theory keys} for the top-level records, via `compare.add_theory`."""
-    from diffusion_windows import compare
+def compute_theory(pipe, classifier, args):
+    """The theory on the training split, once: it depends on the data only, never on the model being
+    trained. Passed to every `measure_window` call as ``theory=`` (`library.theory_predictions`)."""
+    from diffusion_windows import theory_predictions
     from diffusion_windows.features import DEFAULT_FEATURES
-    from diffusion_windows.measure import Model
 
-    model = Model(pipe=pipe, classifier=classifier, features=DEFAULT_FEATURES,
-                  num_inference_steps=args.num_inference_steps)
-    rows = [{"feature": r.feature, "value": r.value, "parent": None, "timesteps": list(r.timesteps),
-             "start_timestep": None, "end_timestep": None} for r in records]
-    summary = compare.add_theory(rows, model, {"tolerance": 0.1}, mixture=theory_mixture(args.tiny, args.seed))
-    keep = ("t_after_timestep", "t_before_timestep", "speciation_timestep", "t_after_ou", "t_before_ou",
-            "speciation_ou", "eps_after", "eps_before", "window_exists")
-    return {"summary": summary,
-            "values": {f"{r['feature']}/{r['value']}": {k: r.get(k) for k in keep} for r in rows}}
+    return theory_predictions(pipe, classifier, timesteps=args.timesteps, features=DEFAULT_FEATURES,
+                              mixture=theory_mixture(args.tiny, args.seed), num_inference_steps=args.num_inference_steps)
+
+
+THEORY_KEYS = ("t_after_timestep", "t_before_timestep", "speciation_timestep", "t_after_ou", "t_before_ou",
+               "speciation_ou", "eps_after", "eps_before", "window_exists")
 
 
 # ---------------------------------------------------------------- training
@@ -154,7 +128,7 @@ def train_and_track(args) -> list[dict]:
     """Train (DDPM, Ho et al. 2020 Alg. 1) and measure at every checkpoint -> tracked rows."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-    from diffusion_windows.default import load_default_classifier
+    from diffusion_windows.diffusion.default import load_default_classifier
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -179,18 +153,20 @@ def train_and_track(args) -> list[dict]:
 
     g = torch.Generator().manual_seed(args.seed)
     order, pos = torch.randperm(len(data), generator=g), 0
-    todo, rows, losses, theory = checkpoints(args.steps, args.every), [], [], None
+    todo, rows, losses = checkpoints(args.steps, args.every), [], []
+    predictions = compute_theory(pipe, classifier, args)
     started = time.time()
     for step in range(args.steps + 1):
         if step in todo:
             ema.eval()
             t0 = time.time()
-            records = measure(pipe, classifier, args)
-            if theory is None:
-                theory = compute_theory(pipe, classifier, records, args)
-                (args.out / "theory.json").write_text(json.dumps(theory, indent=1) + "\n")
+            records = measure(pipe, classifier, args, predictions)
+            if step == 0:
+                values = {f"{r.feature}/{r.value}": {k: getattr(r, k) for k in THEORY_KEYS} for r in records}
+                (args.out / "theory.json").write_text(
+                    json.dumps({"summary": predictions.summary, "values": values}, indent=1) + "\n")
             loss = float(np.mean(losses)) if losses else None
-            new = [row_of(step, r, theory["values"].get(f"{r.feature}/{r.value}", {}), loss) for r in records]
+            new = [row_of(step, r, loss) for r in records]
             with open(args.out / "tracked.jsonl", "a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in new)
             rows += new
@@ -209,13 +185,12 @@ def train_and_track(args) -> list[dict]:
     return rows
 
 
-def row_of(step: int, r, theory: dict, loss) -> dict:
+def row_of(step: int, r, loss) -> dict:
     """One line of tracked.jsonl (training timesteps; None where an edge is not crossed)."""
     return {"step": step, "feature": r.feature, "value": r.value, "n_base": r.n_base,
             "base_rate": r.base_rate, "start_timestep": r.start_timestep, "end_timestep": r.end_timestep,
-            "t_after_timestep": theory.get("t_after_timestep"),
-            "t_before_timestep": theory.get("t_before_timestep"),
-            "speciation_timestep": theory.get("speciation_timestep"), "loss": loss}
+            "t_after_timestep": r.t_after_timestep, "t_before_timestep": r.t_before_timestep,
+            "speciation_timestep": r.speciation_timestep, "loss": loss}
 
 
 # ---------------------------------------------------------------- figure

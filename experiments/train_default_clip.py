@@ -30,7 +30,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from diffusion_windows import default  # noqa: E402
+from diffusion_windows.diffusion import default  # noqa: E402
 from diffusion_windows.classifiers import preprocess_images, zero_shot_from_model  # noqa: E402
 
 CLIP_CONFIG = {

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from diffusion_windows import default  # noqa: E402
+from diffusion_windows.diffusion import default  # noqa: E402
 
 UNET_CONFIG = dict(
     sample_size=8,

@@ -5,7 +5,8 @@ import pytest
 from diffusers import DDPMScheduler
 
 from diffusion_windows.adaptive import Curve, coarse_grid, curve_se, first_round, next_timesteps
-from diffusion_windows.measure import staircase_nfe, unit_seed
+from diffusion_windows.diffusion.backend import staircase_nfe
+from diffusion_windows.engine.seeds import unit_seed
 from diffusion_windows.windows import window_edges
 
 GRID = np.arange(0, 1000, 20)  # a 50-step DDPM grid (training timesteps)
@@ -138,63 +139,38 @@ def test_unit_seed_depends_only_on_identity():
 def test_auto_reads_the_uniform_runs_restarts_and_finds_its_edges():
     """On the default model: every restart auto runs is the uniform run's (same seeds), for fewer evaluations."""
     from diffusion_windows import load_default_classifier, load_default_pipeline
+    from diffusion_windows.analysis.counts import merge_units
+    from diffusion_windows.analysis.records import window_records
+    from diffusion_windows.diffusion.backend import DiffusionBackend
+    from diffusion_windows.engine import Engine, MemoryStore, Settings
     from diffusion_windows.features import DEFAULT_FEATURES
-    from diffusion_windows.measure import Model
     from diffusion_windows.options import parse_timesteps
-    from diffusion_windows.report import merge_units, window_records
-    from diffusion_windows.store import MemoryStore
-    from diffusion_windows.sweep import Engine
 
-    model = Model(pipe=load_default_pipeline(), classifier=load_default_classifier(),
-                  features=tuple(DEFAULT_FEATURES), num_inference_steps=20)
+    backend = DiffusionBackend(load_default_pipeline(), load_default_classifier(), DEFAULT_FEATURES, 20)
     runs = {}
     for spec in ("0:1000:50", "auto"):
-        o = dict(samples=40, restarts=4, timesteps=parse_timesteps(spec, 1000), protocol="noise", seed=5,
-                 batch_size=512, tolerance=0.1, edge_precision=50, images=None)
-        engine = Engine(model, o, MemoryStore(), quiet=True)
-        engine.run()
-        runs[spec] = engine
+        settings = Settings(samples=40, restarts=4, timesteps=parse_timesteps(spec, 1000), seed=5, batch_size=512,
+                            tolerance=0.1, edge_precision=50)
+        runs[spec] = Engine(backend, settings, MemoryStore(), quiet=True).run()
     uni, auto = (merge_units(runs[s].store.read_all()) for s in ("0:1000:50", "auto"))
     shared = 0
     for b, entry in auto.items():
-        assert entry["label"] == uni[b]["label"]
-        for t, labels in entry["labels"].items():
-            assert labels == uni[b]["labels"][t], (b, t)
+        assert entry.label == uni[b].label
+        for t, labels in entry.labels.items():
+            assert labels == uni[b].labels[t], (b, t)
             shared += 1
     assert shared > 40 * 5
-    nfe = {s: sum(r["nfe"] for r in runs[s].store.read_all()) for s in runs}
+    nfe = {s: runs[s].nfe() for s in runs}
     assert nfe["auto"] < nfe["0:1000:50"] / 2
     assert len(runs["auto"].rounds) >= 2
-    recs = {s: window_records(merge_units(runs[s].store.read_all()), model.features, 10, tolerance=0.1, n_boot=1)
+    recs = {s: window_records(merge_units(runs[s].store.read_all()), backend.features, 10, tolerance=0.1, n_boot=1)
             for s in runs}
-    u = {(r["feature"], r["value"], r["parent"]): r for r in recs["0:1000:50"]}
+    u = {r.key: r for r in recs["0:1000:50"]}
     diffs = []
     for r in recs["auto"]:
-        ru = u[(r["feature"], r["value"], r["parent"])]
+        ru = u[r.key]
         for side in ("start_timestep", "end_timestep"):
-            if r[side] is not None or ru[side] is not None:
-                diffs.append(np.inf if None in (r[side], ru[side]) else abs(r[side] - ru[side]))
+            if getattr(r, side) is not None or getattr(ru, side) is not None:
+                diffs.append(np.inf if None in (getattr(r, side), getattr(ru, side))
+                             else abs(getattr(r, side) - getattr(ru, side)))
     assert np.mean(np.asarray(diffs) <= 50) >= 0.8  # within one grid step of the uniform grid's edges
-
-
-@pytest.mark.slow
-def test_auto_run_cut_after_any_unit_resumes_to_the_same_windows(tmp_path):
-    """A run of several rounds, cut after k of its units (a kill), finishes with the same rounds and windows."""
-    import json
-
-    from diffusion_windows import run_sweep
-
-    opts = dict(samples=10, restarts=2, timesteps="auto", num_inference_steps=10, seed=11, quiet=True)
-    full = run_sweep(out=str(tmp_path / "full"), **opts)
-    lines = (full / "results.jsonl").read_text().splitlines()
-    done = json.loads((full / "windows.json").read_text())
-    assert len(done["rounds"]) >= 3 and len(lines) > opts["samples"]
-    for k in (opts["samples"] - 3, opts["samples"] + 1):  # inside round 0, inside round 1
-        cut = tmp_path / f"cut{k}"
-        cut.mkdir()
-        (cut / "options.json").write_text((full / "options.json").read_text())
-        (cut / "results.jsonl").write_text("\n".join(lines[:k]) + "\n")
-        run_sweep(out=str(cut), **opts)
-        again = json.loads((cut / "windows.json").read_text())
-        assert again["rounds"] == done["rounds"] and again["nfe"] == done["nfe"]
-        assert again["features"] == done["features"]

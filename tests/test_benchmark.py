@@ -12,21 +12,19 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_staircase_counts_equal_per_timestep_restarts():
     from diffusion_windows import load_default_classifier, load_default_pipeline
+    from diffusion_windows.diffusion.backend import DiffusionBackend
     from diffusion_windows.features import DEFAULT_FEATURES
-    from diffusion_windows.measure import Model, make_bases, run_units
 
-    model = Model(pipe=load_default_pipeline(), classifier=load_default_classifier(),
-                  features=DEFAULT_FEATURES, num_inference_steps=10)
-    bases = make_bases(model, [0, 1], total=2, seed=4, protocol="noise", batch_size=8)
+    backend = DiffusionBackend(load_default_pipeline(), load_default_classifier(), DEFAULT_FEATURES, 10)
+    backend.prepare([0, 1], total=2, seed=4, batch_size=8)
     ts = [0, 300, 600, 900]
-    plan = {0: ts, 1: ts}
-    together = run_units(model, bases, plan, restarts=3, seed=4, protocol="noise", batch_size=512)
+    together = backend.run({0: ts, 1: ts}, restarts=3, seed=4, batch_size=512)
     for b in (0, 1):
         for j, t in enumerate(ts):  # the same restarts, one timestep and one base at a time
-            alone = run_units(model, bases, {b: [t]}, restarts=3, seed=4, protocol="noise", batch_size=512)[0]
-            assert alone["labels"][0] == together[b]["labels"][j]
+            alone = backend.run({b: [t]}, restarts=3, seed=4, batch_size=512)[0]
+            assert alone.labels[0] == together[b].labels[j]
     # the staircase's evaluations: each restart takes the steps at or below its timestep
-    assert together[0]["nfe"] == 3 * (1 + 4 + 7 + 10)
+    assert together[0].nfe == 3 * (1 + 4 + 7 + 10) == 3 * sum(backend.cost(t) for t in ts)
 
 
 @pytest.mark.slow

@@ -51,13 +51,13 @@ def test_two_processes_give_identical_windows(single, tmp_path):
 
 FAILING = """
 import os, sys
-import diffusion_windows.measure as m
-real = m.run_units
-def run_units(model, bases, plan, *a, **k):
+from diffusion_windows.diffusion.backend import DiffusionBackend
+real = DiffusionBackend.run
+def run(self, plan, *a, **k):
     if os.environ.get("RANK") == "1" and max(plan) >= 4:
         raise RuntimeError(f"worker 1 broke on base {max(plan)}")
-    return real(model, bases, plan, *a, **k)
-m.run_units = run_units
+    return real(self, plan, *a, **k)
+DiffusionBackend.run = run
 from diffusion_windows.sweep import main
 sys.exit(main())
 """

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_ddpm_pipe
-from diffusion_windows import fingerprint as fp
+from diffusion_windows.engine import fingerprint as fp
 from diffusion_windows.options import OptionError, check_resume, resolve
 
 

@@ -394,7 +394,7 @@ def test_evaluations_counted_in_the_loop_equal_model_rows_and_the_cost_model(nam
     """What a unit records as its model evaluations is what the model was called with (CFG: two rows
     per sample), and the cost model of the adaptive search (one call per restart-plan entry:
     Heun's second stages, PNDM's warm-up, an off-grid start's own step) agrees with it."""
-    from diffusion_windows.measure import staircase_nfe
+    from diffusion_windows.diffusion.backend import staircase_nfe
 
     pipe = make_tiny_sd_pipe(sd_scheduler(name))
     pe, ne = sd_embeds()

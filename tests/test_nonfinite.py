@@ -9,7 +9,8 @@ import torch
 from conftest import make_tiny_sd_pipe, sd_embeds
 from diffusion_windows import hooks
 from diffusion_windows.classifiers import from_callable
-from diffusion_windows.measure import Bases, Model, generators, run_units, unit_seed
+from diffusion_windows.diffusion.backend import DiffusionBackend
+from diffusion_windows.engine.seeds import unit_seed
 
 
 def test_fp16_vae_with_force_upcast_decodes_in_float32():
@@ -33,27 +34,21 @@ def test_fp16_vae_with_force_upcast_decodes_in_float32():
     assert seen[-1] == (torch.float16, torch.float16)
 
 
-def _sd_model(classifier=None):
+def _sd_backend(classifier=None):
     pipe = make_tiny_sd_pipe()
     pos, neg = sd_embeds()
     clf = classifier or from_callable(lambda im: torch.stack([im.mean((1, 2, 3)), 1 - im.mean((1, 2, 3))], 1),
                                       ["bright", "dark"])
     from diffusion_windows.features import labels_feature
 
-    return Model(pipe=pipe, classifier=clf, features=(labels_feature(clf.labels),), num_inference_steps=4,
-                 eta=1.0, conditioning=dict(prompt_embeds=pos, negative_prompt_embeds=neg, guidance_scale=2.0))
-
-
-def _bases(model, n):
-    traj = hooks.sample_trajectory(model.pipe, batch_size=n, num_inference_steps=4,
-                                   generator=generators(range(n)), eta=1.0, **model.conditioning)
-    return Bases(x0={b: traj.final[b:b + 1] for b in range(n)}, states={}, grid=np.asarray(traj.timesteps))
+    return DiffusionBackend(pipe, clf, (labels_feature(clf.labels),), 4, eta=1.0,
+                            conditioning=dict(prompt_embeds=pos, negative_prompt_embeds=neg, guidance_scale=2.0))
 
 
 def test_nan_image_fails_its_unit_with_the_seed_and_is_never_counted():
-    model = _sd_model()
-    bases = _bases(model, 2)
-    decode = model.pipe.vae.decode
+    backend = _sd_backend()
+    backend.prepare([0, 1], total=2, seed=9, batch_size=8)
+    decode = backend.pipe.vae.decode
     calls = [0]
 
     def broken(z, *a, **k):  # the VAE returns NaN for the 4th image it decodes
@@ -62,10 +57,10 @@ def test_nan_image_fails_its_unit_with_the_seed_and_is_never_counted():
         out[0][3] = float("nan")
         return out
 
-    model.pipe.vae.decode = broken
+    backend.pipe.vae.decode = broken
     plan = {0: [500.0, 750.0], 1: [500.0]}
     with pytest.raises(FloatingPointError) as e:
-        run_units(model, bases, plan, restarts=2, seed=9, protocol="noise", batch_size=64)
+        backend.run(plan, restarts=2, seed=9, batch_size=64)
     # sample 3 = base 0 at its 2nd timestep (750), restart 1
     msg = str(e.value)
     assert "decoded image is NaN or Inf for base 0 restarted at timestep 750" in msg
@@ -73,17 +68,17 @@ def test_nan_image_fails_its_unit_with_the_seed_and_is_never_counted():
 
 
 def test_nan_probabilities_fail_the_unit():
-    good = _sd_model().classifier
+    good = _sd_backend().classifier
 
     def nan_for_dark(images):
         p = good(images).clone()
         p[-1] = float("nan")  # the last image classified: a base sample
         return p
 
-    model = _sd_model(from_callable(nan_for_dark, good.labels))
-    bases = _bases(model, 1)
+    backend = _sd_backend(from_callable(nan_for_dark, good.labels))
+    backend.prepare([0], total=1, seed=0, batch_size=8)
     with pytest.raises(FloatingPointError, match=r"probabilities is NaN or Inf for base sample 0 .*base seed \d+"):
-        run_units(model, bases, {0: [250.0]}, restarts=1, seed=0, protocol="noise", batch_size=64)
+        backend.run({0: [250.0]}, restarts=1, seed=0, batch_size=64)
 
 
 @pytest.mark.slow

@@ -184,7 +184,7 @@ def digits_ou_times():
 @pytest.mark.slow
 def test_default_digits_match_the_old_engine():
     pytest.importorskip("sklearn")
-    from diffusion_windows.compare import default_mixture
+    from diffusion_windows.diffusion.theory import default_mixture
     from diffusion_windows.features import DEFAULT_FEATURES
 
     out = th.predict_windows(default_mixture(), DEFAULT_FEATURES, delta=0.1, ou_times=digits_ou_times())

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from diffusion_windows.windows import window_edges
+from ..analysis.windows import window_edges
 
 __all__ = ["load_results", "load_strip", "plot_windows", "plot_strip", "save_plots"]
 

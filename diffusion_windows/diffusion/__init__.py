@@ -1,0 +1,13 @@
+"""Everything that imports diffusers: the diffusion backend and what it is built of.
+
+- `noise`: the noise-process table (every scheduler family as ``x_t = s(t) (x0 + sigma(t) eps)``)
+- `schedule`: time conversions (timestep, ou_time, sigma), sampling grids, restart plans
+- `denoisers`: adapters that call a pipeline's denoising model as its scheduler expects
+- `hooks`: `noise_to`, `denoise_from`, `sample_trajectory`, `denoise_staircase`
+- `images`: VAE `encode`/`decode`, real images as base samples
+- `backend`: `DiffusionBackend`, the engine's backend for diffusers pipelines
+- `theory`: the run's data as a mixture, the schedule as an ou_time axis
+- `models`: loading pipelines and the built-in models by name
+- `exact`: the exact denoiser of a Gaussian or empirical mixture, as a diffusers model
+- `default`: the bundled digits model and tiny CLIP
+"""

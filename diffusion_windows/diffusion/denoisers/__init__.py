@@ -1,0 +1,62 @@
+"""Denoiser adapters: a pipeline's denoising model called as its scheduler expects (k-diffusion's
+``external.py``, for diffusers pipelines).
+
+`denoiser(pipe)` returns an adapter chosen by the class of the pipeline's denoising model
+(its ``unet`` or ``transformer``, unwrapped from ``torch.compile``) from `ADAPTERS`; any other
+``unet`` (a wrapper, a custom model) takes the UNet call; any other transformer fails with one
+line naming it and listing the supported families. Every adapter offers:
+
+- ``adapter(x, t, cond)``: the model output for the loop state ``x`` (after the scheduler's
+  ``scale_model_input``) at scalar timestep ``t``, in the scheduler's convention (noise or
+  velocity prediction), classifier-free guidance batched inside;
+- ``prepare(n, **call_kwargs)``: the pipeline's own ``__call__`` keywords (``prompt``,
+  ``prompt_embeds``, ``negative_prompt_embeds``, ``guidance_scale``, ...) -> one conditioning
+  object for ``n`` samples (``None`` for unconditional models) with ``take(index)`` (the rows of
+  a sub-batch) and ``rows`` (model rows per sample: 2 with guidance);
+- ``device``, ``dtype``, ``sample_shape(height=None, width=None)`` (the loop state
+  ``[C, H, W]``), ``image_shape()`` (decoded images ``[C, H, W]``), ``check_sample(x, name)``.
+
+Samples stay ``[N, C, H, W]`` outside the adapter (a model that packs latents packs them inside).
+
+Example::
+
+    den = denoiser(pipe)
+    cond = den.prepare(4, prompt_embeds=pe, negative_prompt_embeds=ne, guidance_scale=7.5)
+    eps = den(scheduler.scale_model_input(x, t), t, cond)
+"""
+from __future__ import annotations
+
+from .unet import UNetDenoiser
+
+__all__ = ["ADAPTERS", "denoiser", "UNetDenoiser"]
+
+# denoising-model class name -> adapter (names, so that optional diffusers classes need not import)
+ADAPTERS: dict = {
+    "UNet2DModel": UNetDenoiser,
+    "UNet2DConditionModel": UNetDenoiser,
+    "ExactMixtureDenoiser": UNetDenoiser,
+}
+
+
+def _module(pipe):
+    for part in ("unet", "transformer"):
+        module = getattr(pipe, part, None)
+        if module is not None:
+            return module
+    return None
+
+
+def denoiser(pipe):
+    """The adapter of ``pipe``'s denoising model (module docstring)."""
+    module = _module(pipe)
+    if module is None or getattr(pipe, "scheduler", None) is None:
+        part = "unet or transformer" if module is None else "scheduler"
+        raise ValueError(f"pipeline {type(pipe).__name__} has no {part}")
+    inner = getattr(module, "_orig_mod", module)  # torch.compile wraps the model
+    for cls in type(inner).__mro__:
+        if cls.__name__ in ADAPTERS:
+            return ADAPTERS[cls.__name__](pipe, module)
+    if getattr(pipe, "unet", None) is module:  # any other unet (a wrapper, a custom model) takes the UNet call
+        return UNetDenoiser(pipe, module)
+    raise ValueError(f"pipeline {type(pipe).__name__} with denoiser {type(module).__name__} is not supported; "
+                     f"supported denoisers: {', '.join(ADAPTERS)}")

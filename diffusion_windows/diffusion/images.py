@@ -1,0 +1,130 @@
+"""Images <-> model space: `decode`, `encode` (each VAE with its own scaling and shift), and
+real images as base samples (`load_images`, ``--images DIR``).
+
+Model space: latents for latent models (``z * scaling_factor`` after ``shift_factor`` or
+``latents_mean``/``latents_std``), ``2 x - 1`` pixels otherwise; images are ``[N, C, H, W]``
+in ``[0, 1]``. `decode` runs in chunks of at most ``batch_size`` images and moves each chunk's
+images to ``device`` (default: where they were decoded), so memory on the GPU never grows
+with the number of samples. A fp16 VAE whose config says ``force_upcast`` decodes in float32
+as diffusers' pipelines do (SDXL's VAE overflows to NaN in fp16). NaN survives: a decoded
+image that is not finite stays so, for the caller to refuse.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["decode", "encode", "load_images", "image_shape"]
+
+
+class _upcast:
+    """Run a fp16 VAE whose config says ``force_upcast`` in float32, then cast it back."""
+
+    def __init__(self, vae):
+        self.vae = vae
+        self.needed = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+
+    def __enter__(self):
+        if self.needed:
+            self.vae.to(torch.float32)
+
+    def __exit__(self, *exc):
+        if self.needed:
+            self.vae.to(torch.float16)
+
+
+def _latent_stats(cfg, z):
+    mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    view = lambda v: torch.tensor(v, device=z.device, dtype=z.dtype).view(1, -1, 1, 1)  # noqa: E731
+    return view(mean), view(std)
+
+
+@torch.inference_mode()
+def decode(pipe, x, *, batch_size: int | None = None, device=None):
+    """Model-space samples -> images in [0, 1] (module docstring).
+
+    Example::
+
+        images = decode(pipe, traj.final, batch_size=16, device="cpu")   # [N, C, H, W] in [0, 1]
+    """
+    vae = getattr(pipe, "vae", None)
+    chunks = x.split(int(batch_size)) if batch_size else (x,)
+    out = []
+    for chunk in chunks:
+        if vae is None:
+            images = chunk.float() / 2 + 0.5
+        else:
+            cfg = vae.config
+            with _upcast(vae):
+                z = chunk.to(vae.device, vae.dtype)
+                stats = _latent_stats(cfg, z)
+                if stats is not None:
+                    z = z * stats[1] / cfg.scaling_factor + stats[0]
+                else:
+                    z = z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+                images = vae.decode(z, return_dict=False)[0].float() / 2 + 0.5
+        images = torch.where(torch.isfinite(images), images.clamp(0, 1), images)
+        out.append(images if device is None else images.to(device))
+    return torch.cat(out) if len(out) > 1 else out[0]
+
+
+@torch.inference_mode()
+def encode(pipe, images, *, generator=None):
+    """Images in [0, 1] -> model space (pixel models: ``2 x - 1``; latent models: the VAE
+    posterior's mode, or a draw with ``generator``, times ``scaling_factor``).
+
+    Example::
+
+        x0 = encode(pipe, images)           # images in [0, 1] -> model space
+    """
+    from .denoisers import denoiser
+
+    den = denoiser(pipe)
+    device, dtype = den.device, den.dtype
+    vae = getattr(pipe, "vae", None)
+    if vae is None:
+        den.check_sample(images, "images")
+        return (images * 2 - 1).to(device, dtype)
+    channels = vae.config.in_channels
+    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != channels:
+        raise ValueError(f"images shape {tuple(getattr(images, 'shape', ()))}: the VAE takes "
+                         f"[N, {channels}, H, W]")
+    with _upcast(vae):
+        posterior = vae.encode((images * 2 - 1).to(vae.device, vae.dtype)).latent_dist
+        z = posterior.sample(generator) if generator is not None else posterior.mode()
+        cfg = vae.config
+        stats = _latent_stats(cfg, z)
+        if stats is not None:
+            z = (z - stats[0]) * cfg.scaling_factor / stats[1]
+        else:
+            z = (z - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor
+    return z.to(device, dtype)
+
+
+def image_shape(pipe) -> tuple[int, int, int]:
+    """(channels, height, width) of the images a pipeline produces."""
+    from .denoisers import denoiser
+
+    return denoiser(pipe).image_shape()
+
+
+def load_images(folder, pipe) -> torch.Tensor:
+    """The image files of ``folder`` (sorted by name), resized (bilinear, antialiased) to the
+    pipeline's output size and converted to its channels: a float tensor [N, C, H, W] in [0, 1]."""
+    from PIL import Image
+
+    from ..options import list_images
+
+    c, h, w = image_shape(pipe)
+    out = []
+    for path in list_images(folder):
+        with Image.open(path) as im:
+            im = im.convert("L" if c == 1 else "RGB")
+            x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
+        x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+        x = torch.nn.functional.interpolate(x[None], size=(h, w), mode="bilinear", antialias=True,
+                                            align_corners=False)[0]
+        out.append(x.clamp(0, 1))
+    return torch.stack(out)

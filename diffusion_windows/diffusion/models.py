@@ -1,0 +1,147 @@
+"""Diffusion models by name: a sweep's ``model``/``scheduler``/``labels``/``clip_*`` options -> a `DiffusionBackend`.
+
+`BUILTIN_MODELS` maps a name to a loader ``(device, dtype) -> Builtin`` (pipeline, classifier,
+features, theory data); any other name is a local diffusers pipeline folder or a hub id
+(`DiffusionPipeline.from_pretrained`), classified by `clip_zero_shot` over ``--labels``.
+
+- ``"default"``: the bundled digits DDPM and tiny CLIP (`diffusion.default`), the digit and
+  coarse features; theory data = the training split.
+- ``"gaussian-mixture"``: the exact denoiser of a built-in hierarchical Gaussian mixture
+  (`diffusion.exact`), classified by the mixture's own posterior.
+
+A failure to load raises `ModelLoadError` with one line (the CLI exits 2).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["BUILTIN_MODELS", "BUILTIN_STEPS", "DEFAULT_STEPS", "DTYPES", "ModelLoadError", "load_backend"]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BUILTIN_STEPS = 20  # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
+DEFAULT_STEPS = 50
+
+
+class ModelLoadError(ValueError):
+    """The model or classifier could not be loaded; one-line message."""
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in model: what a sweep needs besides the options."""
+
+    pipe: object
+    classifier: object
+    features: tuple
+    mixture: object          # theory data: "default" (the digits split), a mixture, or None
+
+
+def _default(device, dtype) -> Builtin:
+    from ..features import DEFAULT_FEATURES
+    from . import default
+
+    pipe = default.load_default_pipeline(device=device)
+    return Builtin(pipe, default.load_default_classifier(device=device), tuple(DEFAULT_FEATURES), "default")
+
+
+def _gaussian_mixture(device, dtype) -> Builtin:
+    from .exact import gaussian_mixture_model
+
+    gm = gaussian_mixture_model(device=device)
+    return Builtin(gm.pipe, gm.classifier, tuple(gm.features), gm.mixture)
+
+
+BUILTIN_MODELS = {"default": _default, "gaussian-mixture": _gaussian_mixture}
+
+
+def load_backend(o: dict):
+    """The `DiffusionBackend` a sweep with resolved options ``o`` runs on."""
+    from ..features import labels_feature
+    from .backend import DiffusionBackend
+
+    device, dtype = o["device"], DTYPES[o["dtype"]]
+    if o["model"] in BUILTIN_MODELS:
+        built = BUILTIN_MODELS[o["model"]](device, dtype)
+        pipe, classifier, features, mixture = built.pipe, built.classifier, built.features, built.mixture
+        if o["labels"] is not None or o["clip_model"] is not None:  # other labels over the bundled CLIP
+            classifier, features, mixture = _clip(o, device), None, None
+        if o["dtype"] != "float32":
+            _quiet_cast(pipe.unet, dtype)
+    else:
+        pipe = _from_pretrained(o["model"], dtype, device)
+        if o["labels"] is None:
+            raise ModelLoadError(f"--labels: the pipeline {o['model']!r} needs feature labels (e.g. --labels 'a cat,a dog')")
+        classifier, features, mixture = _clip(o, device), None, None
+    if features is None:
+        features = (labels_feature(classifier.labels),)
+    if o["scheduler"] is not None:
+        from .schedule import make_scheduler
+
+        pipe.scheduler = make_scheduler(o["scheduler"], pipe.scheduler)
+    if device.startswith("cuda"):
+        pipe.unet.to(memory_format=torch.channels_last)
+    conditioning = {}
+    if o["prompt"]:
+        conditioning["prompt"] = o["prompt"]
+        if o["guidance_scale"] is not None:
+            conditioning["guidance_scale"] = float(o["guidance_scale"])
+    images = None
+    if o["images"]:
+        from .images import load_images
+
+        images = load_images(o["images"], pipe)
+    steps = o["num_inference_steps"] or (BUILTIN_STEPS if o["model"] in BUILTIN_MODELS else DEFAULT_STEPS)
+    return DiffusionBackend(pipe, classifier, features, steps, eta=o["eta"], conditioning=conditioning,
+                            mixture=mixture, protocol=o["protocol"], images=images, name=o["model"])
+
+
+def _quiet_cast(module, dtype):
+    """``module.to(dtype)`` without diffusers' warning about modules it would keep in float32."""
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module.to(dtype=dtype)
+    finally:
+        logging.set_verbosity(level)
+
+
+def _from_pretrained(name: str, dtype, device):
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()  # no "Loading pipeline components" chatter
+    try:
+        pipe = DiffusionPipeline.from_pretrained(name, torch_dtype=dtype)
+    except Exception as e:  # diffusers raises many kinds; the user needs one line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"--model: cannot load {name!r}: {msg}") from None
+    finally:
+        logging.set_verbosity(level)
+    if not hasattr(pipe, "unet") or not hasattr(pipe, "scheduler"):
+        raise ModelLoadError(f"--model: {name!r} has no unet and scheduler (not a UNet diffusion pipeline)")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _clip(o: dict, device):
+    from ..classifiers import clip_zero_shot
+
+    labels = o["labels"]
+    if o["clip_model"] is None:
+        from . import default
+
+        return default.load_default_classifier(device=device, labels=labels)
+    try:
+        return clip_zero_shot(labels, model=o["clip_model"], pretrained=o["clip_pretrained"], device=device,
+                              templates=o.get("templates"))
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"--clip-model: cannot load {o['clip_model']!r} ({o['clip_pretrained']}): {msg}") from None

@@ -1,0 +1,95 @@
+"""The backend protocol: what the engine needs from a kind of model, and the record a unit returns.
+
+The engine knows the forward-reverse experiment in the abstract: base samples, a grid of
+restart times, ``K`` restarts from each, a label per restart. A *backend* knows how to make
+and restart samples of one kind of model (`diffusion_windows.diffusion.backend` for diffusers
+pipelines, `diffusion_windows.text.backend` for causal language models). Times are in the
+backend's own unit (``time_unit``: training timesteps, ``1000 sigma`` for flow matching, the
+fraction of a response removed for text), ascending, with larger meaning more of the sample
+forgotten.
+
+A unit of work is one base sample x the times of one round; `Backend.run` runs a batch group
+of units (consecutive base samples, `engine.seeds.batch_groups`) and returns one `UnitResult`
+per base. Seeds come from the run seed and the unit's identity only (`engine.seeds.unit_seed`),
+so results never depend on batching, processes or interruptions.
+
+Example (a backend that replays recorded labels, as ``benchmarks/replay_auto.py`` does)::
+
+    class Replay:
+        time_unit, labels, features, grid = "timestep", ("0", "1"), (labels_feature(("0", "1")),), (0.0, 500.0)
+        def cost(self, time): return 1 + int(time > 0)
+        def snap(self, times): return sorted(set(float(t) for t in times))
+        def prepare(self, bases, *, total, seed, batch_size): pass
+        def run(self, plan, *, restarts, seed, batch_size, keep=()):
+            return [UnitResult(b, 0, tuple(plan[b]), tuple((0,) * restarts for _ in plan[b]),
+                               restarts * sum(map(self.cost, plan[b]))) for b in sorted(plan)]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Backend", "UnitResult"]
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What restarting one base sample at the times of one round gave.
+
+    ``labels[i][k]`` is the classifier label index of restart ``k`` from ``times[i]``;
+    ``nfe`` the model evaluations the restarts took (counted where they ran). ``arrays`` are
+    kept beside the results (diffusion: the strip's decoded images, the base sample for
+    the theory); ``extra`` are JSON fields added to the unit's line (text: the response).
+    """
+
+    base: int
+    base_label: int
+    times: tuple
+    labels: tuple
+    nfe: int
+    arrays: dict = field(default_factory=dict, compare=False)
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self, unit: str, round_: int) -> dict:
+        """The unit's line in ``results.jsonl`` (times under ``"timesteps"``, the established key)."""
+        return {"unit": unit, "round": int(round_), "base": int(self.base), "base_label": int(self.base_label),
+                "timesteps": [_number(t) for t in self.times],
+                "labels": [[int(x) for x in row] for row in self.labels], "nfe": int(self.nfe), **self.extra}
+
+
+def _number(t):
+    """A time as an int when it is whole (JSON and seeds alike), else a float."""
+    t = float(t)
+    return int(t) if t == int(t) else t
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A kind of model, as the engine sees it."""
+
+    time_unit: str            # the unit of every time: "timestep", "1000 sigma", "fraction removed"
+    labels: tuple             # the classifier's labels; a restart's label is an index into them
+    features: tuple           # diffusion_windows.features.Feature over those labels
+    grid: tuple               # the times a restart can start from, ascending
+
+    def cost(self, time: float) -> int:
+        """Model evaluations of one restart from ``time`` (the adaptive search's cost model)."""
+
+    def snap(self, times) -> list:
+        """Requested times -> the sorted, distinct grid times they restart from."""
+
+    def prepare(self, bases, *, total: int, seed: int, batch_size: int) -> None:
+        """Make the base samples ``bases`` (of ``total``) if not made yet, in fixed chunks."""
+
+    def run(self, plan: dict, *, restarts: int, seed: int, batch_size: int, keep=()) -> list:
+        """One batch group: ``plan`` maps base -> times; returns one `UnitResult` per base, in
+        base order. Bases in ``keep`` also return their display arrays (the strip's rows)."""
+
+
+def as_array(x) -> np.ndarray:
+    """A tensor or array as a contiguous float32 numpy array (for safetensors)."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float32))

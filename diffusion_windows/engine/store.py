@@ -1,0 +1,196 @@
+"""Results on disk: append-only JSON lines per process, torn-line recovery, merge, kept arrays.
+
+A unit's record is one line ``{"unit": "r<round>-b<base>", "round", "base", "base_label",
+"timesteps", "labels", "nfe", ...}`` (`engine.backend.UnitResult.to_json`), written and
+flushed (and fsync'ed) when the unit finishes, so a run killed at any moment loses at most the
+units in flight. A single process appends to ``results.jsonl``; process ``rank`` of several to
+``results.<rank>.jsonl``; `ResultStore.merge` folds every file into ``results.jsonl``. A last
+line without its newline, or not valid JSON, is a torn write: it is cut off and its unit is
+run again. A unit's arrays are kept beside it: ``strip/<unit>.safetensors`` (display rows,
+with their times) and ``bases/b<base>.safetensors`` (the base sample, for the theory).
+
+Reading gives frozen `UnitRecord`s; `MemoryStore` is the same interface in memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backend import UnitResult, as_array
+
+__all__ = ["UnitRecord", "ResultStore", "MemoryStore", "unit_id"]
+
+
+def unit_id(round_: int, base: int) -> str:
+    return f"r{round_}-b{base}"
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """One stored unit (a line of ``results.jsonl``)."""
+
+    unit: str
+    round: int
+    base: int
+    base_label: int
+    times: tuple
+    labels: tuple
+    nfe: int
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "UnitRecord":
+        known = ("unit", "round", "base", "base_label", "timesteps", "labels", "nfe")
+        return cls(d["unit"], int(d["round"]), int(d["base"]), int(d["base_label"]),
+                   tuple(float(t) for t in d["timesteps"]), tuple(tuple(row) for row in d["labels"]),
+                   int(d.get("nfe", 0)), {k: v for k, v in d.items() if k not in known})
+
+    def to_json(self) -> dict:
+        result = UnitResult(self.base, self.base_label, self.times, self.labels, self.nfe, extra=self.extra)
+        return result.to_json(self.unit, self.round)
+
+
+def _line(d: dict) -> str:
+    return json.dumps(d, separators=(",", ":"))
+
+
+class ResultStore:
+    """``results*.jsonl`` and kept arrays in the folder ``out`` (module docstring)."""
+
+    def __init__(self, out: Path, rank: int = 0, world: int = 1):
+        self.out = Path(out)
+        self.rank, self.world = rank, world
+        self.path = self.out / ("results.jsonl" if world == 1 else f"results.{rank}.jsonl")
+        self._repair(self.path)
+
+    unit_id = staticmethod(unit_id)
+
+    @staticmethod
+    def _repair(path: Path):
+        """Cut a torn last line (no newline, or not JSON) so appends start on a clean line."""
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        keep = len(data)
+        lines = data.split(b"\n")
+        if lines and lines[-1] != b"":  # no trailing newline: torn
+            keep -= len(lines[-1])
+        lines = lines[:-1]
+        while lines:
+            try:
+                json.loads(lines[-1])
+                break
+            except json.JSONDecodeError:
+                keep -= len(lines[-1]) + 1
+                lines = lines[:-1]
+        if keep != len(data):
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+
+    def files(self) -> list[Path]:
+        return sorted(self.out.glob("results*.jsonl"))
+
+    def read_all(self) -> list[UnitRecord]:
+        """Every complete record of every process, one per unit, sorted by (round, base)."""
+        recs = {}
+        for p in self.files():
+            for line in p.read_text().splitlines():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # another process's line in flight
+                recs[r["unit"]] = UnitRecord.from_json(r)
+        return sorted(recs.values(), key=lambda r: (r.round, r.base))
+
+    def done_units(self) -> set:
+        return {r.unit for r in self.read_all()}
+
+    def append(self, round_: int, result: UnitResult):
+        """Keep ``result``'s arrays, then append its line (the line marks the unit done)."""
+        from safetensors.numpy import save_file
+
+        unit = unit_id(round_, result.base)
+        if "strip" in result.arrays:
+            (self.out / "strip").mkdir(exist_ok=True)
+            save_file({"images": as_array(result.arrays["strip"])}, str(self.out / "strip" / f"{unit}.safetensors"),
+                      metadata={"timesteps": json.dumps(result.to_json(unit, round_)["timesteps"])})
+        base = self.out / "bases" / f"b{result.base}.safetensors"
+        if "base" in result.arrays and not base.exists():  # later rounds restart the same base sample
+            base.parent.mkdir(exist_ok=True)
+            save_file({"x0": as_array(result.arrays["base"])}, str(base))
+        with open(self.path, "a") as f:
+            f.write(_line(result.to_json(unit, round_)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def load_bases(self) -> dict:
+        """``{base: x0 numpy}`` of every kept base sample."""
+        from safetensors.numpy import load_file
+
+        folder = self.out / "bases"
+        if not folder.exists():
+            return {}
+        return {int(p.stem[1:]): load_file(str(p))["x0"] for p in folder.glob("b*.safetensors")}
+
+    def load_strip(self) -> dict:
+        """``{base: {time: image}}`` from the kept display rows (the last image: the base sample itself)."""
+        from safetensors import safe_open
+
+        rows = {}
+        folder = self.out / "strip"
+        for p in sorted(folder.glob("*.safetensors")) if folder.exists() else []:
+            base = int(p.stem.split("-b")[1])
+            with safe_open(str(p), "np") as f:
+                ts = json.loads(f.metadata()["timesteps"])
+                imgs = f.get_tensor("images")
+            cells = rows.setdefault(base, {})
+            for t, img in zip(ts, imgs[:-1]):
+                cells[float(t)] = img
+            cells[0.0] = imgs[-1]  # the first column shows the base sample itself
+        return rows
+
+    def merge(self) -> list[UnitRecord]:
+        """Fold all processes' files into ``results.jsonl`` (atomically); returns the records."""
+        recs = self.read_all()
+        tmp = self.out / "results.jsonl.tmp"
+        tmp.write_text("".join(_line(r.to_json()) + "\n" for r in recs))
+        tmp.replace(self.out / "results.jsonl")
+        for p in self.files():
+            if p.name != "results.jsonl":
+                p.unlink()
+        return recs
+
+
+class MemoryStore:
+    """The same interface in memory: `measure_window` writes no files unless asked."""
+
+    out = None
+    unit_id = staticmethod(unit_id)
+
+    def __init__(self):
+        self.records, self.bases = {}, {}
+
+    def read_all(self) -> list[UnitRecord]:
+        return sorted(self.records.values(), key=lambda r: (r.round, r.base))
+
+    def done_units(self) -> set:
+        return set(self.records)
+
+    def append(self, round_: int, result: UnitResult):
+        unit = unit_id(round_, result.base)
+        if "base" in result.arrays:
+            self.bases[result.base] = as_array(result.arrays["base"])
+        self.records[unit] = UnitRecord.from_json(result.to_json(unit, round_))
+
+    def load_bases(self) -> dict:
+        return dict(self.bases)
+
+    def load_strip(self) -> dict:
+        return {}
+
+    def merge(self) -> list[UnitRecord]:
+        return self.read_all()
