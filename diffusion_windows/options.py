@@ -72,6 +72,25 @@ def _one_of(choices):
     return check
 
 
+def _batch_size(name, v):
+    if v == "auto":
+        return
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise OptionError(f"{_flag(name)}: {v!r} is neither an integer nor 'auto'")
+    if v < 1:
+        raise OptionError(f"{_flag(name)}: {v} must be at least 1")
+
+
+def int_or_auto(text):
+    """CLI value of --batch-size: 'auto' or an integer."""
+    if str(text).strip() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an integer nor 'auto'") from None
+
+
 def _schedulers():
     from .diffusion.schedule import SCHEDULERS
 
@@ -88,7 +107,7 @@ class Option:
 
     name: str
     default: object
-    kind: type | None          # int, float, bool or str (None: str, or a value parsed later)
+    kind: object               # int, float, bool, str, None (a value parsed later) or a CLI parser
     help: str
     result: bool = True        # changes results: must match on a resume into the same folder
     library: object = _SAME    # measure_window's own default (_NOT_LIBRARY: not its argument)
@@ -131,8 +150,9 @@ OPTIONS: tuple = (
     Option("device", "cpu", str, "torch device (cpu, cuda, cuda:1, ...)", result=False, library=_NOT_LIBRARY),
     Option("dtype", "float32", str, "model dtype: float32, float16, bfloat16", library=_NOT_LIBRARY,
            check=_one_of(lambda: DTYPES)),
-    Option("batch_size", 512, int, "largest batch of re-samples per model call (decode and classify too)",
-           result=False, check=_at_least(1)),
+    Option("batch_size", 512, int_or_auto, "largest batch of re-samples per model call (decode and classify too); "
+           "'auto' on CUDA: the largest that fits, found once by trial and kept in options.json", result=False,
+           check=_batch_size),
     Option("theory", True, bool, "compute the theory beside the measurement (--no-theory: skip it)", result=False),
 )
 
@@ -140,7 +160,7 @@ BY_NAME = {o.name: o for o in OPTIONS}
 DEFAULTS = {o.name: o.default for o in OPTIONS}
 LIBRARY_DEFAULTS = {o.name: (o.default if o.library is _SAME else o.library) for o in OPTIONS
                     if o.library is not _NOT_LIBRARY}
-NON_RESULT_OPTIONS = tuple(o.name for o in OPTIONS if not o.result)
+NON_RESULT_OPTIONS = tuple(o.name for o in OPTIONS if not o.result) + ("batch_size_auto",)
 
 
 # ----------------------------------------------------------------------------- values
@@ -148,7 +168,7 @@ def check_values(o: dict, names=None) -> dict:
     """Type, finiteness and the per-option check of each option in ``names`` (default: all of ``o``)."""
     for name in names if names is not None else list(o):
         opt, v = BY_NAME[name], o[name]
-        if v is None or opt.kind in (None, str):
+        if v is None or opt.kind not in (int, float, bool):
             if v is not None and opt.check is not None:
                 opt.check(name, v)
             continue
@@ -459,8 +479,9 @@ def build_parser(prog: str = "python -m diffusion_windows.sweep", description: s
             p.add_argument(name, dest=opt.name, action="store_false" if opt.default else "store_true",
                            default=opt.default, help=opt.help)
             continue
+        kind = _number(opt.kind) if opt.kind in (int, float) else opt.kind if callable(opt.kind) else str
         p.add_argument(opt.flag, dest=opt.name, default=opt.default, help=opt.help, metavar=opt.name.upper(),
-                       type=_number(opt.kind) if opt.kind in (int, float) else str)
+                       type=kind)
     p.add_argument("--dry-run", action="store_true", help="print the resolved options as JSON and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars, loading messages or summary")
     return p

@@ -63,6 +63,8 @@ def run_sweep(*, dry_run: bool = False, quiet: bool = False, **options) -> Path:
         o = {**o, "device": dist.device(o["device"])}
     with _quiet_libraries(quiet):
         backend = load_backend(o)
+        if o["batch_size"] == "auto":
+            o = {**o, "batch_size": _auto_batch_size(out, o, backend, dist)}
         started = time.perf_counter()
         engine = Engine(backend, Settings.from_options(o), ResultStore(out, rank=dist.rank, world=dist.world), dist,
                         quiet=quiet).run()
@@ -70,6 +72,19 @@ def run_sweep(*, dry_run: bool = False, quiet: bool = False, **options) -> Path:
             finish(backend, o, out, engine, time.perf_counter() - started, quiet=quiet)
     dist.wait()
     return out
+
+
+def _auto_batch_size(out: Path, o: dict, backend, dist) -> int:
+    """``--batch-size auto`` (`engine.memory`): found once by the main process, kept in options.json."""
+    import torch
+
+    from .engine.memory import choose_batch_size
+
+    if dist.is_main:
+        on_cuda = str(o["device"]).startswith("cuda")
+        choose_batch_size(out, o, backend.probe, on_cuda, empty_cache=torch.cuda.empty_cache if on_cuda else None)
+    dist.wait()
+    return int(json.loads((out / "options.json").read_text())["batch_size"])
 
 
 def finish(backend, o: dict, out: Path, engine, seconds: float, quiet: bool = False):

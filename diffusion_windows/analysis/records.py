@@ -81,13 +81,19 @@ class WindowRecord:
         kw = {k: (_tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
         return cls(**kw, extra={k: v for k, v in d.items() if k not in names})
 
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+    def to_dict(self, theory: bool = True) -> dict:
+        """The ``windows.json`` record; ``theory=False`` leaves out the theory's fields (a run without theory)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name != "extra" and (theory or f.name not in THEORY_FIELDS)}
         return json.loads(json.dumps({**d, **self.extra}))
 
     @property
     def key(self) -> tuple:
         return self.feature, self.value, self.parent
+
+
+_NAMES = [f.name for f in dataclasses.fields(WindowRecord)]
+THEORY_FIELDS = tuple(_NAMES[_NAMES.index("ideal_retention"):_NAMES.index("extra")])  # the theory's fields
 
 
 def _tuple(v):

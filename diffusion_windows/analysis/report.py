@@ -103,7 +103,8 @@ def finite(obj):
 def write_windows(out: Path, records, extra: dict) -> None:
     """Write ``windows.json`` (``{"features": records, **extra}``) and ``windows.csv``."""
     out = Path(out)
-    dicts = [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in records]
+    with_theory = bool(extra.get("theory", {}).get("available", True))
+    dicts = [r.to_dict(theory=with_theory) if hasattr(r, "to_dict") else dict(r) for r in records]
     tmp = out / "windows.json.tmp"
     tmp.write_text(json.dumps(finite({"features": dicts, **extra}), indent=1, allow_nan=False))
     tmp.replace(out / "windows.json")

@@ -126,6 +126,20 @@ class DiffusionBackend:
                 if self.protocol == "branch":
                     self.states[b] = {float(t): s[i:i + 1] for t, s in zip(np.asarray(traj.timesteps), traj.states)}
 
+    def probe(self, batch_size: int) -> None:
+        """The heaviest single steps of a restart at ``batch_size`` (`engine.memory`): one model call at
+        the top of the grid (guidance's rows included), one VAE decode and one classification."""
+        with torch.inference_mode():
+            x = torch.randn(batch_size, *self.den.sample_shape(), device=self.den.device, dtype=self.den.dtype)
+            scheduler, seq, _ = hooks.restart_plan(self.pipe.scheduler, self.grid_desc[0], self.num_inference_steps,
+                                                   self.den.device)
+            cond = self.den.prepare(batch_size, x.shape[-2:], **self.conditioning) if self.conditioning else \
+                self.den.prepare(batch_size, x.shape[-2:])
+            self.den(scheduler.scale_model_input(x, seq[0]), seq[0], cond)
+            self.classifier(hooks.decode(self.pipe, x, batch_size=batch_size))
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+
     # ------------------------------------------------------------------ restarts
     def classify(self, x: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
         """Model-space samples -> label index per sample (argmax of the classifier), decoded and
