@@ -72,3 +72,15 @@ def test_replay_of_a_uniform_run_makes_the_live_auto_runs_decisions(tmp_path):
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2 and len(errors) == 1 and "timestep 100 missing" in errors[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_tiny_mode_prints_its_json():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--tiny"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("denoiser_samples_per_s", "bare_samples_per_s", "ratio", "peak_memory_gb", "shares", "nfe"):
+        assert key in result, key
+    assert result["denoiser_rows"] >= result["nfe"] > 0  # rows include the base samples' generation
+    assert abs(sum(result["shares"].values()) - 1) < 1e-3 and 0 < result["ratio"] <= 1.5
