@@ -34,6 +34,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 __all__ = ["Resampled", "resample", "sample_tokens", "uniforms", "continuation_seed", "eos_ids",
            "count_calls"]
@@ -151,20 +153,12 @@ def _output_cache(out):
 
 
 def _layers_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from transformers.cache_utils import DynamicLayer
-
     kv = []
     for layer in cache.layers:
         if type(layer) is not DynamicLayer:
             raise ValueError(f"resample needs full-attention cache layers, got {type(layer).__name__}")
         kv.append((layer.keys, layer.values))
     return kv
-
-
-def _new_cache(kv):
-    from transformers import DynamicCache
-
-    return DynamicCache(ddp_cache_data=kv)
 
 
 def _device(model) -> torch.device:
@@ -187,8 +181,6 @@ class _Base:
 
 def _base_pass(model, prompt, response, cuts, cache_kwarg) -> _Base:
     """One forward over prompt + response: the cache of every prefix and the logits at the cuts."""
-    from transformers import DynamicCache
-
     device = _device(model)
     ids = torch.tensor([list(prompt) + list(response)], dtype=torch.long, device=device)
     cuts = sorted(set(cuts))
@@ -236,7 +228,9 @@ def resample(model, bases: Sequence, points: Sequence, *, restarts: int, max_new
     continuation ends after an eos token or when the response (kept + new tokens) has
     ``max_new_tokens`` tokens; a prefix that already ends with eos has an empty one. Rows are
     split into fixed chunks of ``batch_size`` in point-major order; order ``points`` by base
-    so that each base's cache is computed once and freed early.
+    so that each base's cache is computed once and freed early. Greedy decoding (temperature
+    0) has no randomness: one row per point is decoded and its continuation given to every
+    restart (``decoded`` counts the tokens actually drawn).
     """
     bases = [(list(map(int, p)), list(map(int, r))) for p, r in bases]
     points = [(int(b), int(k)) for b, k in points]
@@ -246,7 +240,8 @@ def resample(model, bases: Sequence, points: Sequence, *, restarts: int, max_new
     stops = eos_ids(model, eos_token_id)
     cache_kwarg = _cache_kwarg(model)
 
-    rows = [(i, k) for i in range(len(points)) for k in range(restarts)]
+    distinct = 1 if temperature == 0 else restarts    # greedy restarts are all the same
+    rows = [(i, k) for i in range(len(points)) for k in range(distinct)]
     chunks = [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
     cuts: dict[int, list[int]] = {}
     last_chunk: dict[int, int] = {}
@@ -269,6 +264,8 @@ def resample(model, bases: Sequence, points: Sequence, *, restarts: int, max_new
                               temperature, top_p, cache_kwarg, counts)
         for (i, k), cont in zip(chunk, conts):
             out[i][k] = tuple(cont)
+            if distinct == 1:
+                out[i] = [tuple(cont)] * restarts
         for b in [b for b in passes if last_chunk[b] <= c]:
             del passes[b]
     return Resampled(tokens=tuple(tuple(r) for r in out), **counts)
@@ -278,77 +275,89 @@ def _decode_chunk(model, bases, points, chunk, passes, seed_of, stops, max_new_t
                   temperature, top_p, cache_kwarg, counts) -> list[list[int]]:
     """Decode one chunk of rows together; returns each row's continuation."""
     conts: list[list[int]] = [[] for _ in chunk]
-    budget, live = [], []
-    for r, (i, k) in enumerate(chunk):
+    budget = []
+    for i, k in chunk:
         b, kept = points[i]
-        response = bases[b][1]
-        ended = kept > 0 and response[kept - 1] in stops
+        ended = kept > 0 and bases[b][1][kept - 1] in stops
         budget.append(0 if ended else max(max_new_tokens - kept, 0))
-        if budget[-1] > 0:
-            live.append(r)
-    if not live:
+    rows = [r for r in range(len(chunk)) if budget[r] > 0]
+    if not rows:
         return conts
-    seeds = [seed_of(points[chunk[r][0]][0], points[chunk[r][0]][1], chunk[r][1]) for r in live]
+    point = [points[i] for i, _ in chunk]
+    seeds = [seed_of(*point[r], chunk[r][1]) for r in rows]
 
     # Step 0: the base passes already hold the logits after every cut.
-    logits = torch.stack([passes[points[chunk[r][0]][0]].logits[points[chunk[r][0]][1]] for r in live])
-    tok = sample_tokens(logits, uniforms(seeds, [0] * len(live)), temperature=temperature, top_p=top_p)
-    live, seeds, tok = _record(conts, budget, live, seeds, tok, stops, counts)
-    if not live:
+    logits = torch.stack([passes[point[r][0]].logits[point[r][1]] for r in rows])
+    tok = sample_tokens(logits, uniforms(seeds, [0] * len(rows)), temperature=temperature, top_p=top_p)
+    alive = _record(conts, budget, rows, [True] * len(rows), tok, stops, counts)
+    keep = [j for j, a in enumerate(alive) if a]
+    rows, seeds, tok = [rows[j] for j in keep], [seeds[j] for j in keep], tok[keep]
+    if not rows:
         return conts
 
-    # The shared cache: each live row's prefix right-aligned in `width` columns.
-    lengths = [passes[points[chunk[r][0]][0]].prompt_len + points[chunk[r][0]][1] for r in live]
+    # The shared cache: each row's prefix right-aligned in `width` columns, room for the rest.
+    lengths = [passes[point[r][0]].prompt_len + point[r][1] for r in rows]
     width = max(lengths)
-    ref = passes[points[chunk[live[0]][0]][0]].kv
-    device = ref[0][0].device
+    room = max(budget[r] for r in rows) - 1
     kv = []
-    for layer in range(len(ref)):
-        keys = ref[layer][0].new_zeros((len(live),) + ref[layer][0].shape[1:2] + (width,) + ref[layer][0].shape[3:])
-        values = ref[layer][1].new_zeros((len(live),) + ref[layer][1].shape[1:2] + (width,) + ref[layer][1].shape[3:])
-        for j, r in enumerate(live):
-            base_kv = passes[points[chunk[r][0]][0]].kv[layer]
-            n = lengths[j]
-            keys[j, :, width - n:] = base_kv[0][0, :, :n]
-            values[j, :, width - n:] = base_kv[1][0, :, :n]
+    for layer in range(len(passes[point[rows[0]][0]].kv)):
+        keys, values = (_aligned([passes[point[r][0]].kv[layer][m] for r in rows], lengths, width)
+                        for m in (0, 1))
         kv.append((keys, values))
-    cache = _new_cache(kv)
+    cache = _growing_cache(kv, room)
+    device = tok.device
     n = torch.tensor(lengths, dtype=torch.long, device=device)
     mask = (torch.arange(width, device=device)[None] >= (width - n)[:, None]).long()
+    alive = [True] * len(rows)
 
-    while live:
-        steps = [len(conts[r]) for r in live]
+    while True:
+        steps = [len(conts[r]) for r in rows]          # finished rows keep their last position
         position = n + torch.tensor(steps, dtype=torch.long, device=device) - 1
-        mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=position[:, None],
                     use_cache=True, **{cache_kwarg: cache})
         counts["forwards"] += 1
-        tok = sample_tokens(out.logits[:, -1], uniforms(seeds, steps), temperature=temperature, top_p=top_p)
-        before = live
-        live, seeds, tok = _record(conts, budget, live, seeds, tok, stops, counts)
-        if len(live) < len(before):
-            going = set(live)
-            keep = torch.tensor([j for j, r in enumerate(before) if r in going], dtype=torch.long,
-                                device=device)
-            if not live:
-                break
-            cache.batch_select_indices(keep)
-            mask, n = mask[keep], n[keep]
+        drawn = sample_tokens(out.logits[:, -1], uniforms(seeds, steps), temperature=temperature, top_p=top_p)
+        alive = _record(conts, budget, rows, alive, drawn, stops, counts)
+        tok = torch.where(torch.tensor(alive, device=device), drawn, tok)
+        finished = alive.count(False)
+        if finished == len(rows):
+            return conts
+        # Drop finished rows once they are an eighth of the batch: a row costs ~1/len(rows) of a
+        # step, a compaction about a fifth of one (it copies the cache).
+        if 8 * finished >= len(rows):
+            keep = [j for j, a in enumerate(alive) if a]
+            index = torch.tensor(keep, dtype=torch.long, device=device)
+            cache.batch_select_indices(index)
+            rows, seeds, alive = [rows[j] for j in keep], [seeds[j] for j in keep], [True] * len(keep)
+            tok, mask, n = tok[index], mask[index], n[index]
             cache, mask = _trim_left(cache, mask)
-    return conts
 
 
-def _record(conts, budget, live, seeds, tok, stops, counts):
-    """Append each live row's new token; return the rows that go on (with their seeds, tokens)."""
-    keep_rows, keep_seeds, keep = [], [], []
-    for j, (r, t) in enumerate(zip(live, tok.tolist())):
-        conts[r].append(t)
-        counts["decoded"] += 1
-        if t not in stops and len(conts[r]) < budget[r]:
-            keep_rows.append(r)
-            keep_seeds.append(seeds[j])
-            keep.append(j)
-    return keep_rows, keep_seeds, tok[keep]
+def _aligned(tensors, lengths, width) -> torch.Tensor:
+    """Stack [1, H, >=n, D] caches into [B, H, width, D], each row's first n columns right-aligned."""
+    first = tensors[0]
+    out = first.new_zeros((len(tensors), first.shape[1], width, first.shape[3]))
+    j = 0
+    while j < len(tensors):   # restarts of one prefix are adjacent: copy once, broadcast
+        e = j
+        while e + 1 < len(tensors) and tensors[e + 1] is tensors[j] and lengths[e + 1] == lengths[j]:
+            e += 1
+        out[j:e + 1, :, width - lengths[j]:] = tensors[j][:, :, :lengths[j]]
+        j = e + 1
+    return out
+
+
+def _record(conts, budget, rows, alive, tok, stops, counts) -> list[bool]:
+    """Append each alive row's new token; return which rows are still going."""
+    going = []
+    for r, a, t in zip(rows, alive, tok.tolist()):
+        if a:
+            conts[r].append(t)
+            counts["decoded"] += 1
+            a = t not in stops and len(conts[r]) < budget[r]
+        going.append(a)
+    return going
 
 
 def _trim_left(cache, mask):
@@ -356,5 +365,73 @@ def _trim_left(cache, mask):
     first = int((mask.cumsum(1) == 0).sum(1).min())
     if first == 0 or 4 * first < mask.shape[1]:
         return cache, mask
-    kv = [(k[:, :, first:], v[:, :, first:]) for k, v in _layers_kv(cache)]
-    return _new_cache(kv), mask[:, first:]
+    kv = [(layer.keys[:, :, first:], layer.values[:, :, first:]) for layer in cache.layers]
+    room = cache.layers[0].capacity - cache.layers[0].get_seq_length()
+    return _growing_cache(kv, room), mask[:, first:]
+
+
+def _growing_cache(kv, room):
+    """A DynamicCache whose layers append in place into preallocated room (`_GrowingLayer`)."""
+    cache = DynamicCache()
+    cache.layers = [_GrowingLayer(k, v, room) for k, v in kv]
+    return cache
+
+
+class _GrowingLayer(DynamicLayer):
+    """A DynamicLayer over a preallocated buffer [rows, heads, capacity, dim]: ``update`` writes
+    in place where DynamicLayer concatenates (a copy of the whole cache at every decoding step),
+    and dropping rows moves the kept ones down in place (fresh large tensors cost page faults)."""
+
+    def __init__(self, keys, values, room):
+        super().__init__()
+        self.capacity = keys.shape[2] + max(room, 1)
+        self._rows, self._n = keys.shape[0], 0
+        self._k = keys.new_empty(keys.shape[:2] + (self.capacity,) + keys.shape[3:])
+        self._v = values.new_empty(values.shape[:2] + (self.capacity,) + values.shape[3:])
+        self.is_initialized, self.device = True, keys.device
+        self.update(keys, values)
+
+    def _views(self):
+        self.keys = self._k[:self._rows, :, :self._n]
+        self.values = self._v[:self._rows, :, :self._n]
+        return self.keys, self.values
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        m = key_states.shape[2]
+        if self._n + m > self.capacity:   # more tokens than announced (never in `resample`): grow
+            self.capacity = 2 * (self._n + m)
+            self._k, self._v = (torch.cat([t[:, :, :self._n], t.new_empty(t.shape[:2] + (self.capacity - self._n,)
+                                                                             + t.shape[3:])], 2)
+                                for t in (self._k, self._v))
+        self._k[:self._rows, :, self._n:self._n + m] = key_states
+        self._v[:self._rows, :, self._n:self._n + m] = value_states
+        self._n += m
+        return self._views()
+
+    def get_seq_length(self) -> int:
+        return self._n
+
+    def batch_select_indices(self, indices):
+        keep = [int(i) for i in indices]
+        if keep != sorted(set(keep)):
+            raise ValueError("_GrowingLayer keeps rows in order only")
+        for src, dst, size in _moves(keep):
+            for t in (self._k, self._v):
+                t[dst:dst + size, :, :self._n] = t[src:src + size, :, :self._n]
+        self._rows = len(keep)
+        self._views()
+
+
+def _moves(keep):
+    """Block copies (src, dst, size) that move sorted rows ``keep`` to 0..len-1 in place, in order,
+    no block overlapping its destination (a block moved by g rows goes in pieces of at most g)."""
+    moves, dst, j = [], 0, 0
+    while j < len(keep):
+        e = j
+        while e + 1 < len(keep) and keep[e + 1] == keep[e] + 1:
+            e += 1
+        src, size, gap = keep[j], e - j + 1, keep[j] - dst
+        if gap:
+            moves += [(src + o, dst + o, min(gap, size - o)) for o in range(0, size, gap)]
+        dst, j = dst + size, e + 1
+    return moves
