@@ -210,6 +210,9 @@ def main(argv=None):
         print(json.dumps(args | {"threads": threads}))
         return
     torch.set_num_threads(threads)
+    from transformers import logging as hf_logging
+
+    hf_logging.set_verbosity_error()   # generate's per-call notes about max_length would bury the result
     print(json.dumps(run(**args)))
 
 

@@ -226,9 +226,10 @@ def resample(model, bases: Sequence, points: Sequence, *, restarts: int, max_new
     kept) pairs; ``seed``: a run seed (continuation ``k`` of point ``(b, kept)`` uses
     `continuation_seed(seed, b, kept, k)`) or a function ``(b, kept, k) -> int``. A
     continuation ends after an eos token or when the response (kept + new tokens) has
-    ``max_new_tokens`` tokens; a prefix that already ends with eos has an empty one. Rows are
-    split into fixed chunks of ``batch_size`` in point-major order; order ``points`` by base
-    so that each base's cache is computed once and freed early. Greedy decoding (temperature
+    ``max_new_tokens`` tokens; a prefix that already ends with eos has an empty one. Rows
+    (point x restart) are sorted by prefix length and split into fixed chunks of
+    ``batch_size``; each base's pass is computed once and kept until its last chunk (one
+    row of cache per base). Greedy decoding (temperature
     0) has no randomness: one row per point is decoded and its continuation given to every
     restart (``decoded`` counts the tokens actually drawn).
     """
@@ -241,7 +242,10 @@ def resample(model, bases: Sequence, points: Sequence, *, restarts: int, max_new
     cache_kwarg = _cache_kwarg(model)
 
     distinct = 1 if temperature == 0 else restarts    # greedy restarts are all the same
-    rows = [(i, k) for i in range(len(points)) for k in range(distinct)]
+    # Rows in order of prefix length: a chunk's prefixes need little left padding, and rows
+    # with the same length have the same budget, so they tend to finish (and leave) together.
+    order = sorted(range(len(points)), key=lambda i: (len(bases[points[i][0]][0]) + points[i][1], i))
+    rows = [(i, k) for i in order for k in range(distinct)]
     chunks = [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
     cuts: dict[int, list[int]] = {}
     last_chunk: dict[int, int] = {}
