@@ -7,19 +7,24 @@ reverse process for many truncation points and restarts at once:
 1. one forward pass over each base sequence (prompt + response) gives the key/value cache
    of every prefix and the next-token logits at every cut, so the first resampled token
    needs no extra forward;
-2. the rows of a batch (truncation point x restart) share one padded cache: each prefix's
-   cache is cut from its base's, copied once per restart and right-aligned (left padding,
-   masked out), and each row's new tokens get their own ``position_ids``;
-3. every step feeds the last token of each unfinished row; rows that sample an eos token
-   or reach ``max_new_tokens`` response tokens leave the batch (their cache rows are
-   dropped, and columns that only the dropped rows used are trimmed).
+2. the rows of a batch (truncation point x restart; rows sorted by prefix length, then cut
+   into fixed chunks of ``batch_size``) share one padded cache: each prefix's cache is cut
+   from its base's, copied once per restart and right-aligned (left padding, masked out),
+   and each row's new tokens get their own ``position_ids``;
+3. every step feeds the last token of each row; a row ends at an eos token or at
+   ``max_new_tokens`` response tokens, and finished rows leave the batch (moved out of the
+   cache in place) once they are an eighth of it; leading columns that no remaining row
+   uses are trimmed once they are a quarter of the cache. The cache is a ``transformers`` ``DynamicCache`` whose layers write into
+   preallocated room instead of concatenating at every step.
 
 Randomness: the token at step ``s`` of a continuation with seed ``seed`` is drawn by
 inverse-CDF sampling with the uniform `uniforms(seed, s)` (a counter-based stream, so one
 number per sample and step, the same on every device, batch and process). Temperature 0 is
 greedy; ``top_p < 1`` keeps the smallest set of most likely tokens whose mass reaches
 ``top_p`` (as ``transformers``' ``TopPLogitsWarper``). Continuations therefore depend only
-on the model, the prefix and the seed, never on which rows share a batch.
+on the model, the prefix and the seed, never on which rows share a batch (up to rounding:
+batched logits differ from unbatched ones in the last bits, which flips a draw only when its
+uniform lies that close to a CDF boundary, or a greedy step only at a near tie).
 
 Public: `resample`, `Resampled`, `sample_tokens`, `uniforms`, `continuation_seed`,
 `eos_ids`, `count_calls` (model calls and tokens fed, for any decoding loop).
