@@ -93,7 +93,7 @@ class Outcome:
 
     spec: str                                  # the spec it was built from (for records)
     extract: Callable                          # (text, reference) -> value or None
-    labels: tuple = (OTHER,)                   # known labels; the last is "other"
+    labels: tuple = (OTHER,)                   # known labels; the last is "other" (except for `correct`)
     open: bool = True                          # labels come from `fit` on the base responses
     needs_reference: bool = False              # the `correct` outcome: a reference answer per prompt
 
@@ -108,9 +108,9 @@ class Outcome:
         if not self.open:
             return self
         refs = references if references is not None else [None] * len(base_texts)
-        seen = Counter(v for t, r in zip(base_texts, refs) if (v := self.extract(t, r)) not in (None, OTHER))
-        order = {v: i for i, v in reversed(list(enumerate(self.extract(t, r) for t, r in zip(base_texts, refs))))}
-        labels = sorted(seen, key=lambda v: (-seen[v], order[v]))
+        values = [v for t, r in zip(base_texts, refs) if (v := self.extract(t, r)) not in (None, OTHER)]
+        seen = Counter(values)   # insertion order is first appearance; sorted() is stable
+        labels = sorted(seen, key=lambda v: -seen[v])
         return dataclasses.replace(self, labels=tuple(labels) + (OTHER,))
 
 
