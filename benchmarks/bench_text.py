@@ -18,7 +18,7 @@ seconds of each (``resample_s``/``baseline_s`` sampled, ``greedy_*`` greedy), th
 included) and model calls (``forwards_*``). Ratios are what to compare: absolute times
 drift on shared machines.
 
-    python benchmarks/bench_text.py                 # the bundled assets/default_lm
+    python benchmarks/bench_text.py                 # the bundled assets/default_lm, story prompt
     python benchmarks/bench_text.py --tiny          # a tiny random GPT-2 built in code (CI)
     python benchmarks/bench_text.py --model PATH --device cuda --dtype bfloat16
 """
@@ -56,6 +56,15 @@ def tiny_lm():
                                        bos_token_id=0, eos_token_id=1)).eval()
     model.generation_config.eos_token_id = 1
     return model, tokenizer
+
+
+def default_prompt() -> str:
+    """The bundled default's story prompt (`text.tasks.STORY_PROMPT`) when that module is there, else BOS."""
+    try:
+        from diffusion_windows.text.tasks import STORY_PROMPT
+    except ImportError:
+        return ""
+    return STORY_PROMPT
 
 
 def plain_loop(model, bases, points, *, restarts, max_new_tokens, temperature, top_p, stops, seed):
@@ -124,8 +133,8 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
-def run(*, model_path=None, tiny=False, bases=4, restarts=16, fractions=11, max_new_tokens=24,
-        temperature=1.0, top_p=1.0, outcome=None, prompt="", batch_size=256,
+def run(*, model_path=None, tiny=False, bases=4, restarts=16, fractions=11, max_new_tokens=None,
+        temperature=1.0, top_p=1.0, outcome=None, prompt=None, batch_size=256,
         device="cpu", dtype="float32", seed=0):
     from diffusion_windows.text.lm import decode, generate, load_lm
     from diffusion_windows.text.outcomes import make_outcome
@@ -142,6 +151,8 @@ def run(*, model_path=None, tiny=False, bases=4, restarts=16, fractions=11, max_
         model, tokenizer = load_lm(model_path, dtype=dtype, device=device)
         name = str(model_path)
     stops = eos_ids(model)
+    max_new_tokens = max_new_tokens or (24 if tiny else 48)
+    prompt = prompt if prompt is not None else ("" if tiny else default_prompt())
     base_seqs = generate(model, tokenizer, [prompt] * bases, seeds=[seed * 1000 + b for b in range(bases)],
                          max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     points = cut_points(base_seqs, np.linspace(0, 1, fractions))
@@ -154,7 +165,7 @@ def run(*, model_path=None, tiny=False, bases=4, restarts=16, fractions=11, max_
     plain_loop(model, base_seqs, points[:1], restarts=2, max_new_tokens=max_new_tokens, temperature=1.0,
                top_p=1.0, stops=stops, seed=seed)
 
-    result = {"model": name, "outcome": outcome, "params": sum(p.numel() for p in model.parameters()), "device": device,
+    result = {"model": name, "prompt": prompt, "outcome": outcome, "params": sum(p.numel() for p in model.parameters()), "device": device,
               "dtype": dtype, "bases": bases, "points": len(points), "restarts": restarts,
               "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
               "batch_size": batch_size, "threads": torch.get_num_threads()}
@@ -192,12 +203,13 @@ def main(argv=None):
     parser.add_argument("--bases", type=int, default=4)
     parser.add_argument("--restarts", type=int, default=16)
     parser.add_argument("--fractions", type=int, default=11, help="cut points per response: linspace(0, 1, n)")
-    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--max-new-tokens", type=int, help="response tokens in all (default 48; 24 with --tiny)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--outcome", help=f"an outcome spec (text.outcomes; default {MODEL_OUTCOME!r}, "
                                           f"with --tiny {TINY_OUTCOME!r})")
-    parser.add_argument("--prompt", default="", help="the prompt of every base response ('' = BOS)")
+    parser.add_argument("--prompt", help="the prompt of every base response ('' = BOS; default: the bundled "
+                                         "default's story prompt, or BOS with --tiny)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
