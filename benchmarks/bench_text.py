@@ -165,7 +165,8 @@ def run(*, model_path=None, tiny=False, bases=4, restarts=16, fractions=11, max_
     plain_loop(model, base_seqs, points[:1], restarts=2, max_new_tokens=max_new_tokens, temperature=1.0,
                top_p=1.0, stops=stops, seed=seed)
 
-    result = {"model": name, "prompt": prompt, "outcome": outcome, "params": sum(p.numel() for p in model.parameters()), "device": device,
+    result = {"model": name, "prompt": prompt, "outcome": outcome,
+              "params": sum(p.numel() for p in model.parameters()), "device": device,
               "dtype": dtype, "bases": bases, "points": len(points), "restarts": restarts,
               "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
               "batch_size": batch_size, "threads": torch.get_num_threads()}

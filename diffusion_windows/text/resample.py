@@ -14,8 +14,9 @@ reverse process for many truncation points and restarts at once:
 3. every step feeds the last token of each row; a row ends at an eos token or at
    ``max_new_tokens`` response tokens, and finished rows leave the batch (moved out of the
    cache in place) once they are an eighth of it; leading columns that no remaining row
-   uses are trimmed once they are a quarter of the cache. The cache is a ``transformers`` ``DynamicCache`` whose layers write into
-   preallocated room instead of concatenating at every step.
+   uses are trimmed once they are a quarter of the cache. The cache is a ``transformers``
+   ``DynamicCache`` whose layers write into preallocated room instead of concatenating at
+   every step.
 
 Randomness: the token at step ``s`` of a continuation with seed ``seed`` is drawn by
 inverse-CDF sampling with the uniform `uniforms(seed, s)` (a counter-based stream, so one
