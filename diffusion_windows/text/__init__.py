@@ -1,0 +1,1 @@
+"""Critical windows in autoregressive language models: truncate a response, resample the rest."""
