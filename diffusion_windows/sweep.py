@@ -56,7 +56,7 @@ def run_sweep(*, dry_run: bool = False, quiet: bool = False, **options) -> Path:
             (out / "options.json").write_text(json.dumps(o, indent=1))
     dist.wait()
 
-    from .diffusion.models import load_backend
+    from .backends import load_backend
     from .engine import Engine, ResultStore, Settings
 
     if dist.world > 1:
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # load errors and failed units: one line, results kept
-        from .diffusion.models import ModelLoadError
+        from .backends import ModelLoadError
 
         if isinstance(e, (ModelLoadError, RunError)):
             print(f"error: {e}", file=sys.stderr)

@@ -25,8 +25,7 @@ BUILTIN_STEPS = 20  # the bundled models sample well in 20 DDPM steps (grid spac
 DEFAULT_STEPS = 50
 
 
-class ModelLoadError(ValueError):
-    """The model or classifier could not be loaded; one-line message."""
+from ..backends import ModelLoadError  # noqa: E402 - one error for every kind of model
 
 
 @dataclass(frozen=True)

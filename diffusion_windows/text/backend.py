@@ -1,0 +1,180 @@
+"""The text backend: the forward-reverse experiment on a causal language model (THEORY.md,
+"Autoregressive models"): truncate a response, resample the rest, classify the outcome.
+
+`TextBackend(model, tokenizer, prompts, outcome=..., samples=..., seed=...)` is the engine's
+`Backend` for transformers causal LMs. Its time is the fraction of a response's tokens removed
+(``time_unit = "fraction removed"``): a restart at ``t`` keeps the first
+``kept_tokens(t, L)`` tokens of a response of ``L`` tokens (`theory.text.kept_tokens`, the one
+cutting rule; ``t = 0`` keeps it whole, ``t = 1`` only the prompt) and samples the rest.
+
+- base samples: base ``b`` is a response to prompt ``b % len(prompts)`` drawn with
+  ``unit_seed(seed, "base", b)``. All base responses are made when the backend is built: an open
+  label set (answers) is read off them (`text.outcomes.Outcome.fit`), and everything else
+  becomes "other", as forking-paths does;
+- `run`: all truncation points and restarts of a batch group decode together
+  (`text.resample.resample`: one pass per base response gives every prefix's cache); restart
+  ``k`` from a prefix of ``kept`` tokens of base ``b`` draws from
+  ``unit_seed(seed, "reverse", b, kept, k)`` (a function of the prefix, so two grids that cut
+  the same prefix share its restarts; results never depend on batching or processes); its
+  label is the outcome of the kept tokens plus the continuation; ``nfe`` counts the tokens
+  sampled;
+- `cost(t)`: tokens to sample from ``t``: about ``t`` times the mean response length;
+- theory: exact for the story language of the bundled default (`theory.text`), in fractions.
+
+Example::
+
+    backend = TextBackend(model, tokenizer, ["What is 2 + 2?"], outcome="answer", samples=8, seed=0)
+    Engine(backend, Settings(samples=8, restarts=8, timesteps=list(backend.grid)), MemoryStore()).run()
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engine.backend import UnitResult
+from ..engine.seeds import unit_seed
+from ..theory.text import DEFAULT_FRACTIONS, kept_tokens
+from . import lm
+from .outcomes import OTHER, make_outcome
+from .resample import resample
+
+__all__ = ["TextBackend", "FractionAxis", "Prompt"]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A question, and its reference answer when the outcome compares with one."""
+
+    text: str
+    reference: object = None
+    task: str | None = None      # which task of a mixed run it belongs to (the default's "story", "addition")
+
+
+@dataclass(frozen=True)
+class FractionAxis:
+    """Text time: the fraction removed is also the theory's time (`analysis.compare`)."""
+
+    def to_theory(self, times) -> np.ndarray:
+        return np.asarray(times, dtype=float)
+
+    def from_theory(self, t):
+        if t is None or not np.isfinite(t):
+            return None, ("above" if t == np.inf else None)
+        if t > 1:
+            return None, "above"
+        if t < 0:
+            return None, "below"
+        return float(round(t, 6)), None
+
+
+class TextBackend:
+    """The engine's `Backend` for a causal language model (module docstring)."""
+
+    time_unit = "fraction removed"
+
+    def __init__(self, model, tokenizer, prompts, *, outcome, samples: int, seed: int, features=None, labels=None,
+                 grid=DEFAULT_FRACTIONS, max_new_tokens: int = 64, temperature: float = 1.0, top_p: float = 1.0,
+                 system: str | None = None, batch_size: int = 64, theory=None, name: str = "model"):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.prompts = tuple(p if isinstance(p, Prompt) else Prompt(str(p)) for p in prompts)
+        if not self.prompts:
+            raise ValueError("a text backend needs at least one prompt")
+        self.max_new_tokens, self.temperature, self.top_p = int(max_new_tokens), float(temperature), float(top_p)
+        self.system, self.story = system, theory
+        self.grid = tuple(sorted({float(t) for t in grid}))
+        self.outcome = make_outcome(outcome)
+        self.bases = self._generate(samples, seed, batch_size)
+        texts = [self.text(b) for b in range(len(self.bases))]
+        refs = [self.prompt_of(b).reference for b in range(len(self.bases))]
+        if labels is None:
+            self.outcome = self.outcome.fit(texts, refs)
+            labels = self.outcome.labels
+        self.labels = tuple(labels)
+        if features is None:
+            from ..features import labels_feature
+
+            features = (labels_feature(self.labels),)
+        self.features = tuple(features)
+        self.base_labels = [self.label(t, r) for t, r in zip(texts, refs)]
+        lengths = [len(r) for _, r in self.bases]
+        self.mean_length = float(np.mean(lengths)) if lengths else 0.0
+
+    # ------------------------------------------------------------------ base responses
+    def prompt_of(self, b: int) -> Prompt:
+        return self.prompts[b % len(self.prompts)]
+
+    def _generate(self, samples, seed, batch_size):
+        prompts = [self.prompt_of(b).text for b in range(samples)]
+        return lm.generate(self.model, self.tokenizer, prompts, seeds=[unit_seed(seed, "base", b) for b in range(samples)],
+                           max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                           system=self.system, batch_size=batch_size)
+
+    def text(self, b: int, response=None) -> str:
+        """Text of base ``b``'s response (or of ``response``, token ids after its prompt)."""
+        return lm.decode(self.tokenizer, self.bases[b][1] if response is None else response)
+
+    def tokens(self, b: int) -> list:
+        """Base ``b``'s response as token strings (for display)."""
+        return [self.tokenizer.decode([i]) for i in self.bases[b][1]]
+
+    def label(self, text: str, reference=None) -> int:
+        value = self.outcome(text, reference)
+        return self.labels.index(value) if value in self.labels else self.labels.index(OTHER)
+
+    # ------------------------------------------------------------------ time and cost
+    def kept(self, b: int, time: float) -> int:
+        return kept_tokens(float(time), len(self.bases[b][1]))
+
+    def snap(self, times) -> list:
+        return sorted({float(t) for t in times})
+
+    def cost(self, time: float) -> int:
+        return max(1, int(round(float(time) * self.mean_length)))
+
+    def describe(self) -> dict:
+        return {"name": f"{type(self.model).__name__} sampling", "stochastic": self.temperature > 0,
+                "temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens}
+
+    def schedule_arrays(self) -> dict:
+        return {}
+
+    # ------------------------------------------------------------------ restarts
+    def prepare(self, bases, *, total, seed, batch_size):
+        pass  # every base response is made when the backend is built
+
+    def continuations(self, points, *, restarts: int, seed: int, batch_size: int):
+        """Resampled continuations of ``points`` [(base, kept)], restart ``k`` seeded by (base, kept, k)."""
+        return resample(self.model, self.bases, points, restarts=restarts, max_new_tokens=self.max_new_tokens,
+                        seed=lambda b, kept, k: unit_seed(seed, "reverse", b, kept, k), temperature=self.temperature,
+                        top_p=self.top_p, batch_size=batch_size)
+
+    def outcomes_of(self, points, tokens) -> list:
+        """Label indices of every continuation: the outcome of the kept tokens plus the new ones."""
+        out = []
+        for (b, kept), conts in zip(points, tokens):
+            head, ref = self.bases[b][1][:kept], self.prompt_of(b).reference
+            out.append(tuple(self.label(self.text(b, head + list(c)), ref) for c in conts))
+        return out
+
+    def run(self, plan: dict, *, restarts: int, seed: int, batch_size: int, keep=()) -> list:
+        order = sorted(plan)
+        points = [(b, self.kept(b, t)) for b in order for t in plan[b]]
+        res = self.continuations(points, restarts=restarts, seed=seed, batch_size=batch_size)
+        labels = self.outcomes_of(points, res.tokens)
+        drawn = (lambda conts: len(conts[0])) if self.temperature == 0 else (lambda conts: sum(map(len, conts)))
+        results, pos = [], 0
+        for b in order:
+            n = len(plan[b])
+            results.append(UnitResult(b, self.base_labels[b], tuple(float(t) for t in plan[b]),
+                                      tuple(labels[pos:pos + n]),
+                                      int(sum(drawn(c) for c in res.tokens[pos:pos + n]))))
+            pos += n
+        return results
+
+    # ------------------------------------------------------------------ theory
+    def theory(self, store, merged, *, delta: float, times, device=None):
+        """The story language's exact theory (`theory.text`) when the run has one, else ``(None, reason)``."""
+        if self.story is None:
+            return None, "no theory for this language model's outcomes (exact only for the story language)"
+        return self.story.predictions(self.features, delta=delta, times=times), None
