@@ -131,6 +131,8 @@ def next_token_check(model, tok, n_prefix: int, seed: int, language=tasks.DEFAUL
 
 def retention_check(model, tok, n_base: int, seed: int, fractions, batch: int,
                     language=tasks.DEFAULT_STORY) -> tuple:
+    """Forward-reverse retention per feature value and fraction (one resample per base story)
+    against the exact curve -> (per-value tables, summary)."""
     eos = tok.eos_token_id
     prompt = tok(tasks.STORY_PROMPT).input_ids
     m, length = language.num_cues, language.length
@@ -181,7 +183,8 @@ def retention_check(model, tok, n_base: int, seed: int, fractions, batch: int,
                 zs.append(z)
             rows[str(f)] = {"kept": int(k), "retention": round(hits / n, 4) if n else None,
                             "wilson95": wilson(hits, n), "n": n, "exact": round(r, 4),
-                            "z": None if z is None else round(float(z), 2), "p": None if p is None else float(f"{p:.3g}")}
+                            "z": None if z is None else round(float(z), 2),
+                            "p": None if p is None else float(f"{p:.3g}")}
         res[feat][names[feat][v]] = rows
     p_values, zs = np.array(p_values), np.array(zs)
     base_rate = {n: round(float(np.mean(genre == i)), 4) for i, n in enumerate(language.genre_names)}
