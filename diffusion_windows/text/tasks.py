@@ -15,6 +15,7 @@ its words (and digits). Samplers take a numpy Generator.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -35,24 +36,28 @@ __all__ = [
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 
 # The bundled default's language (THEORY.md's worlds and genres). Why these numbers:
-# Def. 4's nested window of a genre inside its world exists only if the world is separated
-# (TV >= 1 - eps^2, eps = 0.059 at delta = 0.1) while the genre is still hidden inside it
-# (TV(genre, world) <= eps): world cues must be frequent (90%) and genre cues rare (5%).
-# Uniform cues (5%) then leave the world undecided after one cue 5% of the time; with
-# M = 40 cues the genre is decided by the cues alone 87% of the time, so the genre's
-# retention falls from 1 to its floor across the whole fraction grid, the world's in the
-# first cues: nested windows, coarse (world) first.
+# Def. 4's nested window of a genre inside its world exists only where the world is
+# already separated (TV >= 1 - eps^2, eps = 0.059 at delta = 0.1) while the genre is still
+# hidden inside it (TV(genre, world) <= eps). Here world cues are 22.5% of the cues and
+# uniform ones 77%, so the world is decided gradually over the story (retention from 0.5
+# to 0.998 across the fraction grid) and separated only by its last cues (k >= 22 of 24);
+# genre cues are rare (0.5%: 11% of stories show one), so the genre is mostly decided by
+# the ending: nested windows, coarse (world) first, the genre last. The other way to nest
+# (a world decided by the first cues, a genre by frequent genre cues) leaves most of the
+# grid at a world retention of 1 - 1e-6, where the rare world switches of a small trained
+# model (0.1-0.4% of resamples after 34 min of training, tried) lie far outside sampling
+# error.
 DEFAULT_STORY = StoryLanguage(
     worlds=("sea", "land"),
     genres=(("pirate", "sailor"), ("ninja", "samurai")),
     uniform_cues=("morning", "night", "friend", "journey"),
     world_cues=(("ship", "wave", "sail", "harbor"), ("castle", "forest", "village", "mountain")),
-    genre_cues=(("treasure", "parrot", "plank"), ("anchor", "compass", "rope"),
-                ("shadow", "shuriken", "rooftop"), ("katana", "shogun", "honor")),
-    num_cues=40,
-    p_uniform=0.05,
-    p_world=0.90,
-    p_genre=0.05,
+    genre_cues=(("treasure",), ("anchor",), ("shuriken",), ("katana",)),  # one word each: a rare
+    # cue's embedding is learnt faster alone, and the theory depends on class weights only
+    num_cues=24,
+    p_uniform=0.77,
+    p_world=0.225,
+    p_genre=0.005,
 )
 STORY_PROMPT = "tell a story :"
 GENRES = DEFAULT_STORY.genre_names
@@ -94,7 +99,7 @@ def sample_story(rng: np.random.Generator, language: StoryLanguage = DEFAULT_STO
 
 # ---------------------------------------------------------------- addition
 
-ADD_DIGITS = (2, 4)  # digits of each operand, drawn uniformly in this range
+ADD_DIGITS = (2, 5)  # digits of each operand, drawn uniformly in this range
 
 
 def addition_prompt(a: int, b: int) -> str:
@@ -191,4 +196,8 @@ def save_tokenizer(folder, language: StoryLanguage = DEFAULT_STORY, model_max_le
     tok = PreTrainedTokenizerFast(tokenizer_object=build_tokenizer(language), bos_token=BOS, eos_token=EOS,
                                   pad_token=PAD, unk_token=UNK, model_max_length=model_max_length)
     tok.save_pretrained(str(Path(folder)))
+    # transformers 5 writes its own class name ("TokenizersBackend"); the older name loads in 4.x too
+    cfg = Path(folder) / "tokenizer_config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "tokenizer_class": "PreTrainedTokenizerFast"},
+                              indent=2) + "\n")
     return tok
