@@ -440,6 +440,8 @@ def _resolve_diffusion(o: dict):
 
 
 def _resolve_text(o: dict, given):
+    if o["model"] in TEXT_MODELS and "timesteps" not in given:
+        o["timesteps"] = "0:1:0.04"  # one story token (of 25) per grid step: the theory's thresholds are in tokens
     o["timesteps"] = parse_fractions(o["timesteps"])
     if o["protocol"] != "noise":
         raise OptionError(f"--protocol: {o['protocol']!r}: a language model restarts from its response's prefixes")

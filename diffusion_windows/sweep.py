@@ -95,6 +95,8 @@ def finish(backend, o: dict, out: Path, engine, seconds: float, quiet: bool = Fa
 
     records, extra = summarize(backend, engine, tolerance=o["tolerance"], seed=o["seed"], theory=o["theory"],
                                device=o["device"] if o["device"] != "cpu" else None)
+    if hasattr(backend, "report"):  # what a kind of model adds (language models: per-response jumps, tokens.html)
+        extra.update(backend.report(engine, out))
     extra["seconds"] = round(seconds, 2)
     extra["options"] = o
     write_windows(out, records, extra)
@@ -111,7 +113,7 @@ def finish(backend, o: dict, out: Path, engine, seconds: float, quiet: bool = Fa
 
 @contextlib.contextmanager
 def _quiet_libraries(quiet: bool):
-    """With ``quiet``: no diffusers/transformers loading bars or info messages."""
+    """With ``quiet``: no diffusers or transformers loading bars or info messages."""
     if not quiet:
         yield
         return
@@ -119,16 +121,20 @@ def _quiet_libraries(quiet: bool):
 
     from diffusers.utils import logging as dlog
 
-    level = dlog.get_verbosity()
-    dlog.set_verbosity_error()
-    dlog.disable_progress_bar()
+    from transformers.utils import logging as tlog
+
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
+    for log in (dlog, tlog):
+        log.set_verbosity_error()
+        log.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*deterministic here.*")
             yield
     finally:
-        dlog.set_verbosity(level)
-        dlog.enable_progress_bar()
+        for log, level in zip((dlog, tlog), levels):
+            log.set_verbosity(level)
+            log.enable_progress_bar()
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -24,7 +24,14 @@ __all__ = ["load_results", "load_strip", "plot_windows", "plot_strip", "save_plo
 _RECORD_KEYS = ("feature", "value", "base_rate", "timesteps", "retention", "ci_low", "ci_high")
 _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
           "xtick.labelsize": 8, "ytick.labelsize": 8}
-_X_LABEL = "training timestep  (generation runs left \u2192 right)"
+_X_LABELS = {  # windows.json "time_unit" -> the bottom axis
+    "timestep": "training timestep  (generation runs left \u2192 right)",
+    "fraction removed": "fraction of the response removed  (generation runs left \u2192 right)",
+}
+
+
+def _x_label(unit) -> str:
+    return _X_LABELS.get(unit or "timestep", f"{unit}  (generation runs left \u2192 right)")
 
 
 def load_results(out_dir) -> dict:
@@ -150,7 +157,7 @@ def _ou_axis(ax, schedule):
     sec.set_xticklabels([f"{c:g}" for c in keep])
 
 
-def _draw_panel(ax, rows_ax, records, title, tolerance_default=0.1):
+def _draw_panel(ax, rows_ax, records, title, tolerance_default=0.1, unit=None):
     many = len(records) > 4
     colors = [f"C{i % 10}" for i in range(len(records))]
     lw = 1.0 if many else 1.8
@@ -184,7 +191,7 @@ def _draw_panel(ax, rows_ax, records, title, tolerance_default=0.1):
         handles.append(Line2D([], [], color="0.35", lw=0.9, ls=":",
                               label="floor $w(S_{after})/w(S_{before})$" if nested else "base rate"))
     if any(r.get("ideal_retention") is not None for r in records):
-        handles.append(Line2D([], [], color="0.3", lw=1.0, ls="--", label="ideal denoiser"))
+        handles.append(Line2D([], [], color="0.3", lw=1.0, ls="--", label="ideal model (theory)"))
     spec = sorted({float(r["speciation_timestep"]) for r in records
                    if r.get("speciation_timestep") is not None})
     for s in spec:
@@ -219,7 +226,7 @@ def _draw_panel(ax, rows_ax, records, title, tolerance_default=0.1):
     rows_ax.tick_params(axis="y", length=0)
     rows_ax.grid(axis="x", color="0.9", lw=0.6)
     rows_ax.set_axisbelow(True)
-    rows_ax.set_xlabel(_X_LABEL)
+    rows_ax.set_xlabel(_x_label(unit))
     rows_ax.set_ylabel("window", fontsize=8)
     rh = [Line2D([], [], color="0.4", lw=6, label="measured window")]
     rh.append(Line2D([], [], color="0.4", lw=1.2, marker="|", ms=7, label="edge 95% CI"))
@@ -237,7 +244,7 @@ def _draw_panel(ax, rows_ax, records, title, tolerance_default=0.1):
 
 
 def plot_windows(results: dict, *, feature: str | None = None) -> Figure:
-    """Retention vs training timestep per feature (window.png).
+    """Retention vs time per feature (window.png; training timesteps, or the model's ``time_unit``).
 
     One column per feature (nested records, a value within its parent group, get their
     own column): curves with bootstrap bands, the base-rate-weighted mean in bold when
@@ -267,7 +274,7 @@ def plot_windows(results: dict, *, feature: str | None = None) -> Figure:
                 title = f"{name} within {of} {parents[0]}" if len(parents) == 1 else f"{name} within {of}"
             if nested:  # disambiguate values that repeat across parents
                 recs = [dict(r, value=f"{r['value']} | {r['parent']}") for r in recs]
-            h, rh = _draw_panel(ax, rows_ax, recs, title)
+            h, rh = _draw_panel(ax, rows_ax, recs, title, unit=results.get("time_unit"))
             handles.update((x.get_label(), x) for x in h)
             row_handles.update((x.get_label(), x) for x in rh)
             t_all = np.concatenate([_arr(r, "timesteps") for r in recs])
@@ -282,9 +289,10 @@ def plot_windows(results: dict, *, feature: str | None = None) -> Figure:
         sampler = results.get("sampler") or {}
         if sampler.get("name"):
             kind = "stochastic" if sampler.get("stochastic") else "deterministic"
-            fig.suptitle(f"sampler: {sampler['name']} ({kind}, "
-                         f"{sampler.get('num_inference_steps', '?')} steps)",
-                         fontsize=8, x=0.99, ha="right", color="0.3")
+            detail = (f"{sampler['num_inference_steps']} steps" if "num_inference_steps" in sampler
+                      else f"temperature {sampler.get('temperature', '?')}, top-p {sampler.get('top_p', '?')}")
+            fig.suptitle(f"sampler: {sampler['name']} ({kind}, {detail})", fontsize=8, x=0.99, ha="right",
+                         color="0.3")
     return fig
 
 

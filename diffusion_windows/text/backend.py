@@ -8,7 +8,9 @@
 cutting rule; ``t = 0`` keeps it whole, ``t = 1`` only the prompt) and samples the rest.
 
 - base samples: base ``b`` is a response to prompt ``b % len(prompts)`` drawn with
-  ``unit_seed(seed, "base", b)``. All base responses are made when the backend is built: an open
+  ``unit_seed(seed, "base", b)``; its length ``L`` counts its content tokens, not the
+  end-of-sequence token it ended with, and a cut that keeps all ``L`` keeps that end too
+  (``t = 0`` is the finished response). All base responses are made when the backend is built: an open
   label set (answers) is read off them (`text.outcomes.Outcome.fit`), and everything else
   becomes "other", as forking-paths does;
 - `run`: all truncation points and restarts of a batch group decode together
@@ -84,7 +86,10 @@ class TextBackend:
         self.system, self.story = system, theory
         self.grid = tuple(sorted({float(t) for t in grid}))
         self.outcome = make_outcome(outcome)
+        self._check_context()
         self.bases = self._generate(samples, seed, batch_size)
+        if self.bases and not any(self.length(b) for b in range(len(self.bases))):
+            raise ValueError(f"every base response is empty: the model ends at once after {self.prompts[0].text!r}")
         texts = [self.text(b) for b in range(len(self.bases))]
         refs = [self.prompt_of(b).reference for b in range(len(self.bases))]
         if labels is None:
@@ -97,26 +102,46 @@ class TextBackend:
             features = (labels_feature(self.labels),)
         self.features = tuple(features)
         self.base_labels = [self.label(t, r) for t, r in zip(texts, refs)]
-        lengths = [len(r) for _, r in self.bases]
+        lengths = [self.length(b) for b in range(len(self.bases))]
         self.mean_length = float(np.mean(lengths)) if lengths else 0.0
 
     # ------------------------------------------------------------------ base responses
     def prompt_of(self, b: int) -> Prompt:
         return self.prompts[b % len(self.prompts)]
 
+    def _check_context(self):
+        """A prompt and ``max_new_tokens`` must fit in the model's positions (past them it fails deep inside)."""
+        cfg = self.model.config
+        limit = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+        if not limit:
+            return
+        longest = max(len(lm.prompt_ids(self.tokenizer, p.text, system=self.system)) for p in self.prompts)
+        if longest + self.max_new_tokens > limit:
+            raise ValueError(f"--max-new-tokens: {self.max_new_tokens} tokens after a prompt of {longest} exceed "
+                             f"the model's {limit} positions")
+
     def _generate(self, samples, seed, batch_size):
+        from .resample import eos_ids
+
         prompts = [self.prompt_of(b).text for b in range(samples)]
-        return lm.generate(self.model, self.tokenizer, prompts, seeds=[unit_seed(seed, "base", b) for b in range(samples)],
-                           max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
-                           system=self.system, batch_size=batch_size)
+        out = lm.generate(self.model, self.tokenizer, prompts, seeds=[unit_seed(seed, "base", b) for b in range(samples)],
+                          max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                          system=self.system, batch_size=batch_size)
+        self._stops = set(eos_ids(self.model))
+        return out
 
     def text(self, b: int, response=None) -> str:
         """Text of base ``b``'s response (or of ``response``, token ids after its prompt)."""
         return lm.decode(self.tokenizer, self.bases[b][1] if response is None else response)
 
+    def length(self, b: int) -> int:
+        """Content tokens of base ``b``'s response (its end-of-sequence token not counted)."""
+        r = self.bases[b][1]
+        return len(r) - 1 if r and r[-1] in self._stops else len(r)
+
     def tokens(self, b: int) -> list:
-        """Base ``b``'s response as token strings (for display)."""
-        return [self.tokenizer.decode([i]) for i in self.bases[b][1]]
+        """Base ``b``'s response as token strings (for display; its end-of-sequence token left out)."""
+        return [self.tokenizer.decode([i]) for i in self.bases[b][1][:self.length(b)]]
 
     def label(self, text: str, reference=None) -> int:
         value = self.outcome(text, reference)
@@ -124,7 +149,14 @@ class TextBackend:
 
     # ------------------------------------------------------------------ time and cost
     def kept(self, b: int, time: float) -> int:
-        return kept_tokens(float(time), len(self.bases[b][1]))
+        """Tokens of base ``b``'s response kept at ``time``: `kept_tokens` of its content, and its end
+        of sequence when every content token is kept (`prefix`)."""
+        return self.prefix(b, kept_tokens(float(time), self.length(b)))
+
+    def prefix(self, b: int, position: int) -> int:
+        """Tokens of base ``b``'s response to keep for content position ``position`` (0..L): the end of
+        sequence comes with the last content token."""
+        return len(self.bases[b][1]) if position >= self.length(b) else int(position)
 
     def snap(self, times) -> list:
         return sorted({float(t) for t in times})
@@ -171,6 +203,12 @@ class TextBackend:
                                       int(sum(drawn(c) for c in res.tokens[pos:pos + n]))))
             pos += n
         return results
+
+    def report(self, engine, out) -> dict:
+        """Per-response jumps and critical tokens, ``tokens.html`` (`text.report`): extra keys of ``windows.json``."""
+        from .report import report
+
+        return report(self, engine, out)
 
     # ------------------------------------------------------------------ theory
     def theory(self, store, merged, *, delta: float, times, device=None):

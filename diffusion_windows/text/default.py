@@ -12,7 +12,6 @@ have none, and the report counts how often correct and incorrect answers have a 
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +20,8 @@ from ..analysis.compare import Predictions
 from ..features import Feature
 from ..theory.text import StoryLanguage, predict_text_windows
 from . import tasks
-from .backend import FractionAxis, Prompt
-from .outcomes import OTHER, make_outcome
+from .backend import Prompt
+from .outcomes import OTHER, Outcome
 
 __all__ = ["LABELS", "FEATURES", "OUTCOME", "STORY_THEORY", "StoryTheory", "prompts", "model_folder",
            "outcome_of"]
@@ -30,7 +29,7 @@ __all__ = ["LABELS", "FEATURES", "OUTCOME", "STORY_THEORY", "StoryTheory", "prom
 LABELS = tuple(tasks.GENRES) + ("correct", "incorrect", OTHER)
 FEATURES = tuple(tasks.STORY_FEATURES) + (
     Feature("addition", {"correct": (LABELS.index("correct"),), "incorrect": (LABELS.index("incorrect"),)}),)
-STORY_LENGTH = tasks.DEFAULT_STORY.num_cues + 2  # M cues, the ending, the end-of-sequence token
+STORY_LENGTH = tasks.DEFAULT_STORY.num_cues + 1  # M cues and the ending (the end-of-sequence token is not content)
 
 
 def outcome_of(text: str, reference=None):
@@ -41,7 +40,7 @@ def outcome_of(text: str, reference=None):
     return "correct" if answer is not None and int(answer) == int(reference) else "incorrect"
 
 
-OUTCOME = dataclasses.replace(make_outcome(outcome_of), spec="default-text", labels=LABELS, open=False)
+OUTCOME = Outcome(spec="default-text", extract=outcome_of, labels=LABELS, open=False)
 
 
 def prompts(samples: int, seed: int) -> list:
@@ -68,8 +67,30 @@ def model_folder():
 
 
 @dataclass(frozen=True)
+class TokensAxis:
+    """The theory's time of a story of ``length`` tokens: tokens removed (Def. 4's thresholds are
+    integers there; in fractions a sup is not attained, so edges are compared in tokens)."""
+
+    length: int
+
+    def to_theory(self, times) -> np.ndarray:
+        from ..theory.text import removed_tokens
+
+        return np.asarray(removed_tokens(np.asarray(times, dtype=float), self.length), dtype=float)
+
+    def from_theory(self, tokens):
+        if tokens is None or not np.isfinite(tokens):
+            return None, ("above" if tokens == np.inf else None)
+        if tokens > self.length:
+            return None, "above"
+        if tokens < 0:
+            return None, "below"
+        return round(float(tokens) / self.length, 6), None
+
+
+@dataclass(frozen=True)
 class _Window:
-    """A `theory.text.TextWindow` under the names `analysis.compare` reads (theory time: fraction removed)."""
+    """A `theory.text.TextWindow` under the names `analysis.compare` reads (theory time: tokens removed)."""
 
     feature: str
     value: str
@@ -100,14 +121,14 @@ class StoryTheory:
         names = {f["name"] for f in _story_feature_dicts(self.language)}
         story = [f for f in features if f.name in names]
         times = tuple(sorted({float(t) for t in times}))
-        windows = [_Window(w.feature, w.value, w.parent_value, w.ideal_retention, w.t_after, w.t_before,
-                           w.t_start_before, w.window_exists, float("nan"), w.eps_after, w.eps_before, w.delta_after,
-                           w.delta_before, w.w_after, w.w_before, w.base_rate)
+        windows = [_Window(w.feature, w.value, w.parent_value, w.ideal_retention, w.t_after_tokens, w.t_before_tokens,
+                           w.t_start_before_tokens, w.window_exists, float("nan"), w.eps_after, w.eps_before,
+                           w.delta_after, w.delta_before, w.w_after, w.w_before, w.base_rate)
                    for w in predict_text_windows(self.language, story, delta=delta, fractions=times,
                                                  length=self.length)]
         summary = {"available": True, "theory": "the story language, exact (theory.text)", "length": self.length,
-                   "theory_time": "fraction removed", "tolerance": float(delta)}
-        return Predictions(tuple(windows), times, FractionAxis(), summary)
+                   "theory_time": f"tokens removed of {self.length}", "tolerance": float(delta)}
+        return Predictions(tuple(windows), times, TokensAxis(self.length), summary)
 
 
 def _story_feature_dicts(language):

@@ -29,6 +29,19 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def load_lm(path, *, dtype: str = "float32", device: str = "cpu"):
     """(model, tokenizer) from a local folder, model in eval mode on ``device`` in ``dtype``."""
+    from transformers.utils import logging as tlog
+
+    level = tlog.get_verbosity()
+    tlog.set_verbosity_error()  # loading bars and notices: the run's own progress speaks for it
+    tlog.disable_progress_bar()
+    try:
+        return _load_lm(path, dtype, device)
+    finally:
+        tlog.set_verbosity(level)
+        tlog.enable_progress_bar()
+
+
+def _load_lm(path, dtype, device):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:

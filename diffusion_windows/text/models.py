@@ -37,7 +37,8 @@ def load_backend(o: dict):
         return TextBackend(model, tokenizer, prompts, outcome=o["outcome"], system=o["system"], name=o["model"],
                            **common)
     except ValueError as e:
-        raise ModelLoadError(f"--model: {lm._first_line(e)}") from None
+        msg = lm._first_line(e)
+        raise ModelLoadError(msg if msg.startswith("--") else f"--model: {msg}") from None
 
 
 def _load(folder, o):

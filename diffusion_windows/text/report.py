@@ -25,6 +25,7 @@ import numpy as np
 
 from ..analysis.counts import merge_units
 from ..analysis.windows import jump_window
+from ..theory.text import kept_tokens
 from .localize import localize
 
 __all__ = ["response_curves", "per_response", "jump_rates", "write_tokens_html", "report"]
@@ -48,15 +49,16 @@ def per_response(backend, merged, *, restarts: int, seed: int, batch_size: int, 
         times, curve = curves[b]
         label = backend.labels[merged[b].label]
         prompt = backend.prompt_of(b)
-        length = len(backend.bases[b][1])
-        measured = {backend.kept(b, t): (int(round(r * restarts)), restarts) for t, r in zip(times, curve)}
+        length = backend.length(b)
+        measured = {kept_tokens(t, length): (int(round(r * restarts)), restarts) for t, r in zip(times, curve)}
 
-        def retention(kept, b=b):
-            if kept not in measured:
-                res = backend.continuations([(b, kept)], restarts=restarts, seed=seed, batch_size=batch_size)
-                labels = backend.outcomes_of([(b, kept)], res.tokens)[0]
-                measured[kept] = (sum(1 for x in labels if x == merged[b].label), len(labels))
-            return measured[kept]
+        def retention(position, b=b):  # restarts from the prefix of `position` content tokens, as the grid's
+            if position not in measured:
+                point = (b, backend.prefix(b, position))
+                res = backend.continuations([point], restarts=restarts, seed=seed, batch_size=batch_size)
+                labels = backend.outcomes_of([point], res.tokens)[0]
+                measured[position] = (sum(1 for x in labels if x == merged[b].label), len(labels))
+            return measured[position]
 
         found = localize(retention, length, budget=localize_budget) if length else None
         jump = jump_window(times, curve)
@@ -117,7 +119,7 @@ body{font:14px/1.5 system-ui,sans-serif;margin:24px;max-width:1100px;color:#111}
              "<p>Each token is coloured by the retention of the prefix that ends with it: the fraction of the "
              "restarts from there that end with the response's own outcome. The critical token (largest jump, "
              "found by bisection) is outlined in red; a red underline spans the positions its interval cannot "
-             "exclude.</p><p class='legend'>retention "]
+             "exclude, when that is at most half the response.</p><p class='legend'>retention "]
     parts += [f"<span style='background:{_colour(r)[0]};color:{_colour(r)[1]}'>{r:.1f}</span>" for r in
               np.linspace(0, 1, 6)]
     parts.append("</p>")
@@ -130,12 +132,13 @@ body{font:14px/1.5 system-ui,sans-serif;margin:24px;max-width:1100px;color:#111}
                 + f" &middot; outcome <b>{html.escape(str(row['label']))}</b>"
                 + (f" (reference {html.escape(str(row['reference']))})" if row.get("reference") is not None else "")
                 + (f" &middot; jump between fractions {jump[0]:g} and {jump[1]:g}" if jump else " &middot; no jump")
-                + (f" &middot; critical token {crit['position']} ({'resolved' if crit.get('resolved') else 'within '}"
-                   f"{'' if crit.get('resolved') else f'{lo}-{hi}'})" if crit else ""))
+                + (f" &middot; critical token {crit['position']} ({html.escape(str(crit.get('token')))})"
+                   + ("" if lo == hi else f", interval {lo}&ndash;{hi}") if crit else ""))
+        narrow = hi - lo + 1 <= max(1, len(row["tokens"]) // 2)  # a wide interval is said, not drawn
         toks = []
         for j, (tok, r) in enumerate(zip(row["tokens"], curve), start=1):
             bg, fg = _colour(r)
-            cls = "t" + (" c" if crit and j == crit["position"] else "") + (" i" if lo <= j <= hi else "")
+            cls = "t" + (" c" if crit and j == crit["position"] else "") + (" i" if narrow and lo <= j <= hi else "")
             toks.append(f"<span class='{cls}' style='background:{bg};color:{fg}' title='keep {j} tokens: "
                         f"retention {r:.2f}'>{html.escape(tok)}</span>")
         parts.append(f"<div class='r'><div class='h'>{head}</div><span class='p'>{html.escape(row['prompt'])}</span> "

@@ -16,13 +16,16 @@ Modules: `mixtures` (data models, closed forms), `montecarlo` (the engine: draws
 projections, log-densities), `fullcov` (its path for full covariances), `sizing`
 (estimators and per-ou_time sample sizes), `_torch` (the engine's products on a torch
 device), `curves` (`tv`, `retention_curve`), `thresholds` (`critical_window`,
-`theorem2_window`, `speciation_time`, `example1_bounds`), `predict` (`predict_windows`).
-Everything public is importable from here.
+`theorem2_window`, `speciation_time`, `example1_bounds`), `predict` (`predict_windows`),
+`text` (the story language of autoregressive generation: exact retention, TV and Def. 4 windows
+of truncation, in fractions of the response removed and in tokens). Everything public is
+importable from here.
 """
 from .curves import Estimate, retention_curve, tv
 from .mixtures import EmpiricalMixture, GaussianMixture, retention_closed
 from .montecarlo import SE_TARGET
 from .predict import PredictedWindow, predict_windows
+from .text import StoryLanguage, TextWindow, kept_tokens, predict_text_windows, removed_tokens
 from .thresholds import (T_MAX, T_MIN, T_SE_TARGET, CriticalWindow, Theorem2Window, critical_window, example1_bounds,
                          speciation_time, theorem2_window)
 
@@ -45,4 +48,9 @@ __all__ = [
     "T_SE_TARGET",
     "T_MIN",
     "T_MAX",
+    "StoryLanguage",
+    "TextWindow",
+    "kept_tokens",
+    "removed_tokens",
+    "predict_text_windows",
 ]
