@@ -83,4 +83,4 @@ def test_gpu_benchmark_tiny_mode_prints_its_json():
     for key in ("denoiser_samples_per_s", "bare_samples_per_s", "ratio", "peak_memory_gb", "shares", "nfe"):
         assert key in result, key
     assert result["denoiser_rows"] >= result["nfe"] > 0  # rows include the base samples' generation
-    assert abs(sum(result["shares"].values()) - 1) < 1e-3 and result["ratio"] > 0  # a ratio, not a timing test
+    assert abs(sum(result["shares"].values()) - 1) <= 3e-3 and result["ratio"] > 0  # a ratio, not a timing test
