@@ -29,6 +29,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 from scipy import special
 
+from .predict import _feature_items
 from .thresholds import _eps_from_delta
 
 __all__ = [
@@ -552,14 +553,6 @@ class TextWindow:
         def num(v):
             return None if isinstance(v, float) and not np.isfinite(v) else v
         return {k: (list(v) if isinstance(v, tuple) else num(v)) for k, v in self.__dict__.items()}
-
-
-def _feature_items(features):
-    out = []
-    for f in features:
-        name, values = (f["name"], f["values"]) if isinstance(f, dict) else (f.name, f.values)
-        out.append((str(name), {str(k): tuple(int(i) for i in v) for k, v in values.items()}))
-    return out
 
 
 def predict_text_windows(language: StoryLanguage, features=None, *, delta=0.1, fractions=DEFAULT_FRACTIONS,
