@@ -111,7 +111,13 @@ class TransformerDenoiser:
 
     @property
     def vae_scale_factor(self) -> int:
-        return int(getattr(self.pipe, "vae_scale_factor", 8) or 8)
+        """The pipeline's ``vae_scale_factor`` (DiT has none: from its VAE's blocks, as the others compute it)."""
+        factor = getattr(self.pipe, "vae_scale_factor", None)
+        if factor:
+            return int(factor)
+        vae = getattr(self.pipe, "vae", None)
+        blocks = getattr(vae.config, "block_out_channels", None) if vae is not None else None
+        return 2 ** (len(blocks) - 1) if blocks else 8
 
     @property
     def latent_channels(self) -> int:
