@@ -26,7 +26,7 @@ import numpy as np
 from ..analysis.compare import Predictions, theory_number
 from . import schedule
 
-__all__ = ["ScheduleAxis", "data_mixture", "default_mixture", "predict", "schedule_arrays"]
+__all__ = ["ScheduleAxis", "data_mixture", "default_mixture", "predict", "schedule_arrays", "OU_PURE_NOISE"]
 
 
 OU_PURE_NOISE = 30.0  # ou_time at which the theory reads pure noise (flow matching's s = 1)
