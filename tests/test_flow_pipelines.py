@@ -158,8 +158,10 @@ def _groups(pipe, size, times, seed=0):
     return out
 
 
-@pytest.mark.parametrize("name, scheduler", [("sd3", "flow-ancestral"), ("flux-schnell", "flow-ancestral"),
-                                             ("sana", None), ("dit", "ddpm")])
+@pytest.mark.parametrize("name, scheduler", [("sd3", "flow-ancestral"), ("flux-dev", None),
+                                             ("flux-schnell", "flow-ancestral"), ("pixart-alpha", "ddpm"),
+                                             ("pixart-sigma", None), ("sana", None), ("sana", "flow-ancestral"),
+                                             ("dit", "ddpm")])
 def test_staircase_equals_separate_restarts_and_counts_every_model_row(name, scheduler):
     pipe, kw, size, _ = family(name)
     if scheduler is not None:
@@ -229,6 +231,13 @@ def test_unsupported_families_are_refused_in_one_line(monkeypatch):
 
     from diffusion_windows.diffusion import models
 
+    class FluxKontextPipeline:  # the supported transformer inside a pipeline that feeds it image tokens
+        pass
+
+    kontext = FluxKontextPipeline()
+    kontext.transformer, kontext.scheduler = flux_pipe().transformer, fake.scheduler
+    with pytest.raises(ValueError, match="FluxKontextPipeline is not supported .*FluxPipeline, FluxImg2ImgPipeline"):
+        denoiser(kontext)
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", staticmethod(lambda *a, **k: fake))
     with pytest.raises(models.ModelLoadError, match="Lumina2.*SD3|Lumina2.*Stable Diffusion 3"):
         models._from_pretrained("some/lumina", torch.float32, "cpu")

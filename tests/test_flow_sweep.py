@@ -50,6 +50,21 @@ def test_the_flow_ode_is_run_and_flagged(tmp_path):
     assert "1000 \u03c3" in x_label(d["time_unit"]) and x_label(None).startswith("training timestep")
 
 
+def test_auto_and_branching_on_the_flow_model(tmp_path):
+    """--timesteps auto plans on the flow grid (its first point s = 1 is pure noise, read by the theory
+    at a finite ou_time); branching restarts from grid states, 0 being the trajectory's end."""
+    auto = windows(run_sweep(model="gaussian-mixture-flow", samples=6, restarts=2, timesteps="auto",
+                             num_inference_steps=8, out=str(tmp_path / "auto"), quiet=True))
+    assert auto["theory"]["available"] and len(auto["rounds"]) >= 1
+    assert all(r["ideal_retention"] is None or all(v is not None for v in r["ideal_retention"])
+               for r in auto["features"])
+    branch = windows(run_sweep(model="gaussian-mixture-flow", samples=6, restarts=2, timesteps="0:1000:250",
+                               protocol="branch", num_inference_steps=8, out=str(tmp_path / "branch"), quiet=True))
+    rec = next(r for r in branch["features"] if r["retention"] is not None)
+    assert rec["timesteps"][0] == 0 and all(t in branch["grid"] for t in rec["timesteps"][1:])
+    assert rec["retention"][0] == 1.0
+
+
 # ----------------------------------------------------------------------------- the CLI on saved pipelines
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):

@@ -75,7 +75,13 @@ def denoiser(pipe):
     inner = getattr(module, "_orig_mod", module)  # torch.compile wraps the model
     for cls in type(inner).__mro__:
         if cls.__name__ in ADAPTERS:
-            return ADAPTERS[cls.__name__](pipe, module)
+            adapter = ADAPTERS[cls.__name__]
+            known = getattr(adapter, "PIPELINES", ())
+            if known and not any(c.__name__ in known for c in type(pipe).__mro__):
+                raise ValueError(f"pipeline {type(pipe).__name__} is not supported (its {type(module).__name__} is, "
+                                 f"as {', '.join(known)} call it; this pipeline adds inputs the restarts would drop); "
+                                 f"supported families: {', '.join(FAMILIES)}")
+            return adapter(pipe, module)
     if getattr(pipe, "unet", None) is module:  # any other unet (a wrapper, a custom model) takes the UNet call
         return UNetDenoiser(pipe, module)
     raise ValueError(f"pipeline {type(pipe).__name__} with denoiser {type(module).__name__} is not supported; "

@@ -89,6 +89,9 @@ class TransformerDenoiser:
 
     #: the ``prepare`` keywords besides ``n`` and ``hw``
     KEYWORDS: tuple = ()
+    #: the pipeline classes whose calls the adapter reproduces (others add inputs it would drop:
+    #: ControlNet, PAG, Kontext, inpainting, ...)
+    PIPELINES: tuple = ()
 
     def __init__(self, pipe, module):
         self.pipe, self.module = pipe, module

@@ -22,6 +22,7 @@ class DiTDenoiser(TransformerDenoiser):
     """``pipe.transformer`` (DiT) called as ``DiTPipeline`` calls it (module docstring)."""
 
     KEYWORDS = ("class_labels", "guidance_scale")
+    PIPELINES = ("DiTPipeline",)
 
     def latent_size(self, height=None, width=None) -> tuple:
         size = self.default_size()

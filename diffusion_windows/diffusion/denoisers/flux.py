@@ -50,6 +50,7 @@ class FluxDenoiser(TransformerDenoiser):
     KEYWORDS = ("prompt", "prompt_2", "negative_prompt", "negative_prompt_2", "prompt_embeds",
                 "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds",
                 "guidance_scale", "true_cfg_scale", "max_sequence_length")
+    PIPELINES = ("FluxPipeline", "FluxImg2ImgPipeline")
 
     def __init__(self, pipe, module):
         super().__init__(pipe, module)

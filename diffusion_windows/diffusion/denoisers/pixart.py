@@ -25,6 +25,7 @@ class PixArtDenoiser(TransformerDenoiser):
     KEYWORDS = ("prompt", "negative_prompt", "prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds",
                 "negative_prompt_attention_mask", "guidance_scale", "max_sequence_length", "clean_caption")
     DEFAULT_GUIDANCE = 4.5
+    PIPELINES = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
 
     def _text(self, n, given):
         """``(cond, uncond, scale)``: embeddings and masks per sample (T5, `encode_prompt`)."""

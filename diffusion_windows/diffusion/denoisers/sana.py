@@ -25,6 +25,7 @@ class SanaDenoiser(PixArtDenoiser):
     """``pipe.transformer`` (Sana) called as ``SanaPipeline`` calls it (module docstring)."""
 
     KEYWORDS = PixArtDenoiser.KEYWORDS + ("complex_human_instruction",)
+    PIPELINES = ("SanaPipeline",)
 
     @property
     def dtype(self):

@@ -23,6 +23,7 @@ class SD3Denoiser(TransformerDenoiser):
     KEYWORDS = ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_prompt_2", "negative_prompt_3",
                 "prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds",
                 "guidance_scale", "max_sequence_length", "clip_skip")
+    PIPELINES = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
 
     def grid_kwargs(self, num_inference_steps: int, hw=None) -> dict:
         """``mu`` from the image's patch count when the scheduler shifts dynamically (as SD3 computes it)."""
