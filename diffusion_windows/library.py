@@ -85,7 +85,8 @@ def measure_window(
     check_values(dict(more, class_label=str(class_label)) if class_label is not None else more)
     if not isinstance(theory, bool) and not hasattr(theory, "windows"):
         raise OptionError(f"theory: {theory!r} is neither True, False nor a Predictions")
-    steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler), flow=schedule.is_flow(pipe.scheduler))
+    steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler),
+                            flow=schedule.is_flow(pipe.scheduler))
     backend = _backend(pipe, classifier, features, mixture, num_inference_steps=num_inference_steps, eta=eta,
                        protocol=protocol, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label,
                        height=height, width=width)
@@ -126,7 +127,8 @@ def theory_predictions(pipe, classifier, *, timesteps, features=None, mixture=No
     data = data_mixture(backend.mixture)
     if data is None:
         raise OptionError("mixture: theory_predictions needs the data (mixture=...) for a model that is not the default")
-    steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler), flow=schedule.is_flow(pipe.scheduler))
+    steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler),
+                            flow=schedule.is_flow(pipe.scheduler))
     grid = backend.snap(steps) if steps != "auto" else list(backend.grid)
     return backend.predictions(data, delta=float(tolerance), times=grid, device=device)
 

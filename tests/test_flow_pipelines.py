@@ -114,8 +114,8 @@ def _recording(pipe, scale=1.0):
     forward = pipe.transformer.forward
 
     def recorded(*args, **kwargs):
-        t = kwargs.get("timestep")
-        calls.append((float(t.reshape(-1)[0]) * scale, int((kwargs.get("hidden_states", args[0] if args else None)).shape[0])))
+        t, x = kwargs.get("timestep"), kwargs.get("hidden_states", args[0] if args else None)
+        calls.append((float(t.reshape(-1)[0]) * scale, int(x.shape[0])))
         return forward(*args, **kwargs)
 
     pipe.transformer.forward = recorded

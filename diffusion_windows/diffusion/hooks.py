@@ -9,9 +9,10 @@ Time arguments are training timesteps (``timestep``): an integer in ``[0, T)`` o
 N-step grid's own values (fractional for Euler-type schedulers); see `restart_timestep` for
 integers off the grid. Flow-matching schedulers: ``timestep = 1000 s``, any number in
 ``[0, 1000]``, a restart off the grid starting exactly there on the pipeline's own grid
-(Flux's ``sigmas`` and ``mu`` come from the adapter, ``grid_kwargs``). Samples live in model space: latents for latent models, ``[-1, 1]``
-pixels otherwise; the loop's intermediate states are at the scale of the scheduler's noise
-process (`diffusion.noise`: variance exploding for Euler-type schedulers).
+(Flux's ``sigmas`` and ``mu`` come from the adapter, ``grid_kwargs``). Samples live in model
+space: latents for latent models, ``[-1, 1]`` pixels otherwise; the loop's intermediate states
+are at the scale of the scheduler's noise process (`diffusion.noise`: variance exploding for
+Euler-type schedulers, ``(1 - s) x0 + s eps`` for flow matching).
 
 Conditioning: the pipeline's own ``__call__`` keywords (``prompt``, ``prompt_embeds``,
 ``negative_prompt_embeds``, ``guidance_scale``, ``pooled_prompt_embeds``, ...), turned into one
@@ -250,8 +251,9 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
     """`denoise_from` for many ``groups`` of ``(x_t, timestep, generators)`` at once.
 
     Single-step schedulers (`noise.SchedulerKind.single_step`: DDPM, DDIM, Euler, Euler
-    ancestral, FlowMatch Euler, flow-ancestral) run one loop from the largest timestep; a group joins when the loop reaches its
-    start (an off-grid custom start first takes its own step to the next grid timestep), so
+    ancestral, FlowMatch Euler, flow-ancestral) run one loop from the largest timestep; a group
+    joins when the loop reaches its start (an off-grid custom start first takes its own step to
+    the next grid timestep), so
     every model call is one batch at a scalar timestep. Schedulers with history or
     second-order stages (DPM-Solver, UniPC, PNDM, Heun) run one loop per distinct start.
     ``max_batch`` caps the samples per loop: samples are ordered by start (then group order)

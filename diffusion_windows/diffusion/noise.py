@@ -8,7 +8,7 @@ nothing else looks at scheduler classes:
 | --- | --- | --- | --- |
 | ``vp`` (DDPM, DDIM, DPM-Solver, UniPC, PNDM) | ``sqrt(a) x0 + sqrt(1 - a) eps`` | ``sqrt(a)`` | ``sqrt((1 - a) / a)`` |
 | ``ve`` (Euler, Euler ancestral, Heun) | ``x0 + sigma eps`` | 1 | ``sqrt((1 - a) / a)`` |
-| ``flow`` (flow matching: FlowMatch Euler, flow-ancestral; DPM-Solver, UniPC with ``use_flow_sigmas``) | ``(1 - s) x0 + s eps`` | ``1 - s`` | ``s / (1 - s)`` |
+| ``flow`` (FlowMatch Euler, flow-ancestral; DPM, UniPC with flow sigmas) | ``(1 - s) x0 + s eps`` | ``1 - s`` | ``s / (1 - s)`` |
 
 with ``a = alpha_bar(t)`` (`diffusion.schedule`; on a sampling grid, the sigma the scheduler
 runs the grid timestep at) and, for flow matching, ``s = timestep / T`` its own noise level
@@ -21,10 +21,10 @@ returns: VP), whether a restart samples the reverse process (`is_stochastic`, TH
 "Stochastic and deterministic samplers": it depends on the class *and* its config or
 ``eta``), the ``eta`` a restart passes by default (`default_eta`: DDIM runs with ``eta = 1``,
 a sampler), and whether its ``step`` depends on ``(timestep, sample)`` alone, so that restarts
-from different timesteps can join one running loop (`SchedulerKind.single_step`). Flow matching's
-timestep names its noise level exactly (``1000 s``), so restarts start anywhere off the grid
-where the step reads only the scheduler's ``sigmas`` (`SchedulerKind.restart_anywhere`: FlowMatch
-Euler and flow-ancestral; DPM-Solver and UniPC snap to their grid). Model
+from different timesteps can join one running loop (`SchedulerKind.single_step`). Flow
+matching's timestep names its noise level exactly (``1000 s``), so restarts start anywhere off
+the grid where the step reads only the scheduler's ``sigmas`` (`SchedulerKind.restart_anywhere`:
+FlowMatch Euler and flow-ancestral; DPM-Solver and UniPC snap to their grid). Model
 evaluations per restart come from its restart plan (`schedule.restart_plan`: one model call
 per entry, Heun's second stages and PNDM's warm-up included).
 

@@ -263,8 +263,9 @@ def make_scheduler(name: str, config=None):
         flow_source, flow_target = _flow(config), name in FLOW_SCHEDULERS
         if flow_source != flow_target:
             fam = "flow matching" if flow_source else "VP/VE diffusion"
+            valid = ", ".join(n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == flow_source)
             raise ValueError(f"--scheduler {name!r} cannot replace {type(config).__name__}: the model was trained "
-                             f"for {fam}; valid: {', '.join(n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == flow_source)}")
+                             f"for {fam}; valid: {valid}")
         if flow_source:
             return cls.from_config(_flow_config(name, config))
         source, config = type(config), config.config

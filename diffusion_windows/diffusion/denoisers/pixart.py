@@ -16,7 +16,7 @@ import torch
 
 from .common import Condition, TransformerDenoiser, per_sample
 
-__all__ = ["PixArtDenoiser", "T5Condition"]
+__all__ = ["PixArtDenoiser"]
 
 
 class PixArtDenoiser(TransformerDenoiser):
@@ -95,6 +95,3 @@ class PixArtDenoiser(TransformerDenoiser):
         out = cond.guide(out)
         channels = self.latent_channels
         return out[:, :channels] if self.module.config.out_channels // 2 == channels else out
-
-
-T5Condition = Condition  # the name of what `prepare` returns, for readers coming from unet.TextCondition
