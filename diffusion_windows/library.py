@@ -24,8 +24,10 @@ from .options import LIBRARY_DEFAULTS, OptionError, check_values, parse_timestep
 __all__ = ["measure_window", "theory_predictions", "WindowRecord"]
 
 
-def _backend(pipe, classifier, features, mixture, *, num_inference_steps, eta, protocol, prompt, guidance_scale):
+def _backend(pipe, classifier, features, mixture, *, num_inference_steps, eta, protocol, prompt, guidance_scale,
+             class_label=None, height=None, width=None):
     from .diffusion.backend import DiffusionBackend
+    from .diffusion.models import conditioning
     from .features import DEFAULT_FEATURES, labels_feature
 
     labels = tuple(classifier.labels)
@@ -34,21 +36,19 @@ def _backend(pipe, classifier, features, mixture, *, num_inference_steps, eta, p
         features = DEFAULT_FEATURES if is_digits else [labels_feature(labels)]
         if is_digits and mixture is None:
             mixture = "default"
-    conditioning = {"prompt": prompt} if prompt else {}
-    if prompt and guidance_scale is not None:
-        conditioning["guidance_scale"] = guidance_scale
-    return DiffusionBackend(pipe, classifier, features, num_inference_steps, eta=eta, conditioning=conditioning,
-                            mixture=mixture, protocol=protocol)
+    return DiffusionBackend(pipe, classifier, features, num_inference_steps, eta=eta,
+                            conditioning=conditioning(prompt, guidance_scale, class_label), mixture=mixture,
+                            protocol=protocol, height=height, width=width)
 
 
 def measure_window(
-    pipe,                           # a diffusers pipeline (DDPM/DDIM, Stable Diffusion family, ...)
+    pipe,                           # a diffusers pipeline (DDPM/DDIM, Stable Diffusion, SD3, Flux, PixArt, Sana, DiT)
     classifier,                     # images [N,C,H,W] in [0,1] -> probabilities [N,K], with .labels
     *,
     features=None,                  # list of features.Feature (None: the default's digit+group, or one per label)
     samples: int = 8,               # base samples, each with its own seed
     restarts: int = 8,              # re-samples per base sample and timestep
-    timesteps="0:1000:100",         # "auto", "t1,t2,..." or "START:STOP:STEP" (training timesteps)
+    timesteps="0:1000:100",         # "auto", "t1,t2,..." or "START:STOP:STEP" (training timesteps; flow: 1000 sigma)
     protocol: str = "noise",        # "noise" (re-noise x0) or "branch" (the trajectory's own x_t)
     num_inference_steps: int = 50,  # N of the sampling grid
     seed: int = 0,                  # run seed (units derive their own)
@@ -59,6 +59,9 @@ def measure_window(
     mixture=None,                   # theory data in model space ("default": the digits training split)
     prompt: str | None = None,      # text pipelines
     guidance_scale: float | None = None,
+    class_label=None,               # class-conditional pipelines (DiT): an index or an id2label name
+    height: int | None = None,      # image size in pixels (None: the pipeline's)
+    width: int | None = None,
     theory=True,                    # False: skip; a Predictions (theory_predictions): reuse; True: compute
     out=None,                       # a folder: also write windows.json/csv and plots there
 ) -> list[WindowRecord]:
@@ -77,12 +80,16 @@ def measure_window(
     values = dict(samples=samples, restarts=restarts, protocol=protocol, num_inference_steps=num_inference_steps,
                   seed=seed, batch_size=batch_size, tolerance=tolerance, edge_precision=edge_precision, eta=eta,
                   prompt=prompt, guidance_scale=guidance_scale)
+    more = {k: v for k, v in dict(class_label=class_label, height=height, width=width).items() if v is not None}
     check_values(values)
+    check_values(dict(more, class_label=str(class_label)) if class_label is not None else more)
     if not isinstance(theory, bool) and not hasattr(theory, "windows"):
         raise OptionError(f"theory: {theory!r} is neither True, False nor a Predictions")
-    steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler))
+    steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler),
+                            flow=schedule.is_flow(pipe.scheduler))
     backend = _backend(pipe, classifier, features, mixture, num_inference_steps=num_inference_steps, eta=eta,
-                       protocol=protocol, prompt=prompt, guidance_scale=guidance_scale)
+                       protocol=protocol, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label,
+                       height=height, width=width)
     settings = Settings(samples=samples, restarts=restarts, timesteps=steps, seed=seed, batch_size=batch_size,
                         tolerance=tolerance, edge_precision=edge_precision)
     engine = Engine(backend, settings, MemoryStore(), quiet=True).run()
@@ -120,7 +127,8 @@ def theory_predictions(pipe, classifier, *, timesteps, features=None, mixture=No
     data = data_mixture(backend.mixture)
     if data is None:
         raise OptionError("mixture: theory_predictions needs the data (mixture=...) for a model that is not the default")
-    steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler))
+    steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler),
+                            flow=schedule.is_flow(pipe.scheduler))
     grid = backend.snap(steps) if steps != "auto" else list(backend.grid)
     return backend.predictions(data, delta=float(tolerance), times=grid, device=device)
 

@@ -10,7 +10,11 @@ may differ when a run resumes into a folder; every other one must match (`check_
 and so must the content fingerprints of the weights and images (`engine.fingerprint`).
 
 Time: every time here is in the model's unit: training timesteps of the scheduler for
-diffusion pipelines (an integer in ``[0, num_train_timesteps)``).
+diffusion pipelines (an integer in ``[0, num_train_timesteps)``); for flow-matching models
+(a ``FlowMatch*`` scheduler or one with ``use_flow_sigmas``, ``--scheduler flow-*``, the
+built-in ``gaussian-mixture-flow``) ``1000 sigma``: any number in ``[0, 1000]``, fractions
+allowed (`parse_timesteps`). Which unit a model folder uses is read from its
+``scheduler/scheduler_config.json`` (no diffusers import here).
 """
 from __future__ import annotations
 
@@ -25,17 +29,19 @@ import numpy as np
 
 DEFAULT_MODEL = "default"           # the bundled digits DDPM (diffusion_windows.diffusion.default)
 GAUSSIAN_MIXTURE = "gaussian-mixture"  # exact denoiser of a known mixture (diffusion_windows.diffusion.exact)
+GAUSSIAN_MIXTURE_FLOW = "gaussian-mixture-flow"  # the same mixture as a flow-matching model
 DEFAULT_TEXT = "default-text"       # the bundled story/addition language model (diffusion_windows.text.default)
-BUILTIN_MODELS = (DEFAULT_MODEL, GAUSSIAN_MIXTURE, DEFAULT_TEXT)
+BUILTIN_MODELS = (DEFAULT_MODEL, GAUSSIAN_MIXTURE, GAUSSIAN_MIXTURE_FLOW, DEFAULT_TEXT)
 TEXT_MODELS = (DEFAULT_TEXT,)
+FLOW_SCHEDULERS = ("flow-ancestral", "flow-euler")  # diffusion.schedule.FLOW_SCHEDULERS
 # per kind of model: the defaults of the options whose table default is None ("by model")
 KIND_DEFAULTS = {
     "diffusion": {"timesteps": "0:1000:50", "samples": 300, "restarts": 4, "edge_precision": 40},
     "text": {"timesteps": "0:1:0.1", "samples": 60, "restarts": 16, "edge_precision": 0.1, "max_new_tokens": 64,
              "temperature": 1.0, "top_p": 1.0, "outcome": "answer"},
 }
-DIFFUSION_ONLY = ("guidance_scale", "num_inference_steps", "scheduler", "eta", "labels", "clip_model",
-                  "clip_pretrained", "templates", "images")
+DIFFUSION_ONLY = ("guidance_scale", "class_label", "height", "width", "num_inference_steps", "scheduler", "eta",
+                  "labels", "clip_model", "clip_pretrained", "templates", "images")
 TEXT_ONLY = ("prompts", "system", "outcome", "max_new_tokens", "temperature", "top_p")
 PROTOCOLS = ("noise", "branch")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -71,6 +77,11 @@ def _positive(name, v):
 def _non_negative(name, v):
     if v < 0:
         raise OptionError(f"{_flag(name)}: {v} must not be negative")
+
+
+def _non_empty(name, v):
+    if not str(v).strip():
+        raise OptionError(f"{_flag(name)}: {v!r} is empty")
 
 
 def _unit_interval(name, v):
@@ -133,14 +144,21 @@ class Option:
 
 OPTIONS: tuple = (
     Option("model", DEFAULT_MODEL, str, "'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), "
-           "'default-text' (bundled language model), a diffusers pipeline folder or hub id, or a causal LM folder",
+           "'gaussian-mixture-flow' (its flow-matching twin), 'default-text' (bundled language model), a diffusers "
+           "pipeline folder or hub id (UNet pipelines, SD3, Flux.1, PixArt, Sana, DiT), or a causal LM folder",
            library=_NOT_LIBRARY),
     Option("prompt", None, str, "prompt of text pipelines and of language models"),
-    Option("guidance_scale", None, float, "classifier-free guidance scale of text pipelines", check=_non_negative),
+    Option("guidance_scale", None, float, "guidance scale (classifier-free; Flux dev: its guidance embedding)",
+           check=_non_negative),
+    Option("class_label", None, str, "class of class-conditional pipelines (DiT): an index or a name of its id2label",
+           check=_non_empty),
+    Option("height", None, int, "image height in pixels (default: the pipeline's)", check=_at_least(1)),
+    Option("width", None, int, "image width in pixels (default: the pipeline's)", check=_at_least(1)),
     Option("num_inference_steps", None, int, "steps of the sampling grid (default: 20 for the built-in models, "
            "else 50)", library=50, check=_at_least(1)),
     Option("scheduler", None, str, "swap the pipeline's scheduler: ddpm, ddim, euler, euler-ancestral, heun, dpm++, "
-           "unipc, pndm", library=_NOT_LIBRARY, check=_one_of(_schedulers)),
+           "unipc, pndm; flow-matching models: flow-ancestral (samples), flow-euler (the ODE)", library=_NOT_LIBRARY,
+           check=_one_of(_schedulers)),
     Option("eta", None, float, "DDIM eta (default 1.0 for DDIM: a stochastic sampler)", check=_unit_interval),
     Option("labels", None, str, "comma-separated CLIP zero-shot labels (default: the model's built-in features)",
            library=_NOT_LIBRARY),
@@ -155,8 +173,8 @@ OPTIONS: tuple = (
     Option("protocol", "noise", str, "noise: re-noise x0 each restart; branch: restart from the trajectory's own x_t",
            check=_one_of(lambda: PROTOCOLS)),
     Option("timesteps", None, None, "'auto', 't1,t2,...' or START:STOP:STEP: training timesteps, STOP excluded "
-           "(default 0:1000:50); language models: fractions of the response removed, STOP included (default "
-           "0:1:0.1)", library="0:1000:100"),
+           "(default 0:1000:50; flow-matching models: 1000 sigma in [0, 1000], fractions allowed); language "
+           "models: fractions of the response removed, STOP included (default 0:1:0.1)", library="0:1000:100"),
     Option("restarts", None, int, "re-samples per base sample and timestep (default: 4; language models: 16)",
            library=8, check=_at_least(1)),
     Option("tolerance", 0.1, float, "retention tolerance delta at both window edges", check=_open_unit),
@@ -219,11 +237,15 @@ def check_values(o: dict, names=None) -> dict:
     return o
 
 
-def parse_timesteps(spec, num_train_timesteps: int):
+def parse_timesteps(spec, num_train_timesteps: int, flow: bool = False):
     """Parse ``--timesteps``: "auto", "50,100,400" or "START:STOP:STEP" -> "auto" or sorted ints.
 
-    Values are training timesteps in ``[0, num_train_timesteps)``.
+    Values are training timesteps in ``[0, num_train_timesteps)``. With ``flow`` (flow-matching
+    models) they are ``1000 sigma``: numbers in ``[0, num_train_timesteps]``, fractions allowed
+    (a range steps by any positive number; whole values stay ints).
     """
+    if flow:
+        return _parse_flow_timesteps(spec, num_train_timesteps)
     T = num_train_timesteps
     if isinstance(spec, (list, tuple)):
         values = list(spec)
@@ -273,6 +295,50 @@ def _int(text, spec):
     if value != int(value):
         raise OptionError(f"--timesteps: {text!r} is not an integer training timestep")
     return int(value)
+
+
+def _flow_number(text, spec):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise OptionError(f"--timesteps: {str(text).strip()!r} in {spec!r} is not a number") from None
+    if not math.isfinite(value):
+        raise OptionError(f"--timesteps: {str(text).strip()!r} in {spec!r} is not a finite number")
+    value = round(value, 6)  # ranges with fractional steps: no 0.30000000000000004
+    return int(value) if value == int(value) else value
+
+
+def _parse_flow_timesteps(spec, T: int):
+    """`parse_timesteps` for flow matching: ``1000 sigma`` in ``[0, T]``, fractions allowed."""
+    if isinstance(spec, (list, tuple)):
+        values = [_flow_number(v, spec) for v in spec]
+    else:
+        spec = str(spec).strip()
+        if spec == "auto":
+            return "auto"
+        if ":" in spec:
+            parts = spec.split(":")
+            if len(parts) != 3:
+                raise OptionError(f"--timesteps: {spec!r} is not START:STOP:STEP")
+            start, stop, step = (_flow_number(p, spec) for p in parts)
+            if step <= 0:
+                raise OptionError(f"--timesteps: step {step} in {spec!r} must be positive")
+            if stop > T + step:
+                raise OptionError(f"--timesteps: stop {stop} in {spec!r} is above {T} (1000 sigma)")
+            values, k = [], 0
+            while start + k * step < stop - 1e-9:
+                values.append(_flow_number(start + k * step, spec))
+                k += 1
+            if not values:
+                raise OptionError(f"--timesteps: range {spec!r} is empty")
+        else:
+            values = [_flow_number(p, spec) for p in spec.split(",") if p.strip() != ""]
+            if not values:
+                raise OptionError(f"--timesteps: {spec!r} holds no timestep")
+    for v in values:
+        if v < 0 or v > T:
+            raise OptionError(f"--timesteps: {v} is outside [0, {T}] (flow matching: 1000 sigma)")
+    return sorted(set(values))
 
 
 def parse_labels(labels):
@@ -334,7 +400,37 @@ def _num_train_timesteps(model: str, info: dict | None) -> int:
 
 def is_text_model(info: dict | None) -> bool:
     """Whether a pipeline folder's components make it a text-conditioned pipeline."""
-    return bool(info) and any(k in info for k in ("text_encoder", "tokenizer", "text_encoder_2"))
+    return bool(info) and any(k in info for k in ("text_encoder", "tokenizer", "text_encoder_2", "text_encoder_3",
+                                                  "tokenizer_2", "tokenizer_3"))
+
+
+def is_class_model(info: dict | None) -> bool:
+    """Whether a pipeline folder holds a class-conditional pipeline (DiT)."""
+    if not info:
+        return False
+    transformer = info.get("transformer") or [None, None]
+    return info.get("_class_name") == "DiTPipeline" or (isinstance(transformer, list)
+                                                       and transformer[-1] == "DiTTransformer2DModel")
+
+
+def is_flow_model(model: str, info: dict | None, scheduler: str | None = None) -> bool | None:
+    """Whether the run's times are ``1000 sigma`` (flow matching): a ``--scheduler flow-*``, the built-in
+    flow model, or a folder whose scheduler is a ``FlowMatch*`` one or has ``use_flow_sigmas``;
+    None when unknown before loading (a hub id)."""
+    if scheduler is not None:
+        return scheduler in FLOW_SCHEDULERS
+    if model == GAUSSIAN_MIXTURE_FLOW:
+        return True
+    if model in BUILTIN_MODELS:
+        return False
+    if info is None:
+        return None
+    cfg = Path(model) / "scheduler" / "scheduler_config.json"
+    try:
+        c = json.loads(cfg.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return str(c.get("_class_name", "")).startswith("FlowMatch") or bool(c.get("use_flow_sigmas", False))
 
 
 def _check_device(device: str):
@@ -402,12 +498,20 @@ def resolve(options: dict) -> dict:
 def _resolve_diffusion(o: dict):
     info = model_index(o["model"])
     T = _num_train_timesteps(o["model"], info)
-    o["timesteps"] = parse_timesteps(o["timesteps"], T)
+    flow = is_flow_model(o["model"], info, o["scheduler"])
+    _check_scheduler_family(o, info)
+    o["timesteps"] = parse_timesteps(o["timesteps"], T, flow=bool(flow))
     o["labels"] = parse_labels(o["labels"])
     if is_text_model(info) and not o["prompt"]:
         raise OptionError(f"--prompt: the text pipeline {o['model']!r} needs a prompt")
     if o["model"] in BUILTIN_MODELS and o["prompt"]:
         raise OptionError(f"--prompt: the built-in model {o['model']!r} takes no prompt")
+    if is_class_model(info) and o["class_label"] is None:
+        raise OptionError(f"--class-label: the class-conditional pipeline {o['model']!r} needs a class label")
+    if o["class_label"] is not None and (o["model"] in BUILTIN_MODELS or (info and not is_class_model(info))):
+        raise OptionError(f"--class-label: {o['model']!r} is not a class-conditional pipeline")
+    if (o["height"] is not None or o["width"] is not None) and o["model"] in BUILTIN_MODELS:
+        raise OptionError(f"--height/--width: the built-in model {o['model']!r} has one size")
     if o["model"] not in BUILTIN_MODELS and o["labels"] is not None and o["clip_model"] is None:
         # the bundled tiny CLIP knows 8x8 digits only: it would label photos at random, silently
         raise OptionError(f"--labels: the pipeline {o['model']!r} needs a CLIP to classify them; "
@@ -434,8 +538,8 @@ def _resolve_diffusion(o: dict):
             raise OptionError(f"--templates: {o['templates']!r} needs --clip-model (the bundled CLIP has its own)")
     if o["clip_pretrained"] is not None and o["clip_model"] is None:
         raise OptionError(f"--clip-pretrained: {o['clip_pretrained']!r} needs --clip-model")
-    if o["model"] == GAUSSIAN_MIXTURE and (o["labels"] or o["clip_model"]):
-        raise OptionError("--labels: the gaussian-mixture model is classified by its own posterior")
+    if o["model"] in (GAUSSIAN_MIXTURE, GAUSSIAN_MIXTURE_FLOW) and (o["labels"] or o["clip_model"]):
+        raise OptionError(f"--labels: the {o['model']} model is classified by its own posterior")
     o["num_train_timesteps"] = T
 
 
@@ -519,6 +623,21 @@ def read_prompts(path) -> list:
     if not out:
         raise OptionError(f"--prompts: {str(path)!r} holds no prompt")
     return out
+
+
+def _check_scheduler_family(o: dict, info):
+    """A flow-matching model takes flow schedulers only, any other model the others (when known)."""
+    name = o["scheduler"]
+    if name is None:
+        return
+    model_flow = is_flow_model(o["model"], info)
+    if model_flow is None:
+        return  # a hub id: checked when it loads
+    if model_flow != (name in FLOW_SCHEDULERS):
+        kind = "flow-matching" if model_flow else "VP/VE diffusion"
+        valid = FLOW_SCHEDULERS if model_flow else tuple(n for n in _schedulers() if n not in FLOW_SCHEDULERS)
+        raise OptionError(f"--scheduler: {name!r} cannot drive the {kind} model {o['model']!r}; valid: "
+                          f"{', '.join(valid)}")
 
 
 def fingerprints(o: dict) -> dict:

@@ -13,7 +13,7 @@ from diffusers import (DDIMPipeline, DDIMScheduler, EulerAncestralDiscreteSchedu
 from diffusion_windows import hooks
 from diffusion_windows import schedule as S
 
-NAMES = list(S.SCHEDULERS)
+NAMES = [n for n in S.SCHEDULERS if n not in S.FLOW_SCHEDULERS]  # flow: tests/test_flow_schedule.py
 N = 6  # inference steps in most tests
 
 

@@ -8,7 +8,7 @@ from diffusers.configuration_utils import FrozenDict
 
 from diffusion_windows import schedule as S
 
-NAMES = list(S.SCHEDULERS)
+NAMES = [n for n in S.SCHEDULERS if n not in S.FLOW_SCHEDULERS]  # flow: tests/test_flow_schedule.py
 
 
 @pytest.fixture(params=NAMES)

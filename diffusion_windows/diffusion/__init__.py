@@ -1,8 +1,11 @@
 """Everything that imports diffusers: the diffusion backend and what it is built of.
 
-- `noise`: the noise-process table (every scheduler family as ``x_t = s(t) (x0 + sigma(t) eps)``)
+- `noise`: the noise-process table (every scheduler family as ``x_t = s(t) (x0 + sigma(t) eps)``:
+  VP, VE, flow matching)
+- `flow_ancestral`: the stochastic sampler for flow-matching models (``--scheduler flow-ancestral``)
 - `schedule`: time conversions (timestep, ou_time, sigma), sampling grids, restart plans
-- `denoisers`: adapters that call a pipeline's denoising model as its scheduler expects
+- `denoisers`: adapters that call a pipeline's denoising model as its scheduler expects (UNet,
+  SD3, Flux, PixArt, Sana, DiT)
 - `hooks`: `noise_to`, `denoise_from`, `sample_trajectory`, `denoise_staircase`
 - `images`: VAE `encode`/`decode`, real images as base samples
 - `backend`: `DiffusionBackend`, the engine's backend for diffusers pipelines

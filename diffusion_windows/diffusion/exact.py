@@ -6,6 +6,12 @@ of the components' conditional means, and the noise prediction is
 timestep, scalar or one per sample) maps to `alpha_bar` through the scheduler's
 `alphas_cumprod` given at construction (fractional timesteps: linear interpolation).
 `gaussian_mixture_model()` builds the built-in `--model gaussian-mixture`.
+
+As a flow-matching model (THEORY.md, "Flow matching"): `ExactFlowDenoiser` takes
+``x = (1 - s) x0 + s eps`` at timestep ``1000 s`` and returns the velocity
+``v = (x - E[x0 | x]) / s``, with ``E[x0 | x]`` the same posterior at the OU state
+``y = x / sqrt((1 - s)^2 + s^2)``, ``alpha_bar = (1 - s)^2 / ((1 - s)^2 + s^2)``.
+`gaussian_mixture_flow_model()` builds the built-in `--model gaussian-mixture-flow`.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from ..theory import GaussianMixture
 
-__all__ = ["ExactMixtureDenoiser", "GaussianMixtureModel", "gaussian_mixture_model",
-           "hierarchical_mixture", "posterior_classifier"]
+__all__ = ["ExactMixtureDenoiser", "ExactFlowDenoiser", "GaussianMixtureModel", "gaussian_mixture_model",
+           "gaussian_mixture_flow_model", "hierarchical_mixture", "posterior_classifier"]
 
 
 class ExactMixtureDenoiser(ModelMixin, ConfigMixin):
@@ -133,6 +139,41 @@ class ExactMixtureDenoiser(ModelMixin, ConfigMixin):
         return UNet2DOutput(sample=eps) if return_dict else (eps,)
 
 
+class ExactFlowDenoiser(ExactMixtureDenoiser):
+    """`unet(x, timestep).sample` = the exact flow-matching velocity of a mixture (module docstring).
+
+    ``timestep`` is ``T s`` (``T`` = ``num_train_timesteps``), a scalar or one per sample; its
+    ``alphas_cumprod`` buffer is unused. Build it with `from_flow_mixture`.
+    """
+
+    @classmethod
+    def from_flow_mixture(cls, mixture: GaussianMixture, sample_size: int, in_channels: int = 1,
+                          num_train_timesteps: int = 1000) -> "ExactFlowDenoiser":
+        """Velocity model of ``mixture`` (model space, d = in_channels * sample_size**2)."""
+        return cls.from_mixture(mixture, np.ones(num_train_timesteps), sample_size, in_channels)
+
+    def flow_sigma(self, timestep, batch: int) -> torch.Tensor:
+        """``s = timestep / T`` [batch] in (0, 1]."""
+        t = torch.as_tensor(timestep, dtype=torch.float64, device=self.log_weights.device)
+        t = t.reshape(-1).expand(batch) if t.numel() == 1 else t.reshape(-1)
+        if t.shape[0] != batch:
+            raise ValueError(f"timestep has {t.shape[0]} values for a batch of {batch}")
+        s = t / self.config.num_train_timesteps
+        if torch.any(s <= 0) or torch.any(s > 1):
+            raise ValueError(f"flow timestep outside (0, {self.config.num_train_timesteps}]: "
+                             f"{t.min().item()}..{t.max().item()}")
+        return s
+
+    def forward(self, sample: torch.Tensor, timestep, return_dict: bool = True, **kwargs):
+        n = sample.shape[0]
+        x = sample.reshape(n, -1).double()
+        s = self.flow_sigma(timestep, n).to(x.device)
+        r = torch.sqrt((1 - s) ** 2 + s ** 2)
+        _, mean = self.posterior(x / r[:, None], ((1 - s) / r) ** 2)
+        v = ((x - mean) / s[:, None]).to(sample.dtype).reshape(sample.shape)
+        return UNet2DOutput(sample=v) if return_dict else (v,)
+
+
 def posterior_classifier(denoiser: ExactMixtureDenoiser, labels):
     """Classifier images [N, C, H, W] in [0, 1] -> the mixture's exact posterior at
     timestep 0 (alpha_bar = 1) [N, K] float32 on cpu; x = 2 * img - 1 in model space."""
@@ -198,6 +239,26 @@ def gaussian_mixture_model(device: str = "cpu", sample_size: int = 8) -> Gaussia
                               clip_sample=False)
     unet = ExactMixtureDenoiser.from_mixture(mixture, scheduler.alphas_cumprod.double().numpy(),
                                              sample_size=sample_size, in_channels=1)
+    pipe = DDPMPipeline(unet=unet.to(device), scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    classifier = posterior_classifier(pipe.unet, LABELS)
+    features = [Feature("class", {name: (i,) for i, name in enumerate(LABELS)}),
+                Feature("group", dict(GROUPS))]
+    return GaussianMixtureModel(pipe, classifier, features, mixture)
+
+
+def gaussian_mixture_flow_model(device: str = "cpu", sample_size: int = 8, shift: float = 3.0) -> GaussianMixtureModel:
+    """The same mixture as `gaussian_mixture_model` as a flow-matching model: its exact velocity
+    (`ExactFlowDenoiser`, timestep ``1000 s``) under `FlowAncestralScheduler` (``shift=3`` as SD3,
+    a stochastic sampler: the forward-reverse experiment); ``--scheduler flow-euler`` gives the
+    flow ODE instead. The pipeline (a ``DDPMPipeline`` used as a container of unet and scheduler:
+    its loop is the flow loop too) is restarted by the hooks like any other."""
+    from ..features import Feature
+    from .flow_ancestral import FlowAncestralScheduler
+
+    mixture = hierarchical_mixture(sample_size=sample_size)
+    scheduler = FlowAncestralScheduler(num_train_timesteps=1000, shift=shift)
+    unet = ExactFlowDenoiser.from_flow_mixture(mixture, sample_size=sample_size, in_channels=1)
     pipe = DDPMPipeline(unet=unet.to(device), scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     classifier = posterior_classifier(pipe.unet, LABELS)

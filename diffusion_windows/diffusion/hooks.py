@@ -7,9 +7,12 @@ of the scheduler per call (multistep history never leaks; ``pipe.scheduler`` is 
 
 Time arguments are training timesteps (``timestep``): an integer in ``[0, T)`` or one of the
 N-step grid's own values (fractional for Euler-type schedulers); see `restart_timestep` for
-integers off the grid. Samples live in model space: latents for latent models, ``[-1, 1]``
-pixels otherwise; the loop's intermediate states are at the scale of the scheduler's noise
-process (`diffusion.noise`: variance exploding for Euler-type schedulers).
+integers off the grid. Flow-matching schedulers: ``timestep = 1000 s``, any number in
+``[0, 1000]``, a restart off the grid starting exactly there on the pipeline's own grid
+(Flux's ``sigmas`` and ``mu`` come from the adapter, ``grid_kwargs``). Samples live in model
+space: latents for latent models, ``[-1, 1]`` pixels otherwise; the loop's intermediate states
+are at the scale of the scheduler's noise process (`diffusion.noise`: variance exploding for
+Euler-type schedulers, ``(1 - s) x0 + s eps`` for flow matching).
 
 Conditioning: the pipeline's own ``__call__`` keywords (``prompt``, ``prompt_embeds``,
 ``negative_prompt_embeds``, ``guidance_scale``, ``pooled_prompt_embeds``, ...), turned into one
@@ -76,6 +79,12 @@ def _condition(den, n, hw, condition, call_kwargs):
 
 
 # ----------------------------------------------------------------------------- the loop
+def _model_input(scheduler, x, t):
+    """``scheduler.scale_model_input(x, t)``; flow-matching schedulers have none (the identity)."""
+    scale = getattr(scheduler, "scale_model_input", None)
+    return x if scale is None else scale(x, t)
+
+
 def _step_kwargs(scheduler, generator, eta) -> dict:
     params = inspect.signature(scheduler.step).parameters
     kwargs = {}
@@ -98,21 +107,22 @@ def _loop(den, scheduler, seq, x, cond, generator, eta, record=None):
     for k, t in enumerate(seq):
         if record is not None and k in record:
             record[k] = x
-        out = den(scheduler.scale_model_input(x, t), t, cond)
+        out = den(_model_input(scheduler, x, t), t, cond)
         x = scheduler.step(out, t, x, **kwargs, return_dict=False)[0]
     return x
 
 
 # ----------------------------------------------------------------------------- public API
 @torch.inference_mode()
-def noise_to(scheduler, x0, timestep, *, noise=None, generator=None, num_inference_steps=None):
+def noise_to(scheduler, x0, timestep, *, noise=None, generator=None, num_inference_steps=None, grid_kwargs=None):
     """A draw of ``q(x_t | x_0)`` at training ``timestep`` (one value or a 1-D tensor, one per
     sample): ``s(t) (x0 + sigma(t) noise)`` in the scale the scheduler's loop works in
     (`diffusion.noise`; VP: ``sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise``, Euler-type:
-    ``x0 + sigma noise``). ``generator`` may be a list with one generator per sample. With
+    ``x0 + sigma noise``, flow matching: ``(1 - s) x0 + s noise`` with ``s = timestep / 1000``).
+    ``generator`` may be a list with one generator per sample. With
     ``num_inference_steps``, a timestep of that grid is noised to the sigma the scheduler runs
-    it at (Karras and other custom sigmas; `schedule.sigma`): pass it for restarts that
-    `denoise_from` continues on that grid.
+    it at (Karras and other custom sigmas; `schedule.sigma`; DPM-Solver's integer flow grid): pass
+    it for restarts that `denoise_from` continues on that grid.
 
     Example::
 
@@ -136,7 +146,7 @@ def noise_to(scheduler, x0, timestep, *, noise=None, generator=None, num_inferen
         noise = randn_tensor(x0.shape, generator=_check_generator(generator, n), device=x0.device, dtype=x0.dtype)
     elif noise.shape != x0.shape:
         raise ValueError(f"noise shape {tuple(noise.shape)} differs from x0 shape {tuple(x0.shape)}")
-    return noise_table.noise_to(scheduler, x0, t, noise, num_inference_steps)
+    return noise_table.noise_to(scheduler, x0, t, noise, num_inference_steps, grid_kwargs)
 
 
 @torch.inference_mode()
@@ -170,7 +180,8 @@ def denoise_from(pipe, x_t, timestep, *, num_inference_steps=None, generator=Non
         prompt=prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         guidance_scale=guidance_scale, pooled_prompt_embeds=pooled_prompt_embeds,
         negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, **call_kwargs))
-    scheduler, seq, start = restart_plan(pipe.scheduler, timestep, n_steps, x.device)
+    grid_kwargs = den.grid_kwargs(n_steps, tuple(x.shape[-2:]))
+    scheduler, seq, start = restart_plan(pipe.scheduler, timestep, n_steps, x.device, grid_kwargs)
     generator = _check_generator(generator, x.shape[0])
     if len(seq) == 0:
         x = noise_table.to_model_space(scheduler, x, start)
@@ -203,11 +214,12 @@ def sample_trajectory(pipe, *, batch_size=1, num_inference_steps=None, generator
         prompt=prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         guidance_scale=guidance_scale, pooled_prompt_embeds=pooled_prompt_embeds,
         negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, **call_kwargs))
-    grid = inference_timesteps(pipe.scheduler, n_steps)
-    scheduler, seq, _ = restart_plan(pipe.scheduler, grid[0], n_steps, device)
+    grid_kwargs = den.grid_kwargs(n_steps, shape[-2:])
+    grid = inference_timesteps(pipe.scheduler, n_steps, grid_kwargs)
+    scheduler, seq, _ = restart_plan(pipe.scheduler, grid[0], n_steps, device, grid_kwargs)
     generator = _check_generator(generator, shape[0])
     x = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-    x = x * scheduler.init_noise_sigma
+    x = x * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching: none (pure noise at s = 1)
     values = seq.double().cpu().numpy()
     positions = [int(np.nonzero(np.abs(values - g) < 1e-3)[0][-1]) for g in grid]
     record = dict.fromkeys(positions)
@@ -239,8 +251,9 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
     """`denoise_from` for many ``groups`` of ``(x_t, timestep, generators)`` at once.
 
     Single-step schedulers (`noise.SchedulerKind.single_step`: DDPM, DDIM, Euler, Euler
-    ancestral) run one loop from the largest timestep; a group joins when the loop reaches its
-    start (an off-grid custom start first takes its own step to the next grid timestep), so
+    ancestral, FlowMatch Euler, flow-ancestral) run one loop from the largest timestep; a group
+    joins when the loop reaches its start (an off-grid custom start first takes its own step to
+    the next grid timestep), so
     every model call is one batch at a scalar timestep. Schedulers with history or
     second-order stages (DPM-Solver, UniPC, PNDM, Heun) run one loop per distinct start.
     ``max_batch`` caps the samples per loop: samples are ordered by start (then group order)
@@ -271,13 +284,15 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
         prompt=prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         guidance_scale=guidance_scale, pooled_prompt_embeds=pooled_prompt_embeds,
         negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, **call_kwargs))
+    grid_kwargs = den.grid_kwargs(n_steps, tuple(x_all.shape[-2:]))
     plans, keys = {}, []
     for t in starts:  # one restart plan per distinct start
         key = float(t) if not torch.is_tensor(t) else float(t.item())
         if key not in plans:
-            plans[key] = restart_plan(pipe.scheduler, t, n_steps, device)
+            plans[key] = restart_plan(pipe.scheduler, t, n_steps, device, grid_kwargs)
         keys.append(key)
-    base = restart_plan(pipe.scheduler, inference_timesteps(pipe.scheduler, n_steps)[0], n_steps, device)
+    base = restart_plan(pipe.scheduler, inference_timesteps(pipe.scheduler, n_steps, grid_kwargs)[0], n_steps, device,
+                        grid_kwargs)
     staircase = noise_table.scheduler_kind(pipe.scheduler).single_step
     base_seq = base[1].double().cpu().numpy()
 
@@ -340,7 +355,7 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
         for k in range(first, len(seq)):
             m = bisect.bisect_right(positions, k)  # samples that have joined: a prefix
             kwargs = _step_kwargs(scheduler, _gens(g[:m]), eta)
-            out_k = den(scheduler.scale_model_input(x[:m], seq[k]), seq[k], c)
+            out_k = den(_model_input(scheduler, x[:m], seq[k]), seq[k], c)
             evals[piece[:m]] += rows
             x[:m] = scheduler.step(out_k, seq[k], x[:m], **kwargs, return_dict=False)[0]
         for key in {keys[i] for i in piece if join[keys[i]] == (len(seq), 0)}:  # no step ran

@@ -2,7 +2,8 @@
 real images as base samples (`load_images`, ``--images DIR``).
 
 Model space: latents for latent models (``z * scaling_factor`` after ``shift_factor`` or
-``latents_mean``/``latents_std``), ``2 x - 1`` pixels otherwise; images are ``[N, C, H, W]``
+``latents_mean``/``latents_std``; SD3 and Flux shift, Sana's ``AutoencoderDC`` only scales and
+encodes deterministically), ``2 x - 1`` pixels otherwise; images are ``[N, C, H, W]``
 in ``[0, 1]``. `decode` runs in chunks of at most ``batch_size`` images and moves each chunk's
 images to ``device`` (default: where they were decoded), so memory on the GPU never grows
 with the number of samples. A fp16 VAE whose config says ``force_upcast`` decodes in float32
@@ -92,8 +93,12 @@ def encode(pipe, images, *, generator=None):
         raise ValueError(f"images shape {tuple(getattr(images, 'shape', ()))}: the VAE takes "
                          f"[N, {channels}, H, W]")
     with _upcast(vae):
-        posterior = vae.encode((images * 2 - 1).to(vae.device, vae.dtype)).latent_dist
-        z = posterior.sample(generator) if generator is not None else posterior.mode()
+        encoded = vae.encode((images * 2 - 1).to(vae.device, vae.dtype))
+        posterior = getattr(encoded, "latent_dist", None)
+        if posterior is None:  # AutoencoderDC: a deterministic encoder
+            z = encoded.latent if hasattr(encoded, "latent") else encoded[0]
+        else:
+            z = posterior.sample(generator) if generator is not None else posterior.mode()
         cfg = vae.config
         stats = _latent_stats(cfg, z)
         if stats is not None:
@@ -103,21 +108,23 @@ def encode(pipe, images, *, generator=None):
     return z.to(device, dtype)
 
 
-def image_shape(pipe) -> tuple[int, int, int]:
-    """(channels, height, width) of the images a pipeline produces."""
+def image_shape(pipe, height=None, width=None) -> tuple[int, int, int]:
+    """(channels, height, width) of the images a pipeline produces (at ``height x width`` if given)."""
     from .denoisers import denoiser
 
-    return denoiser(pipe).image_shape()
+    den = denoiser(pipe)
+    return den.image_shape() if height is None and width is None else den.image_shape(height, width)
 
 
-def load_images(folder, pipe) -> torch.Tensor:
+def load_images(folder, pipe, height=None, width=None) -> torch.Tensor:
     """The image files of ``folder`` (sorted by name), resized (bilinear, antialiased) to the
-    pipeline's output size and converted to its channels: a float tensor [N, C, H, W] in [0, 1]."""
+    pipeline's output size (or ``height x width``) and converted to its channels: a float tensor
+    [N, C, H, W] in [0, 1]."""
     from PIL import Image
 
     from ..options import list_images
 
-    c, h, w = image_shape(pipe)
+    c, h, w = image_shape(pipe, height, width)
     out = []
     for path in list_images(folder):
         with Image.open(path) as im:

@@ -2,12 +2,17 @@
 
 `BUILTIN_MODELS` maps a name to a loader ``(device, dtype) -> Builtin`` (pipeline, classifier,
 features, theory data); any other name is a local diffusers pipeline folder or a hub id
-(`DiffusionPipeline.from_pretrained`), classified by `clip_zero_shot` over ``--labels``.
+(`DiffusionPipeline.from_pretrained`) of a supported family (`denoisers.FAMILIES`: UNet
+pipelines, SD3/3.5, Flux.1, PixArt-α/Σ, Sana, DiT; any other fails at load with one line),
+classified by `clip_zero_shot` over ``--labels``. Its conditioning comes from ``--prompt``,
+``--guidance-scale`` and ``--class-label`` (`conditioning`), its size from ``--height``/``--width``.
 
 - ``"default"``: the bundled digits DDPM and tiny CLIP (`diffusion.default`), the digit and
   coarse features; theory data = the training split.
 - ``"gaussian-mixture"``: the exact denoiser of a built-in hierarchical Gaussian mixture
   (`diffusion.exact`), classified by the mixture's own posterior.
+- ``"gaussian-mixture-flow"``: the same mixture as a flow-matching model (its exact velocity)
+  under the flow-ancestral sampler (``--scheduler flow-euler``: the ODE).
 
 A failure to load raises `ModelLoadError` with one line (the CLI exits 2).
 """
@@ -18,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["BUILTIN_MODELS", "BUILTIN_STEPS", "DEFAULT_STEPS", "DTYPES", "ModelLoadError", "load_backend"]
+__all__ = ["BUILTIN_MODELS", "BUILTIN_STEPS", "DEFAULT_STEPS", "DTYPES", "ModelLoadError", "load_backend",
+           "conditioning"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BUILTIN_STEPS = 20  # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
@@ -53,7 +59,30 @@ def _gaussian_mixture(device, dtype) -> Builtin:
     return Builtin(gm.pipe, gm.classifier, tuple(gm.features), gm.mixture)
 
 
-BUILTIN_MODELS = {"default": _default, "gaussian-mixture": _gaussian_mixture}
+def _gaussian_mixture_flow(device, dtype) -> Builtin:
+    from .exact import gaussian_mixture_flow_model
+
+    gm = gaussian_mixture_flow_model(device=device)
+    return Builtin(gm.pipe, gm.classifier, tuple(gm.features), gm.mixture)
+
+
+BUILTIN_MODELS = {"default": _default, "gaussian-mixture": _gaussian_mixture,
+                  "gaussian-mixture-flow": _gaussian_mixture_flow}
+
+
+def conditioning(prompt=None, guidance_scale=None, class_label=None) -> dict:
+    """The pipeline ``__call__`` keywords of a run: ``prompt`` (text pipelines), ``class_labels``
+    (class-conditional ones: an index, or a name of the pipeline's ``id2label``) and, with
+    either, ``guidance_scale``."""
+    out = {}
+    if prompt:
+        out["prompt"] = prompt
+    if class_label is not None:
+        text = str(class_label).strip()
+        out["class_labels"] = int(text) if text.lstrip("-").isdigit() else text
+    if out and guidance_scale is not None:
+        out["guidance_scale"] = float(guidance_scale)
+    return out
 
 
 def load_backend(o: dict):
@@ -79,22 +108,28 @@ def load_backend(o: dict):
     if o["scheduler"] is not None:
         from .schedule import make_scheduler
 
-        pipe.scheduler = make_scheduler(o["scheduler"], pipe.scheduler)
-    if device.startswith("cuda"):
+        try:
+            pipe.scheduler = make_scheduler(o["scheduler"], pipe.scheduler)
+        except ValueError as e:
+            raise ModelLoadError(str(e)) from None
+    if device.startswith("cuda") and getattr(pipe, "unet", None) is not None:
         pipe.unet.to(memory_format=torch.channels_last)
-    conditioning = {}
-    if o["prompt"]:
-        conditioning["prompt"] = o["prompt"]
-        if o["guidance_scale"] is not None:
-            conditioning["guidance_scale"] = float(o["guidance_scale"])
+    cond = conditioning(o["prompt"], o["guidance_scale"], o.get("class_label"))
+    height, width = o.get("height"), o.get("width")
     images = None
     if o["images"]:
         from .images import load_images
 
-        images = load_images(o["images"], pipe)
+        images = load_images(o["images"], pipe, height, width)
     steps = o["num_inference_steps"] or (BUILTIN_STEPS if o["model"] in BUILTIN_MODELS else DEFAULT_STEPS)
-    return DiffusionBackend(pipe, classifier, features, steps, eta=o["eta"], conditioning=conditioning,
-                            mixture=mixture, protocol=o["protocol"], images=images, name=o["model"])
+    try:
+        backend = DiffusionBackend(pipe, classifier, features, steps, eta=o["eta"], conditioning=cond,
+                                   mixture=mixture, protocol=o["protocol"], images=images, name=o["model"],
+                                   height=height, width=width)
+        backend.rows  # the conditioning is checked (prompt encoded) before any unit runs
+    except ValueError as e:
+        raise ModelLoadError(f"--model {o['model']!r}: {e}") from None
+    return backend
 
 
 def _quiet_cast(module, dtype):
@@ -124,8 +159,15 @@ def _from_pretrained(name: str, dtype, device):
         raise ModelLoadError(f"--model: cannot load {name!r}: {msg}") from None
     finally:
         logging.set_verbosity(level)
-    if not hasattr(pipe, "unet") or not hasattr(pipe, "scheduler"):
-        raise ModelLoadError(f"--model: {name!r} has no unet and scheduler (not a UNet diffusion pipeline)")
+    from .denoisers import denoiser
+
+    try:
+        denoiser(pipe)  # a family the toolkit restarts, else one line naming it and the supported ones
+        from .noise import scheduler_kind
+
+        scheduler_kind(pipe.scheduler)
+    except ValueError as e:
+        raise ModelLoadError(f"--model: {name!r}: {e}") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

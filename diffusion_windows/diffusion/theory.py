@@ -1,8 +1,9 @@
 """The theory of a diffusion run: its data as a mixture, and the schedule as an axis of ou_time.
 
 - `ScheduleAxis(scheduler, num_inference_steps)`: training timestep <-> ou_time
-  (`diffusion.schedule`; a grid timestep at the sigma the scheduler runs it), and whether an
-  ou_time lies beyond the schedule.
+  (`diffusion.schedule`; a grid timestep at the sigma the scheduler runs it; flow matching:
+  ``1000 s`` <-> ``0.5 ln(1 + (s / (1 - s))^2)``, exact), and whether an ou_time lies beyond
+  the schedule (flow matching reaches ``ou_time = inf`` at ``s = 1``: never beyond).
 - `data_mixture(kind, base_points=None, base_labels=None)`: the data the theory reads: the
   bundled model's training split ("default", `theory.EmpiricalMixture` in model space
   ``2 x - 1``); a known mixture (the built-in Gaussian mixture); or, for any other pipeline,
@@ -25,7 +26,10 @@ import numpy as np
 from ..analysis.compare import Predictions, theory_number
 from . import schedule
 
-__all__ = ["ScheduleAxis", "data_mixture", "default_mixture", "predict", "schedule_arrays"]
+__all__ = ["ScheduleAxis", "data_mixture", "default_mixture", "predict", "schedule_arrays", "OU_PURE_NOISE"]
+
+
+OU_PURE_NOISE = 30.0  # ou_time at which the theory reads pure noise (flow matching's s = 1)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,8 @@ class ScheduleAxis:
         """"above" past the schedule's last timestep, "below" before its first, None on it or undefined."""
         if ou is None or not np.isfinite(ou):
             return "above" if ou == np.inf else None
-        lo, hi = schedule.ou_time(self.scheduler, [0, schedule.num_train_timesteps(self.scheduler) - 1])
+        T = schedule.num_train_timesteps(self.scheduler)
+        lo, hi = schedule.ou_time(self.scheduler, [0, T if schedule.is_flow(self.scheduler) else T - 1])
         return "above" if ou > hi else "below" if ou < lo else None
 
     def from_theory(self, ou):
@@ -129,7 +134,9 @@ def predict(mixture, features, *, delta: float, axis: ScheduleAxis, times, seed:
 
     started = time.perf_counter()
     times = tuple(sorted({float(t) for t in times}))
-    ou = axis.to_theory(times)
+    # flow matching reaches s = 1, pure noise (ou_time = inf), where every posterior is the prior:
+    # the theory there is read at an ou_time far past any window (exp(-30) = 9e-14), the same numbers
+    ou = np.minimum(axis.to_theory(times), OU_PURE_NOISE)
     windows = predict_windows(mixture, _theory_features(mixture, features), delta=delta, ou_times=ou, seed=seed,
                               device=device)
     t_s = speciation_time(mixture)  # Biroli et al.; the Gram matrix, never a d x d covariance

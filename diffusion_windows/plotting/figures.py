@@ -1,9 +1,10 @@
 """Figures from a sweep's output folder: retention curves (window.png), image strips (strip.png).
 
 Plot functions take results read from the folder (``windows.json``, ``strip.safetensors``
-and ``strip.json``), never a model. Time on the x axis is the training ``timestep``,
-drawn decreasing from left to right so that generation (large timestep -> 0) reads
-left to right; the top axis shows the same points in ``ou_time`` (THEORY.md, "Setting").
+and ``strip.json``), never a model. Time on the x axis is the run's own unit
+(``time_unit`` in ``windows.json``: the training ``timestep``, or ``1000 sigma`` for
+flow-matching models), drawn decreasing from left to right so that generation (large time ->
+0) reads left to right; the top axis shows the same points in ``ou_time`` (THEORY.md, "Setting").
 Figures are plain ``matplotlib.figure.Figure`` objects (Agg), no pyplot state.
 """
 
@@ -24,14 +25,15 @@ __all__ = ["load_results", "load_strip", "plot_windows", "plot_strip", "save_plo
 _RECORD_KEYS = ("feature", "value", "base_rate", "timesteps", "retention", "ci_low", "ci_high")
 _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
           "xtick.labelsize": 8, "ytick.labelsize": 8}
-_X_LABELS = {  # windows.json "time_unit" -> the bottom axis
-    "timestep": "training timestep  (generation runs left \u2192 right)",
-    "fraction removed": "fraction of the response removed  (generation runs left \u2192 right)",
-}
+_X_LABEL = "training timestep  (generation runs left \u2192 right)"
+_UNIT_LABELS = {"timestep": "training timestep", "1000 sigma": "1000 \u03c3  (flow-matching noise level)",
+                "fraction removed": "fraction of the response removed"}
 
 
-def _x_label(unit) -> str:
-    return _X_LABELS.get(unit or "timestep", f"{unit}  (generation runs left \u2192 right)")
+def x_label(time_unit) -> str:
+    """The bottom axis' label for a run's ``time_unit`` (``windows.json``; absent: training timesteps)."""
+    unit = _UNIT_LABELS.get(time_unit or "timestep", str(time_unit))
+    return f"{unit}  (generation runs left \u2192 right)"
 
 
 def load_results(out_dir) -> dict:
@@ -157,7 +159,7 @@ def _ou_axis(ax, schedule):
     sec.set_xticklabels([f"{c:g}" for c in keep])
 
 
-def _draw_panel(ax, rows_ax, records, title, tolerance_default=0.1, unit=None):
+def _draw_panel(ax, rows_ax, records, title, tolerance_default=0.1, xlabel=_X_LABEL):
     many = len(records) > 4
     colors = [f"C{i % 10}" for i in range(len(records))]
     lw = 1.0 if many else 1.8
@@ -226,7 +228,7 @@ def _draw_panel(ax, rows_ax, records, title, tolerance_default=0.1, unit=None):
     rows_ax.tick_params(axis="y", length=0)
     rows_ax.grid(axis="x", color="0.9", lw=0.6)
     rows_ax.set_axisbelow(True)
-    rows_ax.set_xlabel(_x_label(unit))
+    rows_ax.set_xlabel(xlabel)
     rows_ax.set_ylabel("window", fontsize=8)
     rh = [Line2D([], [], color="0.4", lw=6, label="measured window")]
     rh.append(Line2D([], [], color="0.4", lw=1.2, marker="|", ms=7, label="edge 95% CI"))
@@ -274,12 +276,13 @@ def plot_windows(results: dict, *, feature: str | None = None) -> Figure:
                 title = f"{name} within {of} {parents[0]}" if len(parents) == 1 else f"{name} within {of}"
             if nested:  # disambiguate values that repeat across parents
                 recs = [dict(r, value=f"{r['value']} | {r['parent']}") for r in recs]
-            h, rh = _draw_panel(ax, rows_ax, recs, title, unit=results.get("time_unit"))
+            h, rh = _draw_panel(ax, rows_ax, recs, title, xlabel=x_label(results.get("time_unit")))
             handles.update((x.get_label(), x) for x in h)
             row_handles.update((x.get_label(), x) for x in rh)
             t_all = np.concatenate([_arr(r, "timesteps") for r in recs])
             sched = results.get("schedule") or {}
             t_max = float(np.max(sched["timestep"])) if sched.get("timestep") else t_all.max()
+            t_max = max(t_max, float(np.nanmax(t_all)))  # flow matching's grid reaches 1000 sigma
             ax.set_xlim(t_max, 0.0)  # inverted: generation reads left to right
             _ou_axis(ax, sched)
         ax.legend(handles=list(handles.values()), loc="upper left", bbox_to_anchor=(1.01, 1.0),
@@ -342,7 +345,8 @@ def plot_strip(images, meta: dict) -> Figure:
         ax.tick_params(length=0)
         for s in ax.spines.values():
             s.set_visible(False)
-        ax.set_xlabel("restart timestep  (generation runs left \u2192 right; "
+        unit = "1000 \u03c3" if meta.get("time_unit") == "1000 sigma" else "timestep"
+        ax.set_xlabel(f"restart {unit}  (generation runs left \u2192 right; "
                       "last column: the base sample)")
         ax.set_title(f"re-samples of each base sample{f' — {feature}' if feature else ''}",
                      loc="left", fontweight="bold")
@@ -370,7 +374,8 @@ def save_plots(out_dir, *, out=None, dpi: int = 150) -> list[str]:
     fig.savefig(paths[-1], dpi=dpi)
     strip = load_strip(out_dir)
     if strip is not None:
-        fig = plot_strip(*strip)
+        images, meta = strip
+        fig = plot_strip(images, {**meta, "time_unit": meta.get("time_unit", results.get("time_unit"))})
         paths.append(os.path.join(out, "strip.png"))
         fig.savefig(paths[-1], dpi=dpi)
     return paths

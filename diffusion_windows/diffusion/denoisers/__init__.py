@@ -4,7 +4,7 @@
 `denoiser(pipe)` returns an adapter chosen by the class of the pipeline's denoising model
 (its ``unet`` or ``transformer``, unwrapped from ``torch.compile``) from `ADAPTERS`; any other
 ``unet`` (a wrapper, a custom model) takes the UNet call; any other transformer fails with one
-line naming it and listing the supported families. Every adapter offers:
+line naming it and listing the supported families (`FAMILIES`). Every adapter offers:
 
 - ``adapter(x, t, cond)``: the model output for the loop state ``x`` (after the scheduler's
   ``scale_model_input``) at scalar timestep ``t``, in the scheduler's convention (noise or
@@ -14,9 +14,14 @@ line naming it and listing the supported families. Every adapter offers:
   object for ``n`` samples (``None`` for unconditional models) with ``take(index)`` (the rows of
   a sub-batch) and ``rows`` (model rows per sample: 2 with guidance);
 - ``device``, ``dtype``, ``sample_shape(height=None, width=None)`` (the loop state
-  ``[C, H, W]``), ``image_shape()`` (decoded images ``[C, H, W]``), ``check_sample(x, name)``.
+  ``[C, H, W]``), ``image_shape(height=None, width=None)`` (decoded images ``[C, H, W]``),
+  ``check_sample(x, name)``;
+- ``grid_kwargs(num_inference_steps, hw)``: the pipeline's extra ``set_timesteps`` keywords for
+  its N-step grid at latent size ``hw`` (Flux: ``sigmas`` and ``mu``; most: none).
 
 Samples stay ``[N, C, H, W]`` outside the adapter (a model that packs latents packs them inside).
+The adapters, one module each: `unet` (UNet2DModel, Stable Diffusion 1.x/2.x/XL), `sd3`
+(SD3/3.5), `flux` (Flux.1 dev and schnell), `pixart` (PixArt-α and -Σ), `sana`, `dit`.
 
 Example::
 
@@ -26,16 +31,31 @@ Example::
 """
 from __future__ import annotations
 
+from .dit import DiTDenoiser
+from .flux import FluxDenoiser
+from .pixart import PixArtDenoiser
+from .sana import SanaDenoiser
+from .sd3 import SD3Denoiser
 from .unet import UNetDenoiser
 
-__all__ = ["ADAPTERS", "denoiser", "UNetDenoiser"]
+__all__ = ["ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser", "PixArtDenoiser",
+           "SanaDenoiser", "DiTDenoiser"]
 
 # denoising-model class name -> adapter (names, so that optional diffusers classes need not import)
 ADAPTERS: dict = {
     "UNet2DModel": UNetDenoiser,
     "UNet2DConditionModel": UNetDenoiser,
     "ExactMixtureDenoiser": UNetDenoiser,
+    "SD3Transformer2DModel": SD3Denoiser,
+    "FluxTransformer2DModel": FluxDenoiser,
+    "PixArtTransformer2DModel": PixArtDenoiser,
+    "SanaTransformer2DModel": SanaDenoiser,
+    "DiTTransformer2DModel": DiTDenoiser,
 }
+
+# the families the adapters cover, for the one line that refuses any other pipeline
+FAMILIES = ("DDPM/DDIM (UNet2DModel)", "Stable Diffusion 1.x/2.x/XL", "Stable Diffusion 3/3.5", "Flux.1 dev/schnell",
+            "PixArt-alpha/sigma", "Sana", "DiT")
 
 
 def _module(pipe):
@@ -55,8 +75,14 @@ def denoiser(pipe):
     inner = getattr(module, "_orig_mod", module)  # torch.compile wraps the model
     for cls in type(inner).__mro__:
         if cls.__name__ in ADAPTERS:
-            return ADAPTERS[cls.__name__](pipe, module)
+            adapter = ADAPTERS[cls.__name__]
+            known = getattr(adapter, "PIPELINES", ())
+            if known and not any(c.__name__ in known for c in type(pipe).__mro__):
+                raise ValueError(f"pipeline {type(pipe).__name__} is not supported (its {type(module).__name__} is, "
+                                 f"as {', '.join(known)} call it; this pipeline adds inputs the restarts would drop); "
+                                 f"supported families: {', '.join(FAMILIES)}")
+            return adapter(pipe, module)
     if getattr(pipe, "unet", None) is module:  # any other unet (a wrapper, a custom model) takes the UNet call
         return UNetDenoiser(pipe, module)
     raise ValueError(f"pipeline {type(pipe).__name__} with denoiser {type(module).__name__} is not supported; "
-                     f"supported denoisers: {', '.join(ADAPTERS)}")
+                     f"supported families: {', '.join(FAMILIES)}")

@@ -96,9 +96,9 @@ class UNetDenoiser:
             h, w = int(height) // factor, int(width if width is not None else height) // factor
         return int(self.module.config.in_channels), h, w
 
-    def image_shape(self) -> tuple:
-        """``[C, H, W]`` of the images the pipeline produces."""
-        h, w = self._size()
+    def image_shape(self, height=None, width=None) -> tuple:
+        """``[C, H, W]`` of the images the pipeline produces (at ``height x width`` pixels if given)."""
+        h, w = self._size() if height is None and width is None else self.sample_shape(height, width)[1:]
         vae = getattr(self.pipe, "vae", None)
         if vae is not None:
             factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -120,6 +120,10 @@ class UNetDenoiser:
             factor = 2 ** (len(getattr(cfg, "block_out_channels", (0,))) - 1)
             if x.shape[-2] % factor or x.shape[-1] % factor:
                 raise ValueError(f"{name} shape {tuple(x.shape)}: size must be a multiple of {factor}")
+
+    def grid_kwargs(self, num_inference_steps: int, hw=None) -> dict:
+        """The grid is ``set_timesteps(N)``'s: no extra keywords."""
+        return {}
 
     # ------------------------------------------------------------------ conditioning
     def prepare(self, n, hw=None, *, prompt=None, prompt_embeds=None, negative_prompt_embeds=None,
