@@ -1,11 +1,19 @@
 """GPU benchmark: the measurement at Stable Diffusion scale, against the bare denoiser's peak throughput.
 
-Builds an SD-1.5-shaped pipeline in code (random weights: `UNet2DConditionModel` with SD 1.5's
-config, 860 M parameters; SD's `AutoencoderKL`, 84 M; prompt embeddings of CLIP's shape, no text
-encoder) and a random open_clip ViT-B-32 zero-shot classifier, and runs the sweep's measurement
-through the engine (`DiffusionBackend`, fp16, classifier-free guidance 7.5, 50 DDPM steps, 8 base
-samples x 8 restarts x 10 timesteps by default). In the same process it times the bare UNet in a
-tight loop at the run's largest batch. Prints one JSON object as its last line:
+Builds a pipeline of a real model's shape in code, with random weights and random prompt
+embeddings of its text encoders' shapes (no text encoder), and a random open_clip ViT-B-32
+zero-shot classifier, and runs the sweep's measurement through the engine (`DiffusionBackend`,
+fp16, 8 base samples x 8 restarts x 10 timesteps by default):
+
+- ``--family sd15`` (default): `UNet2DConditionModel` with SD 1.5's config (860 M parameters),
+  SD's `AutoencoderKL` (84 M), classifier-free guidance 7.5, 50 DDPM steps;
+- ``--family sd3``: `SD3Transformer2DModel` with SD3-medium's config (2 B), a 16-channel VAE,
+  guidance 7.0, 28 steps of the stochastic flow sampler (``flow-ancestral``);
+- ``--family flux``: `FluxTransformer2DModel` with Flux.1-dev's config (12 B; 24 GB of weights in
+  fp16), the guidance embedding instead of guidance batches, 28 flow-ancestral steps.
+
+In the same process it times the bare denoiser (the same adapter call, in a tight loop) at the
+run's largest batch. Prints one JSON object as its last line:
 
 - ``denoiser_samples_per_s``: denoiser rows evaluated / wall time of the whole measurement
   (base samples, restarts, decode, classification), ``bare_samples_per_s``: the bare UNet at the
@@ -15,7 +23,9 @@ tight loop at the run's largest batch. Prints one JSON object as its last line:
   classifier, and the rest (scheduler steps, noise, bookkeeping).
 
     python benchmarks/bench_gpu.py --device cuda --dtype float16 --batch-size 16
+    python benchmarks/bench_gpu.py --family sd3 --device cuda --dtype float16 --batch-size 16
     python benchmarks/bench_gpu.py --tiny          # tiny components on the CPU (CI)
+    python benchmarks/bench_gpu.py --tiny --family flux
 
 Ratios are what to compare: absolute times drift.
 """
@@ -25,6 +35,7 @@ import argparse
 import json
 import time
 
+import numpy as np
 import torch
 
 
@@ -32,22 +43,27 @@ class Timer:
     """Wall time spent inside ``obj.method`` (synchronising CUDA so that kernels are counted), and rows seen."""
 
     def __init__(self, obj, method, sync):
-        self.seconds, self.rows, self.largest, self.sync = 0.0, 0, 0, sync
+        self.sync = sync
+        self.reset()
         inner = getattr(obj, method)
 
-        def timed(x, *a, **k):
+        def timed(*a, **k):
             self.sync()
             t = time.perf_counter()
             try:
-                return inner(x, *a, **k)
+                return inner(*a, **k)
             finally:
                 self.sync()
                 self.seconds += time.perf_counter() - t
+                x = a[0] if a else next((v for v in k.values() if torch.is_tensor(v)), None)
                 n = x.shape[0] if hasattr(x, "shape") else len(x)
                 self.rows += n
                 self.largest = max(self.largest, n)
 
         setattr(obj, method, timed)
+
+    def reset(self):
+        self.seconds, self.rows, self.largest = 0.0, 0, 0
 
 
 def sd15_components(tiny: bool):
@@ -75,24 +91,87 @@ def sd15_components(tiny: bool):
     return unet, vae, 768
 
 
+def transformer_components(family: str, tiny: bool):
+    """Transformer, VAE and the shapes of its prompt embeddings (SD3-medium's or Flux.1-dev's; tiny: a few
+    thousand parameters)."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+
+    torch.manual_seed(0)
+    if tiny:
+        vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
+                            latent_channels=1 if family == "flux" else 4, norm_num_groups=1, use_quant_conv=False,
+                            use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+        if family == "sd3":
+            model = SD3Transformer2DModel(sample_size=8, patch_size=1, in_channels=4, num_layers=1,
+                                          attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                          joint_attention_dim=32, pooled_projection_dim=64, out_channels=4)
+            return model, vae, {"prompt": (6, 32), "pooled": (64,)}, 8
+        model = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                       attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                       pooled_projection_dim=32, axes_dims_rope=[4, 4, 8], guidance_embeds=True)
+        return model, vae, {"prompt": (6, 32), "pooled": (32,)}, 8
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2,
+                        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=1024, use_quant_conv=False,
+                        use_post_quant_conv=False, shift_factor=0.0609 if family == "sd3" else 0.1159,
+                        scaling_factor=1.5305 if family == "sd3" else 0.3611)
+    if family == "sd3":
+        model = SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, num_layers=24,
+                                      attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
+                                      caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
+                                      pos_embed_max_size=192)
+        return model, vae, {"prompt": (333, 4096), "pooled": (2048,)}, 1024
+    model = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
+                                   attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
+                                   pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=[16, 56, 56])
+    return model, vae, {"prompt": (512, 4096), "pooled": (768,)}, 1024
+
+
 def build(args):
-    """The pipeline, the classifier and the conditioning (prompt embeddings with a negative, CFG 7.5)."""
+    """``(pipe, classifier, conditioning, denoising module, image size or None)`` of ``args.family``."""
     import open_clip
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from diffusers import (DDPMScheduler, FlowMatchEulerDiscreteScheduler, FluxPipeline, StableDiffusion3Pipeline,
+                           StableDiffusionPipeline)
 
     from diffusion_windows.classifiers import clip_zero_shot
+    from diffusion_windows.diffusion.schedule import make_scheduler
 
-    unet, vae, width = sd15_components(args.tiny)
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, image_encoder=None,
-                                   requires_safety_checker=False)
     dtype = getattr(torch, args.dtype)
+    g = torch.Generator().manual_seed(0)
+    if args.family == "sd15":
+        unet, vae, width = sd15_components(args.tiny)
+        scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                  clip_sample=False, steps_offset=1)
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler,
+                                       safety_checker=None, feature_extractor=None, image_encoder=None,
+                                       requires_safety_checker=False)
+        length = 77 if not args.tiny else 4
+        pos, neg = (torch.randn(1, length, width, generator=g) for _ in range(2))
+        cond = dict(prompt_embeds=pos, negative_prompt_embeds=neg, guidance_scale=7.5)
+        size = None
+    else:
+        model, vae, shapes, size = transformer_components(args.family, args.tiny)
+        text = {f"{part}{i}": None for part in ("text_encoder", "tokenizer") for i in ("", "_2", "_3")}
+        if args.family == "sd3":
+            pipe = StableDiffusion3Pipeline(transformer=model, vae=vae,
+                                            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), **text)
+            pe, pooled, ne, npooled = (torch.randn(1, *shapes[k], generator=g)
+                                       for k in ("prompt", "pooled", "prompt", "pooled"))
+            cond = dict(prompt_embeds=pe, pooled_prompt_embeds=pooled, negative_prompt_embeds=ne,
+                        negative_pooled_prompt_embeds=npooled, guidance_scale=7.0)
+        else:
+            scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                        base_image_seq_len=256, max_image_seq_len=4096)
+            pipe = FluxPipeline(transformer=model, vae=vae, scheduler=scheduler,
+                                **{k: v for k, v in text.items() if not k.endswith("_3")})
+            pe, pooled = (torch.randn(1, *shapes[k], generator=g) for k in ("prompt", "pooled"))
+            cond = dict(prompt_embeds=pe, pooled_prompt_embeds=pooled, guidance_scale=3.5)
+        pipe.scheduler = make_scheduler("flow-ancestral", pipe.scheduler)  # the forward-reverse experiment samples
     pipe.to(args.device, dtype)
-    if args.device.startswith("cuda"):
+    if args.device.startswith("cuda") and args.family == "sd15":
         pipe.unet.to(memory_format=torch.channels_last)
     pipe.set_progress_bar_config(disable=True)
+    cond = {k: (v.to(args.device, dtype) if torch.is_tensor(v) else v) for k, v in cond.items()}
     if args.tiny:
         cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 16, "patch_size": 4, "width": 32, "head_width": 16,
                                                "layers": 1},
@@ -108,35 +187,35 @@ def build(args):
     else:
         clip_name = "ViT-B-32"
     classifier = clip_zero_shot(["a cat", "a dog", "a car"], model=clip_name, pretrained=None, device=args.device)
-    g = torch.Generator().manual_seed(0)
-    pos = torch.randn(1, 77 if not args.tiny else 4, width, generator=g)
-    neg = torch.randn(1, 77 if not args.tiny else 4, width, generator=g)
-    cond = dict(prompt_embeds=pos.to(args.device, dtype), negative_prompt_embeds=neg.to(args.device, dtype),
-                guidance_scale=7.5)
-    return pipe, classifier, cond
+    module = pipe.unet if args.family == "sd15" else pipe.transformer
+    return pipe, classifier, cond, module, size
 
 
-def bare_throughput(unet, forward, batch: int, cond, sync, repeats: int) -> float:
-    """Rows per second of the bare UNet (``forward``, untimed) on ``batch`` samples with guidance's
-    doubled rows, in a tight loop."""
-    inner = forward
-    p = next(unet.parameters())
-    x = torch.randn(2 * batch, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size,
-                    device=p.device, dtype=p.dtype)
-    enc = torch.cat([cond["negative_prompt_embeds"], cond["prompt_embeds"]]).repeat_interleave(batch, 0)
-    t = torch.tensor(500, device=p.device)
+def bare_throughput(backend, batch: int, sync, repeats: int) -> float:
+    """Rows per second of the bare denoiser (the adapter call the measurement makes, guidance's rows
+    included) on ``batch`` samples at the middle of the grid, in a tight loop."""
+    from diffusion_windows.diffusion.schedule import restart_plan
+
+    den = backend.den
+    x = torch.randn(batch, *den.sample_shape(backend.height, backend.width), device=den.device, dtype=den.dtype)
+    cond = den.prepare(batch, x.shape[-2:], **backend.conditioning)
+    scheduler, seq, _ = restart_plan(backend.pipe.scheduler, backend.grid[len(backend.grid) // 2],
+                                     backend.num_inference_steps, den.device, grid_kwargs=backend.grid_kwargs)
+    t = seq[0]
+    rows = batch * (1 if cond is None else cond.rows)
     with torch.inference_mode():
-        inner(x, t, encoder_hidden_states=enc)  # warm-up
+        den(scheduler.scale_model_input(x, t), t, cond)  # warm-up
         sync()
         start = time.perf_counter()
         for _ in range(repeats):
-            inner(x, t, encoder_hidden_states=enc)
+            den(scheduler.scale_model_input(x, t), t, cond)
         sync()
-    return repeats * x.shape[0] / (time.perf_counter() - start)
+    return repeats * rows / (time.perf_counter() - start)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--family", default="sd15", choices=["sd15", "sd3", "flux"], help="the denoiser's shape")
     p.add_argument("--tiny", action="store_true", help="tiny components on the CPU (for CI)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
@@ -144,11 +223,12 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--restarts", type=int, default=8)
-    p.add_argument("--timesteps", type=int, default=10, help="evenly spaced restart timesteps")
-    p.add_argument("--steps", type=int, default=50, help="DDPM inference steps")
+    p.add_argument("--timesteps", type=int, default=10, help="evenly spaced restart times")
+    p.add_argument("--steps", type=int, default=None, help="inference steps (default: 50 for sd15, else 28)")
     a = p.parse_args(argv)
     a.device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     a.dtype = a.dtype or ("float16" if a.device.startswith("cuda") else "float32")
+    a.steps = a.steps or (50 if a.family == "sd15" else 28)
     if a.tiny:
         a.samples, a.restarts, a.timesteps, a.steps = 2, 2, 4, 10
     cuda = a.device.startswith("cuda")
@@ -158,16 +238,18 @@ def main(argv=None):
     from diffusion_windows.engine import Engine, MemoryStore, Settings
     from diffusion_windows.features import labels_feature
 
-    pipe, classifier, cond = build(a)
-    bare_forward = pipe.unet.forward
-    timers = {"denoiser": Timer(pipe.unet, "forward", sync), "vae_decode": Timer(pipe.vae, "decode", sync)}
+    pipe, classifier, cond, module, size = build(a)
+    timers = {"denoiser": Timer(module, "forward", sync), "vae_decode": Timer(pipe.vae, "decode", sync)}
     clf_timer = Timer(classifier, "logits", sync)
-    backend = DiffusionBackend(pipe, classifier, (labels_feature(classifier.labels),), a.steps, conditioning=cond)
-    spacing = 1000 // a.timesteps
-    settings = Settings(samples=a.samples, restarts=a.restarts, timesteps=list(range(0, 1000, spacing)),
-                        batch_size=a.batch_size)
+    backend = DiffusionBackend(pipe, classifier, (labels_feature(classifier.labels),), a.steps, conditioning=cond,
+                               height=size, width=size)
+    grid = np.asarray(backend.grid)
+    settings = Settings(samples=a.samples, restarts=a.restarts, batch_size=a.batch_size,
+                        timesteps=sorted({float(grid[i]) for i in np.linspace(0, len(grid) - 1, a.timesteps).astype(int)}))
     if cuda:
         torch.cuda.reset_peak_memory_stats(a.device)
+    for timer in (*timers.values(), clf_timer):
+        timer.reset()
     sync()
     start = time.perf_counter()
     engine = Engine(backend, settings, MemoryStore(), quiet=True).run()
@@ -175,19 +257,21 @@ def main(argv=None):
     wall = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(a.device) / 2 ** 30 if cuda else None
     den = timers["denoiser"]
-    achieved = den.rows / wall
-    bare = bare_throughput(pipe.unet, bare_forward, den.largest // 2, cond, sync, repeats=3 if a.tiny else 10)
-    shares = {"denoiser": den.seconds / wall, "vae_decode": timers["vae_decode"].seconds / wall,
-              "classifier": clf_timer.seconds / wall}
+    seconds = {k: t.seconds for k, t in timers.items()} | {"classifier": clf_timer.seconds}
+    rows, largest = den.rows, den.largest
+    shares = {k: v / wall for k, v in seconds.items()}  # before the bare loop, which the denoiser's timer also sees
     shares["rest"] = max(0.0, 1.0 - sum(shares.values()))
+    achieved = rows / wall
+    bare = bare_throughput(backend, max(1, largest // (2 if "negative_prompt_embeds" in cond else 1)), sync,
+                           repeats=3 if a.tiny else 10)
     result = {
-        "family": "sd15-shaped", "tiny": a.tiny, "device": a.device, "dtype": a.dtype,
-        "gpu": torch.cuda.get_device_name(a.device) if cuda else None,
-        "unet_params_m": round(sum(q.numel() for q in pipe.unet.parameters()) / 1e6, 1),
+        "family": f"{a.family}-shaped", "tiny": a.tiny, "device": a.device, "dtype": a.dtype,
+        "gpu": torch.cuda.get_device_name(a.device) if cuda else None, "sampler": type(pipe.scheduler).__name__,
+        "denoiser_params_m": round(sum(q.numel() for q in module.parameters()) / 1e6, 1),
         "vae_params_m": round(sum(q.numel() for q in pipe.vae.parameters()) / 1e6, 1),
         "samples": a.samples, "restarts": a.restarts, "timesteps": len(settings.timesteps), "steps": a.steps,
-        "batch_size": a.batch_size, "largest_model_batch": den.largest, "nfe": engine.nfe(),
-        "denoiser_rows": den.rows, "wall_s": round(wall, 3),
+        "batch_size": a.batch_size, "largest_model_batch": largest, "nfe": engine.nfe(),
+        "denoiser_rows": rows, "wall_s": round(wall, 3),
         "denoiser_samples_per_s": round(achieved, 1), "bare_samples_per_s": round(bare, 1),
         "ratio": round(achieved / bare, 3), "peak_memory_gb": None if peak is None else round(peak, 2),
         "shares": {k: round(v, 3) for k, v in shares.items()},

@@ -75,12 +75,14 @@ def test_replay_of_a_uniform_run_makes_the_live_auto_runs_decisions(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_tiny_mode_prints_its_json():
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--tiny"],
+@pytest.mark.parametrize("family", ["sd15", "sd3", "flux"])
+def test_gpu_benchmark_tiny_mode_prints_its_json(family):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--tiny", "--family", family],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     for key in ("denoiser_samples_per_s", "bare_samples_per_s", "ratio", "peak_memory_gb", "shares", "nfe"):
         assert key in result, key
     assert result["denoiser_rows"] >= result["nfe"] > 0  # rows include the base samples' generation
+    assert result["family"] == f"{family}-shaped"
     assert abs(sum(result["shares"].values()) - 1) <= 3e-3 and result["ratio"] > 0  # a ratio, not a timing test
