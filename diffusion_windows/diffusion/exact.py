@@ -232,19 +232,12 @@ def gaussian_mixture_model(device: str = "cpu", sample_size: int = 8) -> Gaussia
     posterior at t = 0. Model-space samples lie inside [-1, 1] up to a mass of 1.4e-7 per
     pixel, 9e-6 per sample (means at most 0.85 from 0, 5 std from the edge; see
     `outside_mass`), so decoding's clamp to [0, 1] is harmless."""
-    from ..features import Feature
-
     mixture = hierarchical_mixture(sample_size=sample_size)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear",
                               clip_sample=False)
     unet = ExactMixtureDenoiser.from_mixture(mixture, scheduler.alphas_cumprod.double().numpy(),
                                              sample_size=sample_size, in_channels=1)
-    pipe = DDPMPipeline(unet=unet.to(device), scheduler=scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    classifier = posterior_classifier(pipe.unet, LABELS)
-    features = [Feature("class", {name: (i,) for i, name in enumerate(LABELS)}),
-                Feature("group", dict(GROUPS))]
-    return GaussianMixtureModel(pipe, classifier, features, mixture)
+    return _mixture_model(DDPMPipeline(unet=unet.to(device), scheduler=scheduler), mixture)
 
 
 def gaussian_mixture_flow_model(device: str = "cpu", sample_size: int = 8, shift: float = 3.0) -> GaussianMixtureModel:
@@ -253,13 +246,18 @@ def gaussian_mixture_flow_model(device: str = "cpu", sample_size: int = 8, shift
     a stochastic sampler: the forward-reverse experiment); ``--scheduler flow-euler`` gives the
     flow ODE instead. The pipeline (a ``DDPMPipeline`` used as a container of unet and scheduler:
     its loop is the flow loop too) is restarted by the hooks like any other."""
-    from ..features import Feature
     from .flow_ancestral import FlowAncestralScheduler
 
     mixture = hierarchical_mixture(sample_size=sample_size)
     scheduler = FlowAncestralScheduler(num_train_timesteps=1000, shift=shift)
     unet = ExactFlowDenoiser.from_flow_mixture(mixture, sample_size=sample_size, in_channels=1)
-    pipe = DDPMPipeline(unet=unet.to(device), scheduler=scheduler)
+    return _mixture_model(DDPMPipeline(unet=unet.to(device), scheduler=scheduler), mixture)
+
+
+def _mixture_model(pipe, mixture: GaussianMixture) -> GaussianMixtureModel:
+    """The pipeline with the mixture's posterior classifier and its class and group features."""
+    from ..features import Feature
+
     pipe.set_progress_bar_config(disable=True)
     classifier = posterior_classifier(pipe.unet, LABELS)
     features = [Feature("class", {name: (i,) for i, name in enumerate(LABELS)}),

@@ -101,14 +101,18 @@ def flow_sigma(scheduler, timestep, num_inference_steps: int | None = None, grid
     t = _as_timesteps(scheduler, timestep)
     out = t / num_train_timesteps(scheduler)
     if num_inference_steps is not None and not kind.restart_anywhere:
-        grid_t, grid_s = grid_sigmas(scheduler, num_inference_steps, grid_kwargs)
-        if len(grid_t):
-            flat = out.reshape(-1)
-            for i, v in enumerate(t.reshape(-1)):
-                near = np.abs(grid_t - v)
-                if near.min() <= _GRID_TOL:
-                    flat[i] = grid_s[int(near.argmin())]
+        _on_grid(out, t, *grid_sigmas(scheduler, num_inference_steps, grid_kwargs))
     return out
+
+
+def _on_grid(out: np.ndarray, t: np.ndarray, grid_t: np.ndarray, grid_s: np.ndarray) -> None:
+    """Where a timestep of ``t`` is one of the grid's (``grid_t``), its value in ``out`` becomes
+    the sigma the scheduler runs there (``grid_s``); in place."""
+    flat = out.reshape(-1)
+    for i, v in enumerate(t.reshape(-1)):
+        near = np.abs(grid_t - v) if len(grid_t) else None
+        if near is not None and near.min() <= _GRID_TOL:
+            flat[i] = grid_s[int(near.argmin())]
 
 
 def sigma(scheduler, timestep, num_inference_steps: int | None = None) -> np.ndarray:
@@ -127,13 +131,7 @@ def sigma(scheduler, timestep, num_inference_steps: int | None = None) -> np.nda
     table = _sigma_table(scheduler)
     out = np.interp(t, np.arange(len(table), dtype=np.float64), table)
     if num_inference_steps is not None:
-        grid_t, grid_s = grid_sigmas(scheduler, num_inference_steps)
-        if len(grid_t):
-            flat = out.reshape(-1)
-            for i, v in enumerate(t.reshape(-1)):
-                near = np.abs(grid_t - v)
-                if near.min() <= _GRID_TOL:
-                    flat[i] = grid_s[int(near.argmin())]
+        _on_grid(out, t, *grid_sigmas(scheduler, num_inference_steps))
     return out
 
 
