@@ -28,7 +28,8 @@ def measured(windows: dict) -> dict:
     """The measured fields of a ``windows.json``: per record, and the run's rounds and evaluations."""
     records = {f"{r['feature']}|{r['value']}|{r.get('parent')}": {k: r.get(k) for k in MEASURED}
                for r in windows["features"]}
-    return {"records": records, "rounds": windows["rounds"], "nfe": windows["nfe"]}
+    rounds = [r["timesteps"] if isinstance(r, dict) else r for r in windows["rounds"]]  # dicts since issue 16
+    return {"records": records, "rounds": rounds, "nfe": windows["nfe"]}
 
 
 def main(folders):
