@@ -11,7 +11,9 @@ reads the curve), in this order:
 
 1. locate: the edge's new timesteps from `adaptive.locate` (reach, regula falsi bracket, and
    verify a dip the full grid would see first: one unmeasured timestep per round, the likeliest
-   crossing), each started with ``initial`` re-samples per base sample; an end whose bootstrap
+   crossing, within ``z = 2`` standard errors), each started with ``initial`` re-samples per base
+   sample (a verify timestep with one: it only has to show whether the curve comes near the
+   threshold there; step 3 adds more if it does); an end whose bootstrap
    draws do not all cross at its highest measured timestep asks for the grid timestep above;
 2. its interval: a bootstrap over base samples that also redraws each base sample's re-samples
    (`analysis.windows.edge_draws`, ``restarts_too``: a point measured with two re-samples cannot
@@ -110,15 +112,16 @@ def price_per_evaluation(grid, cost, price: float = PRICE) -> float:
 
 
 def plan_values(grid, values, *, precision: float, restarts: int, initial: int, cost, price: float = 0.0,
-                z: float = 1.0, growth: int = 2, max_verify: int | None = 1, chain: float = 0.02,
-                n_boot: int = 200, confidence: float = 0.95, n_coarse: int = 9):
+                z: float = 2.0, growth: int = 2, max_verify: int | None = 1, chain: float = 0.02,
+                n_boot: int = 200, confidence: float = 0.95, n_coarse: int = 9, verify_restarts: int = 1):
     """The asks of the next round and each edge's state -> ``(asks, {edge: EdgeState})`` (module docstring).
 
     ``grid``: the sampling grid; ``precision``: timesteps; ``restarts``: re-samples per base
     sample and timestep at most; ``initial``: re-samples a new timestep starts with; ``cost``:
     evaluations of one restart from a time; ``price``: expected edge shift (timesteps) one
     evaluation must buy (0: any re-sample that could move an edge); ``z``: the verify step's
-    margin (standard errors); ``growth``: re-samples added per ask; ``chain``: the flip chance
+    margin (standard errors); ``verify_restarts``: re-samples a verify timestep starts with (at
+    most ``initial``); ``growth``: re-samples added per ask; ``chain``: the flip chance
     above which a point past the edge could fall with it; ``n_boot``: bootstrap draws. A pure
     function of its arguments (the bootstrap draws from a fixed seed).
     """
@@ -150,7 +153,8 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
                 edges[edge] = EdgeState(v.key, side, float(thr), here, interval, np.inf, None)
                 continue
             if new:
-                asks.extend(Ask(v.key, x, initial, "locate", (edge,), np.inf) for x in sorted(new))
+                asks.extend(Ask(v.key, x, min(initial, verify_restarts) if new[x] == "verify" else initial,
+                                "locate", (edge,), np.inf) for x in sorted(new))
                 edges[edge] = EdgeState(v.key, side, float(thr), here, interval, np.inf, None)
                 continue
             if point < 0:  # 5. never crosses (or a start below its threshold at once)
