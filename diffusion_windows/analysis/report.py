@@ -12,7 +12,9 @@
   (``start_nfe``, ``end_nfe``; `engine.engine.Engine.edge_report`).
 - `write_windows(out, records, extra)`: ``windows.json`` and ``windows.csv``.
 - `write_strip(out, store, merged, features, n_cols)`: ``strip.safetensors`` and ``strip.json``.
-- `summary_table(records) -> str`: the terminal summary, theory beside measurement.
+- `summary_table(records) -> str`: the terminal summary, theory beside measurement;
+  `allocation_table(records, rounds) -> str`: with ``--timesteps auto``, evaluations per round and
+  why each edge stopped.
 
 Times are the backend's (``time_unit`` in ``windows.json``) unless a key says ``_ou``.
 """
@@ -167,6 +169,24 @@ def _fmt(v, width=5):
     if isinstance(v, bool):
         return ("yes" if v else "no").rjust(width)
     return f"{v:.0f}".rjust(width) if abs(v) >= 10 or v == 0 else f"{v:.2g}".rjust(width)
+
+
+def allocation_table(records, rounds) -> str:
+    """``--timesteps auto``: evaluations per round, then why each record's edges stopped and their evaluations."""
+    lines = ["round  times  units  re-samples  new samples  evaluations"]
+    for i, r in enumerate(rounds):
+        lines.append(f"{i:>5} {len(r['timesteps']):>6} {r['units']:>6} {r['restarts']:>11} {r['new_samples']:>12} "
+                     f"{r['nfe']:>12}")
+    lines.append(f"{'feature':<8} {'value':<16} | {'start stopped by':<16} {'evals':>8} | {'end stopped by':<16} "
+                 f"{'evals':>8}")
+    for r in records:
+        if "start_stopped_by" not in r.extra:
+            continue
+        e = r.extra
+        name = r.value if r.parent is None else f"{r.value} in {r.parent}"
+        lines.append(f"{r.feature:<8} {name[:16]:<16} | {e['start_stopped_by']:<16} {e['start_nfe']:>8} | "
+                     f"{e['end_stopped_by']:<16} {e['end_nfe']:>8}")
+    return "\n".join(lines)
 
 
 def summary_table(records) -> str:
