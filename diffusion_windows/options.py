@@ -492,6 +492,8 @@ def resolve(options: dict) -> dict:
         _resolve_text(o, given)
     else:
         _resolve_diffusion(o)
+    if o["initial_restarts"] is not None and o["initial_restarts"] > o["restarts"]:
+        raise OptionError(f"--initial-restarts: {o['initial_restarts']} must not exceed --restarts {o['restarts']}")
     if o["out"] is None:
         o["out"] = str(Path("dw_runs") / f"{Path(o['model']).name or 'model'}-seed{o['seed']}")
     out = Path(o["out"])
@@ -509,8 +511,6 @@ def _resolve_diffusion(o: dict):
     flow = is_flow_model(o["model"], info, o["scheduler"])
     _check_scheduler_family(o, info)
     o["timesteps"] = parse_timesteps(o["timesteps"], T, flow=bool(flow))
-    if o["initial_restarts"] is not None and o["initial_restarts"] > o["restarts"]:
-        raise OptionError(f"--initial-restarts: {o['initial_restarts']} must not exceed --restarts {o['restarts']}")
     o["labels"] = parse_labels(o["labels"])
     if is_text_model(info) and not o["prompt"]:
         raise OptionError(f"--prompt: the text pipeline {o['model']!r} needs a prompt")
