@@ -198,13 +198,14 @@ class Engine:
             ends.setdefault(key, []).extend([c.floor + delta] if has else [])
             self.record_edges[(c.feature, c.value, c.parent)] = (
                 ((key, "start", 1 - delta), (key, "end", float(c.floor + delta))) if has else (None, None))
-        values, members = [], {}
+        values, members, rates = [], {}, {}
         for c in counts:
             if c.parent is None and c.bases and len(c.timesteps):  # nested records read the same counts
                 key = (c.feature, c.value)
                 thresholds = tuple(sorted(set(ends[key])))
                 values.append(_value_counts(key, c, 1 - delta if thresholds else None, thresholds))
                 members[key] = list(c.bases)
+                rates[key] = float(c.base_rate)
         asks, self.edges = plan_values(self.grid, values, precision=float(s.edge_precision), restarts=s.restarts,
                                        initial=s.initial, cost=self.backend.cost,
                                        price=price_per_evaluation(self.grid, self.backend.cost))
@@ -235,7 +236,7 @@ class Engine:
         for (b, t), k in sorted(targets.items()):
             plan.setdefault(b, []).append((t, len(merged[b].labels.get(t, ())), k))
         if not plan and s.max_evaluations is not None:
-            block = self._new_block(round_, merged, members, budget)
+            block = self._new_block(round_, merged, members, budget, rates)
             if block is not None:
                 plan = {b: [] for b in range(block.start, block.stop)}
         self._stops(s.max_evaluations is not None)
@@ -267,22 +268,25 @@ class Engine:
         units = sum(r.nfe for r in self.store.read_all() if r.round <= round_)
         return int(units + sum(k.nfe for k in self.blocks if k.round <= round_))
 
-    def _new_block(self, round_: int, merged, members, budget):
-        """A block of new base samples for the values whose edges only more base samples can narrow,
-        if its generation and expected catch-up fit in ``budget`` (None otherwise)."""
+    def _new_block(self, round_: int, merged, members, budget, rates):
+        """A block of new base samples for the values whose edges only more base samples can narrow:
+        enough that the rarest of them expects a quarter more base samples (``rates``: each value's
+        base rate; at most ``samples`` at once), fewer if its generation and expected catch-up do not
+        fit in ``budget`` (None when not even one does)."""
         s = self.settings
         wanting = sorted({e.key for e in self.edges.values() if e.stopped_by == "grid" and e.more_samples}, key=str)
         if not wanting or not getattr(self.backend, "more_samples", True):
             return None
-        size = max(1, s.samples // 4)
-        gen = size * self._generation_cost()
         per_base = {}
         for key in wanting:
             b0 = members[key][0]
             per_base[key] = sum(len(row) * int(self.backend.cost(t)) for t, row in merged[b0].labels.items())
-        expected = gen + sum(size * len(members[k]) / s.samples * per_base[k] for k in wanting)
-        if expected > budget:
+        each = self._generation_cost() + sum(rates[k] * per_base[k] for k in wanting)  # expected, per new base
+        size = max(math.ceil(max(1, len(members[k]) // 4) / max(rates[k], 1 / s.samples)) for k in wanting)
+        size = min(size, s.samples, int(budget // each))
+        if size < 1:
             return None
+        gen = size * self._generation_cost()
         start = max([s.samples] + [k.stop for k in self.blocks])
         block = Block(start, start + size, tuple(wanting), round_ + 1, gen)
         self.blocks.append(block)
