@@ -122,6 +122,17 @@ def test_budget_stops_the_search_and_each_edge_says_why():
     assert sum(r["nfe"] for r in rounds) == capped.nfe() and all(r["nfe"] > 0 for r in rounds)
 
 
+def test_a_budget_left_after_the_price_stop_buys_more_resamples_where_edges_could_move():
+    """Without a budget the search stops when no re-sample is worth its evaluations ("grid"); with one, the
+    rest of it goes to every re-sample that could move an edge, best per evaluation first."""
+    free = run(logistic_backend(), samples=40, timesteps="auto", edge_precision=20)
+    more = run(logistic_backend(), samples=40, timesteps="auto", edge_precision=20, max_evaluations=2 * free.nfe())
+    assert free.nfe() < more.nfe() <= 2 * free.nfe()
+    assert len(more.rounds) > len(free.rounds) and more.rounds[:2] == free.rounds[:2]  # the same start
+    widths = [np.median([e.width for e in r.edges.values()]) for r in (free, more)]
+    assert widths[1] <= widths[0]
+
+
 def test_budget_makes_more_base_samples_of_the_values_that_need_them():
     """With every point at --restarts, only more base samples narrow an edge: under a budget the engine
     makes a block of them, keeps those of the values that asked, and counts their generation."""
@@ -151,7 +162,7 @@ def test_replay_of_a_recorded_uniform_run_makes_the_live_runs_decisions(budget):
     """benchmarks/replay_auto.py's backend reads a recorded full-grid run: the search makes the same rounds,
     runs the same re-samples (same labels), spends the same evaluations and stops each edge the same way."""
     replay = _replay_module()
-    recorded = merge_units(run(logistic_backend(), samples=24, timesteps=list(GRID)).store.read_all())
+    recorded = merge_units(run(logistic_backend(), samples=64, timesteps=list(GRID)).store.read_all())
     settings = dict(samples=16, timesteps="auto", edge_precision=20, restarts=4, max_evaluations=budget)
     live = run(logistic_backend(), **settings)
     played = run(replay.ReplayBackend(logistic_backend(), recorded), **settings)
@@ -160,7 +171,7 @@ def test_replay_of_a_recorded_uniform_run_makes_the_live_runs_decisions(budget):
     assert [(u.round, u.base, u.times, u.labels, u.nfe, u.first) for u in played.store.read_all()] == strip
     assert played.nfe() == live.nfe() and played.stopped == live.stopped and played.blocks == live.blocks
     if budget is not None:
-        assert live.nfe() <= budget
+        assert live.nfe() <= budget and live.blocks  # base samples beyond --samples, read from the recording
 
 
 def test_uniform_grid_run_ignores_the_allocation():

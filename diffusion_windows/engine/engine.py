@@ -180,9 +180,12 @@ class Engine:
         Each feature value's curve asks (`allocation.plan_values`) for new times and for more
         re-samples, measured on the base samples of that value only; a curve carries the end
         threshold of every record that reads it (the value against everything, and inside each
-        coarser value). Under ``max_evaluations`` the asks are taken by benefit per evaluation
-        while they fit; where restarts can do no more, a block of new base samples is made for
-        the values that need them, and their restarts catch up with the others' next round.
+        coarser value). Asks are taken locating first, then re-samples by benefit per evaluation,
+        while they fit in ``max_evaluations``; a re-sample must be worth `allocation.PRICE`. Under a
+        budget, once nothing is worth that price, the rest goes to every re-sample that could move
+        an edge (price 0, best per evaluation first); where restarts can do no more, a block of new
+        base samples is made for the values that need them, and their restarts catch up with the
+        others' next round.
         """
         from ..analysis.counts import merge_units, record_counts
         from .allocation import plan_values, price_per_evaluation
@@ -206,21 +209,37 @@ class Engine:
                 values.append(_value_counts(key, c, 1 - delta if thresholds else None, thresholds))
                 members[key] = list(c.bases)
                 rates[key] = float(c.base_rate)
-        asks, self.edges = plan_values(self.grid, values, precision=float(s.edge_precision), restarts=s.restarts,
-                                       initial=s.initial, cost=self.backend.cost,
-                                       price=price_per_evaluation(self.grid, self.backend.cost))
         pending = _pending(merged, self.backend.features, len(self.backend.labels))
-        targets = {}  # (base, time) -> re-samples it should hold
-
         budget = math.inf if s.max_evaluations is None else s.max_evaluations - self._spent(round_)
-        catch_up = [a for key in sorted(pending, key=str) for a in _catch_up(key, members.get(key, []), merged,
-                                                                              self.edges)]
 
         def bases(ask):  # a catch-up is for the new base samples only; every other ask for the whole value
             new = pending.get(ask.key, [])
             return new if ask.kind == "samples" else members.get(ask.key, []) + new
 
-        for ask in catch_up + self._ranked(asks, bases, merged):
+        # at the price first; under a budget, once nothing is worth it, every re-sample that could
+        # move an edge (best per evaluation first), then more base samples
+        for price in (price_per_evaluation(self.grid, self.backend.cost),) + ((0.0,) if budget < math.inf else ()):
+            asks, self.edges = plan_values(self.grid, values, precision=float(s.edge_precision),
+                                           restarts=s.restarts, initial=s.initial, cost=self.backend.cost, price=price)
+            catch_up = [a for key in sorted(pending, key=str)
+                        for a in _catch_up(key, members.get(key, []), merged, self.edges)]
+            targets, budget = self._take(round_, catch_up + self._ranked(asks, bases, merged), bases, merged, budget)
+            if targets:
+                break
+        plan = {}
+        for (b, t), k in sorted(targets.items()):
+            plan.setdefault(b, []).append((t, len(merged[b].labels.get(t, ())), k))
+        if not plan and s.max_evaluations is not None:
+            block = self._new_block(round_, merged, members, budget, rates)
+            if block is not None:
+                plan = {b: [] for b in range(block.start, block.stop)}
+        self._stops(s.max_evaluations is not None)
+        return plan
+
+    def _take(self, round_, asks, bases, merged, budget):
+        """Asks in order while they fit in ``budget`` -> ``({(base, time): re-samples}, budget left)``."""
+        targets = {}
+        for ask in asks:
             cost = self._cost(ask, bases(ask), merged, targets)
             if cost == 0 or cost > budget:
                 continue
@@ -232,15 +251,7 @@ class Engine:
             for e in ask.edges:
                 self.edge_nfe[e] = self.edge_nfe.get(e, 0.0) + cost / len(ask.edges)
             self.asked.append((round_ + 1, ask, cost))
-        plan = {}
-        for (b, t), k in sorted(targets.items()):
-            plan.setdefault(b, []).append((t, len(merged[b].labels.get(t, ())), k))
-        if not plan and s.max_evaluations is not None:
-            block = self._new_block(round_, merged, members, budget, rates)
-            if block is not None:
-                plan = {b: [] for b in range(block.start, block.stop)}
-        self._stops(s.max_evaluations is not None)
-        return plan
+        return targets, budget
 
     def _ranked(self, asks, bases, merged):
         """Locating asks first (cheapest first), then re-samples by benefit per evaluation."""
