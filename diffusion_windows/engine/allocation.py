@@ -11,9 +11,10 @@ reads the curve), in this order:
 
 1. locate: the edge's new timesteps from `adaptive.locate` (reach, regula falsi bracket, and
    verify a dip the full grid would see first: one unmeasured timestep per round, the likeliest
-   crossing, within ``z = 2`` standard errors), each started with ``initial`` re-samples per base
-   sample (a verify timestep with one: it only has to show whether the curve comes near the
-   threshold there; step 3 adds more if it does); an end whose bootstrap
+   crossing, within ``z = 2`` standard errors); a reach timestep starts with ``initial``
+   re-samples per base sample, a bisect or verify timestep (inside or below a bracket) with one
+   (``probe_restarts``): it only has to show on which side of the threshold the curve lies
+   there, and step 3 adds more where that is in doubt; an end whose bootstrap
    draws do not all cross at its highest measured timestep asks for the grid timestep above;
 2. its interval: a bootstrap over base samples that also redraws each base sample's re-samples
    (`analysis.windows.edge_draws`, ``restarts_too``: a point measured with two re-samples cannot
@@ -63,7 +64,7 @@ STOPS = ("precision", "grid", "budget", "no-edge")
 
 # grid steps of expected edge shift that one generation's worth of evaluations (a restart from the
 # top of the grid) must buy; per model evaluation: `price_per_evaluation`
-PRICE = 0.1
+PRICE = 0.09
 
 
 @dataclass(frozen=True)
@@ -113,15 +114,15 @@ def price_per_evaluation(grid, cost, price: float = PRICE) -> float:
 
 def plan_values(grid, values, *, precision: float, restarts: int, initial: int, cost, price: float = 0.0,
                 z: float = 2.0, growth: int = 2, max_verify: int | None = 1, chain: float = 0.02,
-                n_boot: int = 200, confidence: float = 0.95, n_coarse: int = 9, verify_restarts: int = 1):
+                n_boot: int = 200, confidence: float = 0.95, n_coarse: int = 9, probe_restarts: int = 1):
     """The asks of the next round and each edge's state -> ``(asks, {edge: EdgeState})`` (module docstring).
 
     ``grid``: the sampling grid; ``precision``: timesteps; ``restarts``: re-samples per base
     sample and timestep at most; ``initial``: re-samples a new timestep starts with; ``cost``:
     evaluations of one restart from a time; ``price``: expected edge shift (timesteps) one
     evaluation must buy (0: any re-sample that could move an edge); ``z``: the verify step's
-    margin (standard errors); ``verify_restarts``: re-samples a verify timestep starts with (at
-    most ``initial``); ``growth``: re-samples added per ask; ``chain``: the flip chance
+    margin (standard errors); ``probe_restarts``: re-samples a bisect or verify timestep starts
+    with (at most ``initial``); ``growth``: re-samples added per ask; ``chain``: the flip chance
     above which a point past the edge could fall with it; ``n_boot``: bootstrap draws. A pure
     function of its arguments (the bootstrap draws from a fixed seed).
     """
@@ -153,7 +154,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
                 edges[edge] = EdgeState(v.key, side, float(thr), here, interval, np.inf, None)
                 continue
             if new:
-                asks.extend(Ask(v.key, x, min(initial, verify_restarts) if new[x] == "verify" else initial,
+                asks.extend(Ask(v.key, x, initial if new[x] == "reach" else min(initial, probe_restarts),
                                 "locate", (edge,), np.inf) for x in sorted(new))
                 edges[edge] = EdgeState(v.key, side, float(thr), here, interval, np.inf, None)
                 continue
