@@ -11,25 +11,42 @@ behaviour on many seeds cheap to measure: one uniform run per seed.
         --samples 60 --restarts 8 --seed 1 --out runs/u50-seed1
     python benchmarks/replay_auto.py runs/u50-seed1 --precision 20
 
-Prints one JSON line: ``nfe_uniform``, ``nfe_auto``, ``nfe_ratio``, ``edges_within_one``,
-``edges_within_two`` (grid steps of the sampling grid), ``edges_agree``, ``auto_rounds``.
-The folder must hold every timestep of the sampling grid (exit 2 otherwise).
+Base samples: the search starts on the first ``--samples`` base samples of the recording (all
+of them by default), and the uniform run it is compared with is the recording's restarts of
+those same base samples. With ``--max-evaluations`` the search may make more base samples
+(indices from ``--samples`` on): a replay takes them from the recording, so a recording with
+more base samples than ``--samples`` replays that part honestly; one that holds too few makes
+the replay fail (exit 2) with a line that says so, never a silent substitute.
+
+Prints one JSON line: ``nfe_uniform``, ``nfe_auto`` (restarts, and the generation of base samples
+beyond ``--samples``: ``nfe_new_samples``), ``nfe_ratio``, ``edges_within_one``,
+``edges_within_two`` (grid steps of the sampling grid), ``edges_agree``, ``auto_rounds``,
+``median_interval_auto``/``median_interval_uniform`` (bootstrap edge intervals, timesteps),
+``stopped_by`` (edges per reason) and ``nfe_by_side`` (evaluations asked for by start and end
+edges). The folder must hold every timestep of the sampling grid (exit 2 otherwise).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from diffusion_windows.engine.backend import UnitResult
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package, not another install
+
+from diffusion_windows.engine.backend import UnitResult, restart_slots  # noqa: E402
+
+
+class ShortRecording(RuntimeError):
+    """The search asked for a base sample the recording does not hold."""
 
 
 class ReplayBackend:
-    """The engine's `Backend` over a finished run: the recorded labels of each (base, time), first
-    ``restarts`` of them; the model's own grid and cost model."""
+    """The engine's `Backend` over a finished run: the recorded labels of each (base, time), restarts
+    ``k0..k1-1`` of them; the model's own grid and cost model."""
 
     def __init__(self, live, merged):
         self.live, self.merged = live, merged
@@ -41,13 +58,27 @@ class ReplayBackend:
     def snap(self, times):
         return self.live.snap(times)
 
-    def prepare(self, bases, *, total, seed, batch_size):
-        pass
+    def prepare(self, bases, *, total, seed, batch_size, start=0):
+        missing = [b for b in bases if b not in self.merged]
+        if missing:
+            raise ShortRecording(f"the search asked for base sample {missing[0]}; the recording holds "
+                                 f"{len(self.merged)}: record with more --samples")
 
     def run(self, plan, *, restarts, seed, batch_size, keep=()):
-        return [UnitResult(b, self.merged[b].label, tuple(plan[b]),
-                           tuple(self.merged[b].labels[float(t)][:restarts] for t in plan[b]),
-                           restarts * sum(self.cost(t) for t in plan[b])) for b in sorted(plan)]
+        out = []
+        for b in sorted(plan):
+            slots = restart_slots(plan[b], restarts)
+            rows = tuple(self.merged[b].labels[t][k0:k1] for t, k0, k1 in slots)
+            if any(len(row) != k1 - k0 for row, (_, k0, k1) in zip(rows, slots)):
+                raise ShortRecording(f"the search asked for more restarts of base {b} than the recording holds")
+            out.append(UnitResult(b, self.merged[b].label, tuple(t for t, _, _ in slots), rows,
+                                  sum((k1 - k0) * self.cost(t) for t, k0, k1 in slots),
+                                  first=tuple(k0 for _, k0, _ in slots)))
+        return out
+
+
+def interval_widths(records) -> list:
+    return [ci[1] - ci[0] for r in records for ci in (r.start_ci, r.end_ci) if ci]
 
 
 def main(argv=None):
@@ -55,6 +86,11 @@ def main(argv=None):
     p.add_argument("folder", help="a finished sweep over every timestep of its sampling grid")
     p.add_argument("--precision", type=float, default=None,
                    help="auto's edge precision in timesteps (default: one step of the sampling grid)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="base samples the search starts with (default: all the recording holds)")
+    p.add_argument("--initial-restarts", type=int, default=None, help="auto's first re-samples per (base, time)")
+    p.add_argument("--max-evaluations", type=int, default=None, help="auto's budget of model evaluations")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap draws of the compared intervals")
     a = p.parse_args(argv)
     from bench_sweep import compare_edges
 
@@ -78,24 +114,44 @@ def main(argv=None):
               f"(timestep {f'{missing[0]:g}' if missing else '-'} missing; {len(merged)} of {o['samples']} base samples)",
               file=sys.stderr)
         return 2
+    samples = a.samples or o["samples"]
+    if samples > len(merged):
+        print(f"error: --samples {samples}: the recording holds {len(merged)} base samples", file=sys.stderr)
+        return 2
     on_grid = {float(t) for t in grid}  # a uniform run may also hold timesteps off the grid
     merged = {b: BaseLabels(e.label, {t: v for t, v in e.labels.items() if t in on_grid}) for b, e in merged.items()}
+    first = {b: e for b, e in merged.items() if b < samples}  # the uniform run the search is compared with
     spacing = float(np.median(np.diff(grid)))
     precision = a.precision or spacing
-    settings = Settings.from_options({**o, "timesteps": "auto", "edge_precision": precision})
-    engine = Engine(ReplayBackend(live, merged), settings, MemoryStore(), quiet=True).run()
+    settings = Settings.from_options({**o, "samples": samples, "timesteps": "auto", "edge_precision": precision,
+                                      "initial_restarts": a.initial_restarts, "max_evaluations": a.max_evaluations})
+    try:
+        engine = Engine(ReplayBackend(live, merged), settings, MemoryStore(), quiet=True).run()
+    except ShortRecording as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     n_labels = len(live.labels)
     auto = engine.store.read_all()
-    rec_auto = window_records(merge_units(auto), live.features, n_labels, tolerance=o["tolerance"], n_boot=1)
-    rec_uni = window_records(merged, live.features, n_labels, tolerance=o["tolerance"], n_boot=1)
+    rec_auto = window_records(merge_units(auto), live.features, n_labels, tolerance=o["tolerance"], n_boot=a.n_boot)
+    rec_uni = window_records(first, live.features, n_labels, tolerance=o["tolerance"], n_boot=a.n_boot)
     within1, within2, n_edges = compare_edges(rec_uni, rec_auto, spacing)
-    nfe_uni = len(merged) * o["restarts"] * sum(live.cost(t) for t in grid)
+    nfe_uni = len(first) * o["restarts"] * sum(live.cost(t) for t in grid)
     nfe_auto = engine.nfe()
-    result = {"folder": str(folder), "samples": o["samples"], "restarts": o["restarts"], "seed": o["seed"],
-              "grid_spacing": spacing, "auto_precision": precision, "nfe_uniform": nfe_uni, "nfe_auto": nfe_auto,
+    report = engine.edge_report()
+    stops = Counter(row[f"{side}_stopped_by"] for row in report.values() for side in ("start", "end"))
+    by_side = {side: int(sum(v for e, v in engine.edge_nfe.items() if e[1] == side)) for side in ("start", "end")}
+    result = {"folder": str(folder), "samples": samples, "restarts": o["restarts"], "seed": o["seed"],
+              "grid_spacing": spacing, "auto_precision": precision, "initial_restarts": settings.initial,
+              "max_evaluations": a.max_evaluations, "nfe_uniform": nfe_uni, "nfe_auto": nfe_auto,
+              "nfe_new_samples": int(sum(k.nfe for k in engine.blocks)),
+              "new_samples": int(sum(k.stop - k.start for k in engine.blocks)),
               "nfe_ratio": round(nfe_uni / nfe_auto, 3), "auto_rounds": len(engine.rounds),
               "edges_compared": n_edges, "edges_within_one": within1, "edges_within_two": within2,
-              "edges_agree": bool(within2 is not None and within2 >= 0.9)}
+              "edges_agree": bool(within2 is not None and within2 >= 0.9),
+              "median_interval_auto": float(np.median(interval_widths(rec_auto))),
+              "median_interval_uniform": float(np.median(interval_widths(rec_uni))),
+              "stopped_by": dict(sorted(stops.items())), "nfe_first_round": engine.round_summary()[0]["nfe"],
+              "nfe_by_side": by_side}
     print(json.dumps(result))
     return 0
 

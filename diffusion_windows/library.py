@@ -54,7 +54,9 @@ def measure_window(
     seed: int = 0,                  # run seed (units derive their own)
     batch_size: int = 512,          # largest batch per model call (decode and classify too)
     tolerance: float = 0.1,         # delta at both edges
-    edge_precision: float = 40,     # timesteps, for timesteps="auto"
+    edge_precision: float = 40,     # timesteps, for timesteps="auto": the edge interval it aims at
+    initial_restarts: int | None = None,  # timesteps="auto": re-samples a new (base, timestep) starts with
+    max_evaluations: int | None = None,   # timesteps="auto": a budget of model evaluations (None: none)
     eta: float | None = None,       # DDIM eta (None: 1.0 for DDIM)
     mixture=None,                   # theory data in model space ("default": the digits training split)
     prompt: str | None = None,      # text pipelines
@@ -78,11 +80,14 @@ def measure_window(
     from .engine import Engine, MemoryStore, Settings
 
     values = dict(samples=samples, restarts=restarts, protocol=protocol, num_inference_steps=num_inference_steps,
-                  seed=seed, batch_size=batch_size, tolerance=tolerance, edge_precision=edge_precision, eta=eta,
-                  prompt=prompt, guidance_scale=guidance_scale)
+                  seed=seed, batch_size=batch_size, tolerance=tolerance, edge_precision=edge_precision,
+                  initial_restarts=initial_restarts, max_evaluations=max_evaluations, eta=eta, prompt=prompt,
+                  guidance_scale=guidance_scale)
     more = {k: v for k, v in dict(class_label=class_label, height=height, width=width).items() if v is not None}
     check_values(values)
     check_values(dict(more, class_label=str(class_label)) if class_label is not None else more)
+    if initial_restarts is not None and initial_restarts > restarts:
+        raise OptionError(f"--initial-restarts: {initial_restarts} must not exceed --restarts {restarts}")
     if not isinstance(theory, bool) and not hasattr(theory, "windows"):
         raise OptionError(f"theory: {theory!r} is neither True, False nor a Predictions")
     steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler),
@@ -91,7 +96,8 @@ def measure_window(
                        protocol=protocol, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label,
                        height=height, width=width)
     settings = Settings(samples=samples, restarts=restarts, timesteps=steps, seed=seed, batch_size=batch_size,
-                        tolerance=tolerance, edge_precision=edge_precision)
+                        tolerance=tolerance, edge_precision=edge_precision, initial_restarts=initial_restarts,
+                        max_evaluations=max_evaluations)
     engine = Engine(backend, settings, MemoryStore(), quiet=True).run()
     from .analysis.report import summarize
 

@@ -175,11 +175,20 @@ OPTIONS: tuple = (
     Option("timesteps", None, None, "'auto', 't1,t2,...' or START:STOP:STEP: training timesteps, STOP excluded "
            "(default 0:1000:50; flow-matching models: 1000 sigma in [0, 1000], fractions allowed); language "
            "models: fractions of the response removed, STOP included (default 0:1:0.1)", library="0:1000:100"),
-    Option("restarts", None, int, "re-samples per base sample and timestep (default: 4; language models: 16)",
-           library=8, check=_at_least(1)),
+    Option("restarts", None, int, "re-samples per base sample and timestep, with --timesteps auto: at most "
+           "(default: 4; language models: 16)", library=8, check=_at_least(1)),
     Option("tolerance", 0.1, float, "retention tolerance delta at both window edges", check=_open_unit),
-    Option("edge_precision", None, float, "how finely --timesteps auto locates edges (default: 40 timesteps; "
-           "language models: 0.1 of the response)", library=40, check=_positive),
+    Option("edge_precision", None, float, "with --timesteps auto: the bootstrap interval each edge aims at, and "
+           "the widest bracket of timesteps left around it (default: 40 timesteps; language models: 0.1 of the "
+           "response)", library=40, check=_positive),
+    Option("initial_restarts", None, int, "with --timesteps auto: re-samples a new (base sample, timestep) starts "
+           "with (default: 2, or --restarts if fewer; a timestep inside or below an edge's bracket starts with "
+           "one); more are added, up to --restarts, where they move an edge the most per model evaluation",
+           check=_at_least(1)),
+    Option("max_evaluations", None, int, "with --timesteps auto: a budget of model evaluations (re-samples, and "
+           "base samples made beyond --samples); the search stops when its edges reach --edge-precision or the "
+           "budget is spent, and spends what is left on more re-samples and base samples where they narrow an "
+           "edge (default: no budget; then no base samples beyond --samples)", check=_at_least(1)),
     Option("out", None, str, "output folder (default: dw_runs/<model>-seed<seed>)", result=False),
     Option("seed", 0, int, "run seed", check=_non_negative),
     Option("device", "cpu", str, "torch device (cpu, cuda, cuda:1, ...)", result=False, library=_NOT_LIBRARY),
@@ -484,6 +493,8 @@ def resolve(options: dict) -> dict:
         _resolve_text(o, given)
     else:
         _resolve_diffusion(o)
+    if o["initial_restarts"] is not None and o["initial_restarts"] > o["restarts"]:
+        raise OptionError(f"--initial-restarts: {o['initial_restarts']} must not exceed --restarts {o['restarts']}")
     if o["out"] is None:
         o["out"] = str(Path("dw_runs") / f"{Path(o['model']).name or 'model'}-seed{o['seed']}")
     out = Path(o["out"])

@@ -91,7 +91,7 @@ def finish(backend, o: dict, out: Path, engine, seconds: float, quiet: bool = Fa
     """Estimate windows, add theory, write files and plots, print the summary."""
     from . import plotting
     from .analysis.counts import merge_units
-    from .analysis.report import summarize, summary_table, write_strip, write_windows
+    from .analysis.report import allocation_table, summarize, summary_table, write_strip, write_windows
 
     records, extra = summarize(backend, engine, tolerance=o["tolerance"], seed=o["seed"], theory=o["theory"],
                                device=o["device"] if o["device"] != "cpu" else None)
@@ -104,6 +104,8 @@ def finish(backend, o: dict, out: Path, engine, seconds: float, quiet: bool = Fa
     plotting.save_plots(out)
     if not quiet:
         print(summary_table(records))
+        if any("start_stopped_by" in r.extra for r in records):  # --timesteps auto: where evaluations went
+            print(allocation_table(records, extra["rounds"]))
         print(f"{extra['edge_interval_steps']}")
         if not o["theory"]:
             print("theory: skipped (--no-theory)")

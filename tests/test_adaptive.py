@@ -137,7 +137,7 @@ def test_unit_seed_depends_only_on_identity():
 
 @pytest.mark.slow
 def test_auto_reads_the_uniform_runs_restarts_and_finds_its_edges():
-    """On the default model: every restart auto runs is the uniform run's (same seeds), for fewer evaluations."""
+    """On the default model: every restart auto runs is one of the uniform run's (same seeds), for fewer evaluations."""
     from diffusion_windows import load_default_classifier, load_default_pipeline
     from diffusion_windows.analysis.counts import merge_units
     from diffusion_windows.analysis.records import window_records
@@ -157,7 +157,8 @@ def test_auto_reads_the_uniform_runs_restarts_and_finds_its_edges():
     for b, entry in auto.items():
         assert entry.label == uni[b].label
         for t, labels in entry.labels.items():
-            assert labels == uni[b].labels[t], (b, t)
+            # auto runs restarts 0..k-1 of (b, t), k <= restarts: the first k of the uniform run's
+            assert 1 <= len(labels) <= 4 and labels == uni[b].labels[t][:len(labels)], (b, t)
             shared += 1
     assert shared > 40 * 5
     nfe = {s: runs[s].nfe() for s in runs}

@@ -91,3 +91,21 @@ def test_half_finished_run_resumed_with_two_processes_and_another_batch_size(sin
     r = _sweep(out, "--batch-size", "16", procs=2)
     assert r.returncode == 0, r.stderr[-3000:]
     assert _windows(out) == _windows(single)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_auto_run(tmp_path):
+    """--timesteps auto with re-samples added in later rounds (restart slots) and a budget that makes more
+    base samples: every process plans the same rounds from the same records, so the windows are identical."""
+    auto = ["--timesteps", "auto", "--restarts", "4", "--initial-restarts", "1", "--edge-precision", "100",
+            "--max-evaluations", "4000"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    r = _sweep(one, *auto)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _sweep(two, *auto, procs=2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (json.loads((o / "windows.json").read_text()) for o in (one, two))
+    assert a["features"] == b["features"] and a["rounds"] == b["rounds"] and a["nfe"] == b["nfe"]
+    lines = [json.loads(x) for x in (one / "results.jsonl").read_text().splitlines()]
+    assert len(a["rounds"]) >= 2 and any("first" in u for u in lines)  # later rounds added re-samples
+    assert any(r["new_samples"] for r in a["rounds"]) and a["nfe"] <= 4000  # and base samples, within budget

@@ -40,13 +40,19 @@ def backend():
 def measured(engine):
     recs = window_records(merge_units(engine.store.read_all()), engine.backend.features, 10, tolerance=0.1,
                           n_boot=50)
-    return engine.rounds, engine.nfe(), recs
+    return engine.rounds, engine.nfe(), recs, engine.blocks, engine.stopped
 
 
-def test_auto_run_killed_after_every_unit_resumes_to_the_uninterrupted_run():
-    settings = Settings(samples=20, restarts=4, timesteps="auto", seed=4, batch_size=16, edge_precision=50)
+@pytest.mark.parametrize("samples, budget", [(20, None), (10, 6000)])
+def test_auto_run_killed_after_every_unit_resumes_to_the_uninterrupted_run(samples, budget):
+    """Also under --max-evaluations, where rounds add re-samples (restart slots) and a block of base samples."""
+    settings = Settings(samples=samples, restarts=4, timesteps="auto", seed=4, batch_size=16, edge_precision=50,
+                        max_evaluations=budget)
     whole = Engine(backend(), settings, MemoryStore(), quiet=True).run()
     want = measured(whole)
+    assert any(any(u.first) for u in whole.store.read_all())  # some rounds added re-samples to earlier points
+    if budget is not None:
+        assert whole.nfe() <= budget and whole.blocks
     n_units = len(whole.store.read_all())
     assert len(whole.rounds) >= 3 and n_units > 2 * settings.samples
     differ = []

@@ -185,3 +185,34 @@ def test_prompts_file_and_correctness_outcome(lm_dir, tmp_path):
     assert set(d["jumps"]) >= {"correct", "incorrect", "all"}
     rates = np.array([d["jumps"][k]["responses"] for k in ("correct", "incorrect")])
     assert rates.sum() == 6
+
+
+def test_restart_slots_are_the_matching_restarts_of_a_whole_plan(lm_dir):
+    """``--timesteps auto`` asks for restarts k0..k1-1 of a cut in a later round: the same continuations
+    (seed from base, kept tokens and restart index only) as the whole plan's restarts k0..k1-1."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from diffusion_windows.text.backend import TextBackend
+
+    backend = TextBackend(AutoModelForCausalLM.from_pretrained(lm_dir), AutoTokenizer.from_pretrained(lm_dir),
+                          ["w1 w2 w3"], outcome=r"regex:(w\d+)\s*$", samples=4, seed=2, grid=(0, 0.5, 0.75, 1),
+                          max_new_tokens=8)
+    whole = backend.run({b: [0.5, 0.75] for b in range(4)}, restarts=6, seed=2, batch_size=64)
+    parts = backend.run({b: [(0.5, 0, 2), (0.75, 1, 4), (0.5, 2, 6)] for b in range(4)}, restarts=6, seed=2,
+                        batch_size=64)
+    for w, p in zip(whole, parts):
+        assert p.times == (0.5, 0.75, 0.5) and p.first == (0, 1, 2)
+        assert p.labels == (w.labels[0][0:2], w.labels[1][1:4], w.labels[0][2:6])
+    assert any(len(set(row)) > 1 for w in whole for row in w.labels)  # the restarts differ: a real comparison
+
+
+def test_auto_on_a_language_model_adds_restarts_and_reports_why_edges_stopped(lm_dir, tmp_path):
+    out = tmp_path / "auto"
+    args = [a for a in ARGS if a not in ("--timesteps", "0:1:0.25")]
+    assert main(["--model", str(lm_dir), *args, "--timesteps", "auto", "--initial-restarts", "2",
+                 "--out", str(out)]) == 0
+    d = windows(out)
+    assert d["rounds"] and sum(r["nfe"] for r in d["rounds"]) == d["nfe"]
+    assert all(r["start_stopped_by"] in ("precision", "grid", "budget", "no-edge") for r in d["features"])
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert all(1 <= len(row) <= 4 for u in lines for row in u["labels"])

@@ -1,7 +1,9 @@
 """From stored units to counts per feature value: what every window record, and the adaptive search, read.
 
 - `merge_units(records) -> {base: BaseLabels}`: per base sample, its label and the restart
-  labels per time (later rounds add times; a time measured twice keeps the later record).
+  labels per time, restart ``k`` at position ``k`` (later rounds add times, and add restarts to
+  a time: a row whose first restart is ``k0 > 0`` continues the ``k0`` restarts before it; a
+  row from restart 0 of a time measured before replaces it).
 - `feature_counts(merged, feature, n_labels) -> {value: (times, kept, total, bases)}`.
 - `record_counts(merged, features, n_labels) -> list[RecordCounts]`: one per feature value
   (``S_before`` = the whole data, floor = base rate), then one per nested pair (a value of a
@@ -9,7 +11,10 @@
   "Empirical window edges", last paragraph).
 
 A base sample belongs to the value that contains its label; a re-sample keeps the feature
-when its label lies in the same value. Times are in the backend's unit.
+when its label lies in the same value. Base samples that ``--timesteps auto`` made beyond
+``--samples`` (``kept_for``: the values that asked for them) belong only to those values'
+curves, once they have restarts, and never count in a base rate: a value's base rate and
+floor come from the first ``--samples`` base samples only. Times are in the backend's unit.
 """
 from __future__ import annotations
 
@@ -25,21 +30,39 @@ __all__ = ["BaseLabels", "RecordCounts", "merge_units", "feature_counts", "neste
 
 @dataclass(frozen=True)
 class BaseLabels:
-    """One base sample's label and its restarts' labels per time."""
+    """One base sample's label and its restarts' labels per time (restart ``k`` at position ``k``)."""
 
     label: int
     labels: MappingProxyType  # time -> tuple of restart labels
+    kept_for: frozenset | None = None  # None: one of the first --samples; else {(feature, value)} it was made for
+
+    def member_of(self, feature: str, value: str) -> bool:
+        """Whether this base sample's restarts enter the curve of ``value`` of ``feature`` (its label
+        lies in the value, checked by the caller): always for the first ``--samples``; for a base
+        sample made later, when that value asked for it and it has restarts."""
+        return self.kept_for is None or ((feature, value) in self.kept_for and len(self.labels) > 0)
 
 
 def merge_units(records) -> dict:
-    """``{base: BaseLabels}`` from unit records (`engine.store.UnitRecord`), in order (later wins)."""
+    """``{base: BaseLabels}`` from unit records (`engine.store.UnitRecord`), in order (module docstring)."""
     merged: dict = {}
     for r in records:
-        label, labels = merged.get(r.base, (int(r.base_label), {}))
-        for t, row in zip(r.times, r.labels):
-            labels[float(t)] = tuple(row)
-        merged[r.base] = (label, labels)
-    return {b: BaseLabels(label, MappingProxyType(labels)) for b, (label, labels) in merged.items()}
+        label, labels, kept_for = merged.get(r.base, (int(r.base_label), {}, None))
+        first = r.first or (0,) * len(r.times)
+        for t, row, k0 in zip(r.times, r.labels, first):
+            have = labels.get(float(t), ())
+            if k0 == 0:
+                labels[float(t)] = tuple(row)
+            elif len(have) == k0:
+                labels[float(t)] = have + tuple(row)
+            else:
+                raise ValueError(f"unit {r.unit}: restarts from {k0} at time {t:g} continue {len(have)} restarts")
+        asked = r.extra.get("kept_for") if r.extra else None
+        if asked is not None:
+            kept_for = (kept_for or frozenset()) | {(str(f), str(v)) for f, v in asked}
+        merged[r.base] = (label, labels, kept_for)
+    return {b: BaseLabels(label, MappingProxyType(labels), kept_for)
+            for b, (label, labels, kept_for) in merged.items()}
 
 
 def _value_of_label(feature: Feature, n_labels: int) -> np.ndarray:
@@ -58,7 +81,7 @@ def feature_counts(merged: dict, feature: Feature, n_labels: int) -> dict:
     lut = _value_of_label(feature, n_labels)
     out = {}
     for vi, name in enumerate(feature.values):
-        bases = sorted(b for b, e in merged.items() if lut[e.label] == vi)
+        bases = sorted(b for b, e in merged.items() if lut[e.label] == vi and e.member_of(feature.name, name))
         sets = [set(merged[b].labels) for b in bases]
         times = sorted(set.intersection(*sets)) if sets else sorted({t for e in merged.values() for t in e.labels})
         kept = np.zeros((len(bases), len(times)), dtype=int)
@@ -108,15 +131,23 @@ class RecordCounts:
 def record_counts(merged: dict, features, n_labels: int) -> list[RecordCounts]:
     """One `RecordCounts` per feature value, then one per nested pair (module docstring)."""
     counts = {f.name: feature_counts(merged, f, n_labels) for f in features}
-    n_total = {name: sum(len(c[3]) for c in cs.values()) for name, cs in counts.items()}
+    n_value = {f.name: _original_counts(merged, f, n_labels) for f in features}  # base rates: first --samples only
+    n_total = {name: sum(c.values()) for name, c in n_value.items()}
     out = []
     for f in features:
         for v, (ts, kept, total, bases) in counts[f.name].items():
-            rate = len(bases) / max(n_total[f.name], 1)
+            rate = n_value[f.name][v] / max(n_total[f.name], 1)
             out.append(RecordCounts(f.name, v, None, None, ts, kept, total, bases, rate, rate))
     for fine, v, coarse, parent in nested_pairs(features):
         ts, kept, total, bases = counts[fine.name][v]
-        n_parent = len(counts[coarse.name][parent][3])
+        n, n_parent = n_value[fine.name][v], n_value[coarse.name][parent]
         out.append(RecordCounts(fine.name, v, parent, coarse.name, ts, kept, total, bases,
-                                len(bases) / max(n_total[fine.name], 1), len(bases) / n_parent if n_parent else 0.0))
+                                n / max(n_total[fine.name], 1), n / n_parent if n_parent else 0.0))
     return out
+
+
+def _original_counts(merged: dict, feature: Feature, n_labels: int) -> dict:
+    """Per value name: how many of the first ``--samples`` base samples carry it."""
+    lut = _value_of_label(feature, n_labels)
+    found = [lut[e.label] for e in merged.values() if e.kept_for is None]
+    return {name: sum(1 for x in found if x == vi) for vi, name in enumerate(feature.values)}

@@ -4,17 +4,24 @@
   records of every feature value (`analysis.records`), with the theory beside them
   (`analysis.compare`) when ``theory`` is True (the backend computes it: `backend.theory`) or
   a precomputed `Predictions`, and the extra keys of ``windows.json`` (the sampler, the
-  schedule for plot axes, the grid, the rounds, model evaluations, edge precision, the theory's
-  summary, a warning for a deterministic sampler).
+  schedule for plot axes, the grid, the rounds with their times, units, re-samples, base samples
+  made beyond ``--samples`` and model evaluations, the run's evaluations, edge precision, the
+  theory's summary, a warning for a deterministic sampler). With ``--timesteps auto`` each
+  record also says why its edges stopped (``start_stopped_by``, ``end_stopped_by``:
+  ``"precision"``, ``"grid"``, ``"budget"``, ``"no-edge"``) and the evaluations they asked for
+  (``start_nfe``, ``end_nfe``; `engine.engine.Engine.edge_report`).
 - `write_windows(out, records, extra)`: ``windows.json`` and ``windows.csv``.
 - `write_strip(out, store, merged, features, n_cols)`: ``strip.safetensors`` and ``strip.json``.
-- `summary_table(records) -> str`: the terminal summary, theory beside measurement.
+- `summary_table(records) -> str`: the terminal summary, theory beside measurement;
+  `allocation_table(records, rounds) -> str`: with ``--timesteps auto``, evaluations per round and
+  why each edge stopped.
 
 Times are the backend's (``time_unit`` in ``windows.json``) unless a key says ``_ou``.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import warnings
@@ -44,6 +51,9 @@ def summarize(backend, engine, *, tolerance: float, seed: int = 0, theory=True, 
             summary = {"available": False, "reason": reason}
         else:
             records, summary = add_theory(records, predictions), predictions.summary
+    report = engine.edge_report() if hasattr(engine, "edge_report") else {}
+    if report:  # --timesteps auto: why each edge stopped, and the evaluations it asked for
+        records = [dataclasses.replace(r, extra={**r.extra, **report.get(r.key, {})}) for r in records]
     spacing = _grid_spacing(sorted({t for r in engine.rounds for t in r}))
     widths = edge_widths_in_steps(records, spacing)
     sampler = backend.describe()
@@ -52,8 +62,8 @@ def summarize(backend, engine, *, tolerance: float, seed: int = 0, theory=True, 
         "sampler": sampler,
         "schedule": backend.schedule_arrays(),
         "grid": list(engine.grid),
-        "rounds": engine.rounds,
-        "nfe": int(sum(u.nfe for u in units)),
+        "rounds": engine.round_summary(),
+        "nfe": int(engine.nfe()),
         "edge_interval_steps": {"median": float(np.median(widths)) if widths else None,
                                 "max": max(widths) if widths else None, "grid_spacing": spacing},
         "theory": summary,
@@ -159,6 +169,24 @@ def _fmt(v, width=5):
     if isinstance(v, bool):
         return ("yes" if v else "no").rjust(width)
     return f"{v:.0f}".rjust(width) if abs(v) >= 10 or v == 0 else f"{v:.2g}".rjust(width)
+
+
+def allocation_table(records, rounds) -> str:
+    """``--timesteps auto``: evaluations per round, then why each record's edges stopped and their evaluations."""
+    lines = ["round  times  units  re-samples  new samples  evaluations"]
+    for i, r in enumerate(rounds):
+        lines.append(f"{i:>5} {len(r['timesteps']):>6} {r['units']:>6} {r['restarts']:>11} {r['new_samples']:>12} "
+                     f"{r['nfe']:>12}")
+    lines.append(f"{'feature':<8} {'value':<16} | {'start stopped by':<16} {'evals':>8} | {'end stopped by':<16} "
+                 f"{'evals':>8}")
+    for r in records:
+        if "start_stopped_by" not in r.extra:
+            continue
+        e = r.extra
+        name = r.value if r.parent is None else f"{r.value} in {r.parent}"
+        lines.append(f"{r.feature:<8} {name[:16]:<16} | {e['start_stopped_by']:<16} {e['start_nfe']:>8} | "
+                     f"{e['end_stopped_by']:<16} {e['end_nfe']:>8}")
+    return "\n".join(lines)
 
 
 def summary_table(records) -> str:

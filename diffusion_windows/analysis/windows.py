@@ -45,6 +45,8 @@ __all__ = [
     "jump_window",
     "window_edges",
     "edge_interval_widths",
+    "bootstrap_retention",
+    "edge_draws",
 ]
 
 
@@ -236,22 +238,12 @@ def estimate_window(
     timesteps, kept, total = _check_inputs(
         timesteps, kept, total, base_rate, tolerance, floor, confidence, n_boot
     )
-    n_base, G = kept.shape
-    valid = total > 0
-    frac = np.where(valid, kept / np.where(valid, total, 1), 0.0)
+    n_base = kept.shape[0]
     retention = mean_retention(kept, total)
 
     rng = np.random.default_rng(seed)
+    boot = bootstrap_retention(kept, total, n_boot, rng)
     if n_base > 1:
-        # W[b, i] = how often base sample i appears in draw b; curves = weighted means.
-        idx = rng.integers(0, n_base, size=(n_boot, n_base))
-        flat = (np.arange(n_boot)[:, None] * n_base + idx).ravel()
-        W = np.bincount(flat, minlength=n_boot * n_base).reshape(n_boot, n_base).astype(float)
-        # einsum without BLAS: a fixed summation order, hence bit-for-bit reproducible
-        num = np.einsum("bi,ig->bg", W, frac, optimize=False)
-        den = np.einsum("bi,ig->bg", W, valid.astype(np.float64), optimize=False)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            boot = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
         a = (1.0 - confidence) / 2.0
         all_nan = np.isnan(boot).all(axis=0)
         safe = np.where(all_nan[None, :], 0.0, boot)
@@ -263,11 +255,6 @@ def estimate_window(
         ci_low = np.where(np.isnan(w_lo), ci_low, np.fmin(ci_low, w_lo))
         ci_high = np.where(np.isnan(w_hi), ci_high, np.fmax(ci_high, w_hi))
     else:
-        p = np.where(valid[0], frac[0], 0.0)
-        boot = rng.binomial(total[0][None, :], p[None, :], size=(n_boot, G)) / np.where(
-            valid[0], total[0], 1
-        )
-        boot = np.where(valid[0][None, :], boot, np.nan)
         ci_low, ci_high = wilson_interval(kept[0], total[0], confidence)
 
     start_thr, end_thr = 1.0 - tolerance, floor + tolerance
@@ -302,6 +289,75 @@ def estimate_window(
         end_none_fraction=end_none,
         jump=jump_window(timesteps, retention),
     )
+
+
+def bootstrap_retention(kept, total, n_boot: int, rng) -> np.ndarray:
+    """``n_boot`` bootstrap curves [n_boot, G] of `mean_retention` (NaN where a draw has no counts).
+
+    Over base samples (each draw resamples the rows of ``kept``/``total`` [n_base, G]); with a
+    single base sample, over its re-samples (binomial). ``rng``: a numpy Generator; the draws
+    are a fixed function of it (bit for bit).
+    """
+    kept = np.asarray(kept, dtype=np.int64)
+    total = np.asarray(total, dtype=np.int64)
+    n_base, G = kept.shape
+    valid = total > 0
+    frac = np.where(valid, kept / np.where(valid, total, 1), 0.0)
+    if n_base > 1:
+        # W[b, i] = how often base sample i appears in draw b; curves = weighted means.
+        idx = rng.integers(0, n_base, size=(n_boot, n_base))
+        flat = (np.arange(n_boot)[:, None] * n_base + idx).ravel()
+        W = np.bincount(flat, minlength=n_boot * n_base).reshape(n_boot, n_base).astype(float)
+        # einsum without BLAS: a fixed summation order, hence bit-for-bit reproducible
+        num = np.einsum("bi,ig->bg", W, frac, optimize=False)
+        den = np.einsum("bi,ig->bg", W, valid.astype(np.float64), optimize=False)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    p = np.where(valid[0], frac[0], 0.0)
+    boot = rng.binomial(total[0][None, :], p[None, :], size=(n_boot, G)) / np.where(valid[0], total[0], 1)
+    return np.where(valid[0][None, :], boot, np.nan)
+
+
+def edge_draws(timesteps, kept, total, start_threshold, end_threshold, *, n_boot: int, rng,
+               confidence: float = 0.95, restarts_too: bool = False):
+    """One curve's edges, their bootstrap intervals and None fractions, by the module's edge rules.
+
+    ``start_threshold`` (``1 - delta``) and ``end_threshold`` (``floor + delta``, or ``-inf``: no
+    end); returns ``{"start": (index, (lo, hi) | None, none_fraction), "end": (...)}`` with the
+    point estimate's index into ``timesteps`` (-1: no edge) and the interval in timesteps.
+    ``restarts_too``: each draw also redraws every chosen base sample's re-samples (binomial,
+    from its kept fraction with one pseudo re-sample at the pooled retention), so that a curve measured with few
+    re-samples, or on very few base samples, cannot claim a narrow interval from the little it
+    saw. What the adaptive search reads of the curve measured so far (`engine.allocation`).
+    """
+    t = np.asarray(timesteps, dtype=np.float64)
+    p = mean_retention(kept, total)
+    if restarts_too:
+        boot = _two_level_bootstrap(kept, total, n_boot, rng)
+    else:
+        boot = bootstrap_retention(kept, total, n_boot, rng)
+    s, e = _edge_indices(p[None, :], start_threshold, end_threshold)
+    bs, be = _edge_indices(boot, start_threshold, end_threshold)
+    out = {}
+    for side, point, draws in (("start", s, bs), ("end", e, be)):
+        ci, none = _edge_summary(draws, t, confidence)
+        out[side] = (int(point[0]), ci, none)
+    return out
+
+
+def _two_level_bootstrap(kept, total, n_boot: int, rng) -> np.ndarray:
+    """Curves [n_boot, G]: base samples drawn with replacement, then each one's re-samples redrawn."""
+    kept = np.asarray(kept, dtype=np.int64)
+    total = np.asarray(total, dtype=np.int64)
+    n_base = kept.shape[0]
+    idx = rng.integers(0, n_base, size=(n_boot, n_base))
+    k = total[idx]                                       # [n_boot, n_base, G]
+    pooled = (kept.sum(axis=0) + 0.5) / (total.sum(axis=0) + 1.0)
+    f = (kept + pooled) / (total + 1.0)                  # one pseudo re-sample at the pooled retention
+    x = rng.binomial(k, f[idx]) / np.maximum(k, 1)
+    valid = k > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid.any(axis=1), np.where(valid, x, 0.0).sum(axis=1) / valid.sum(axis=1), np.nan)
 
 
 def window_edges(timesteps, retention, floor: float, tolerance: float = 0.1):

@@ -47,7 +47,7 @@ import numpy as np
 
 from ..analysis.windows import _edge_indices, mean_retention
 
-__all__ = ["Curve", "coarse_grid", "first_round", "next_timesteps", "curve_se"]
+__all__ = ["Curve", "coarse_grid", "first_round", "next_timesteps", "locate", "curve_se"]
 
 
 @dataclass(frozen=True)
@@ -98,48 +98,69 @@ def next_timesteps(grid, curves: dict, precision: float, *, z: float = 1.0, n_co
     accepted, in timesteps; ``z``: how many standard errors above a threshold an
     unmeasured timestep must lie to be skipped. Empty when every edge is settled.
     """
-    g = np.sort(np.asarray(grid, dtype=float))
-    coarse = np.asarray(coarse_grid(g, n_coarse), dtype=float)
     out = {}
     for key, c in curves.items():
-        t = np.asarray(c.timesteps, dtype=float)
-        p = np.asarray(c.retention, dtype=float)
-        se = np.asarray(c.se, dtype=float)
-        new = set()
-        brackets = []  # (index above the threshold, index at or below it, threshold)
-        start_thr = np.inf if c.start_threshold is None else c.start_threshold
-        if c.start_threshold is not None:
-            s, _ = _edge_indices(p[None], start_thr, -np.inf)
-            if 0 <= s[0] < len(t) - 1:
-                brackets.append((s[0], s[0] + 1, start_thr))
-        for thr in sorted(set(c.end_thresholds)):
-            _, e = _edge_indices(p[None], start_thr, thr)
-            if e[0] > 0:
-                brackets.append((e[0] - 1, e[0], thr))
-            elif e[0] < 0:  # 1. reach: extrapolate to the crossing, at most to the next coarse point
-                t_new = _reach(g, coarse, t, p, thr)
-                if t_new is not None:
-                    new.add(t_new)
-        for i, j, thr in brackets:  # 2. bisect (regula falsi, kept to the bracket's middle half)
-            lo, hi = t[i], t[j]
-            if hi - lo > precision:
-                guess = lo + (hi - lo) * (p[i] - thr) / max(p[i] - p[j], 1e-12)
-                guess = np.clip(guess, lo + (hi - lo) / 4, hi - (hi - lo) / 4)
-                inside = g[(g > lo) & (g < hi)]
-                if len(inside):
-                    new.add(float(inside[np.argmin(np.abs(inside - guess))]))
-        unmeasured = g[~np.isin(g, t)]
-        if len(unmeasured) and len(t) >= 2:  # 3. verify: a crossing the full grid would see first
-            v = np.interp(unmeasured, t, p)
-            right = np.clip(np.searchsorted(t, unmeasured), 1, len(t) - 1)
-            err = np.maximum(se[right - 1], se[right])
-            for i, _, thr in brackets:
-                near = (unmeasured < t[i]) & (v - thr <= z * err)
-                new.update(float(x) for x in unmeasured[near])
-        new -= set(t.tolist())
+        new = set().union(*(set(ts) for ts in locate(grid, c, precision, z=z, n_coarse=n_coarse).values()))
         if new:
             out[key] = sorted(new)
     return out
+
+
+def locate(grid, c: Curve, precision: float, *, z: float = 1.0, n_coarse: int = 9, max_verify=None) -> dict:
+    """Per edge of one curve, the grid timesteps that locate it next (steps 1-3 of the module docstring).
+
+    Returns ``{(side, threshold): {timestep: step}}`` (``step``: "reach", "bisect" or "verify")
+    for the start (``("start", 1 - delta)``) and every end threshold; empty: the edge needs no
+    new timestep. ``max_verify``: at most this many verify timesteps per edge and round, the
+    likeliest crossings first (None: all).
+    """
+    g = np.sort(np.asarray(grid, dtype=float))
+    coarse = np.asarray(coarse_grid(g, n_coarse), dtype=float)
+    t = np.asarray(c.timesteps, dtype=float)
+    p = np.asarray(c.retention, dtype=float)
+    se = np.asarray(c.se, dtype=float)
+    out = {}
+    brackets = []  # (edge, index above the threshold, index at or below it, threshold)
+    start_thr = np.inf if c.start_threshold is None else c.start_threshold
+    if c.start_threshold is not None:
+        edge = ("start", c.start_threshold)
+        out[edge] = {}
+        s, _ = _edge_indices(p[None], start_thr, -np.inf)
+        if 0 <= s[0] < len(t) - 1:
+            brackets.append((edge, s[0], s[0] + 1, start_thr))
+    for thr in sorted(set(c.end_thresholds)):
+        edge = ("end", thr)
+        out[edge] = {}
+        _, e = _edge_indices(p[None], start_thr, thr)
+        if e[0] > 0:
+            brackets.append((edge, e[0] - 1, e[0], thr))
+        elif e[0] < 0:  # 1. reach: extrapolate to the crossing, at most to the next coarse point
+            t_new = _reach(g, coarse, t, p, thr)
+            if t_new is not None:
+                out[edge][t_new] = "reach"
+    for edge, i, j, thr in brackets:  # 2. bisect (regula falsi, kept to the bracket's middle half)
+        lo, hi = t[i], t[j]
+        if hi - lo > precision:
+            guess = lo + (hi - lo) * (p[i] - thr) / max(p[i] - p[j], 1e-12)
+            guess = np.clip(guess, lo + (hi - lo) / 4, hi - (hi - lo) / 4)
+            inside = g[(g > lo) & (g < hi)]
+            if len(inside):
+                out[edge][float(inside[np.argmin(np.abs(inside - guess))])] = "bisect"
+    unmeasured = g[~np.isin(g, t)]
+    if len(unmeasured) and len(t) >= 2:  # 3. verify: a crossing the full grid would see first
+        v = np.interp(unmeasured, t, p)
+        right = np.clip(np.searchsorted(t, unmeasured), 1, len(t) - 1)
+        err = np.maximum(se[right - 1], se[right])
+        for edge, i, _, thr in brackets:
+            near = (unmeasured < t[i]) & (v - thr <= z * err)
+            if max_verify is not None and near.sum() > max_verify:  # the likeliest crossings first
+                order = np.argsort(np.where(near, (v - thr) / np.maximum(err, 1e-12), np.inf), kind="stable")
+                near = np.zeros_like(near)
+                near[order[:max_verify]] = True
+            for x in unmeasured[near]:
+                out[edge].setdefault(float(x), "verify")
+    measured = set(t.tolist())
+    return {edge: {x: kind for x, kind in ts.items() if x not in measured} for edge, ts in out.items()}
 
 
 def _reach(g, coarse, t, p, thr):

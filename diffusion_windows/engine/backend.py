@@ -10,8 +10,12 @@ forgotten.
 
 A unit of work is one base sample x the times of one round; `Backend.run` runs a batch group
 of units (consecutive base samples, `engine.seeds.batch_groups`) and returns one `UnitResult`
-per base. Seeds come from the run seed and the unit's identity only (`engine.seeds.unit_seed`),
-so results never depend on batching, processes or interruptions.
+per base. A plan entry is a time (restarts ``0..restarts-1`` from it) or a slot
+``(time, k0, k1)``: restarts ``k0..k1-1`` only, so that ``--timesteps auto`` can add re-samples
+to a (base, time) in a later round without running the first ones again (`restart_slots`).
+Seeds come from the run seed, the base, the time and the restart index only
+(`engine.seeds.unit_seed`), so results never depend on batching, rounds, processes or
+interruptions: restart ``k`` is the same re-sample whichever round runs it.
 
 Example (a backend that replays recorded labels, as ``benchmarks/replay_auto.py`` does)::
 
@@ -21,8 +25,14 @@ Example (a backend that replays recorded labels, as ``benchmarks/replay_auto.py`
         def snap(self, times): return sorted(set(float(t) for t in times))
         def prepare(self, bases, *, total, seed, batch_size): pass
         def run(self, plan, *, restarts, seed, batch_size, keep=()):
-            return [UnitResult(b, 0, tuple(plan[b]), tuple((0,) * restarts for _ in plan[b]),
-                               restarts * sum(map(self.cost, plan[b]))) for b in sorted(plan)]
+            out = []
+            for b in sorted(plan):
+                slots = restart_slots(plan[b], restarts)   # [(time, k0, k1)]: restarts k0..k1-1
+                out.append(UnitResult(b, 0, tuple(t for t, _, _ in slots),
+                                      tuple((0,) * (k1 - k0) for _, k0, k1 in slots),
+                                      sum((k1 - k0) * self.cost(t) for t, k0, k1 in slots),
+                                      first=tuple(k0 for _, k0, _ in slots)))
+            return out
 """
 from __future__ import annotations
 
@@ -31,15 +41,16 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Backend", "UnitResult"]
+__all__ = ["Backend", "UnitResult", "restart_slots"]
 
 
 @dataclass(frozen=True)
 class UnitResult:
     """What restarting one base sample at the times of one round gave.
 
-    ``labels[i][k]`` is the classifier label index of restart ``k`` from ``times[i]``;
-    ``nfe`` the model evaluations the restarts took (counted where they ran). ``arrays`` are
+    ``labels[i][k]`` is the classifier label index of restart ``first[i] + k`` from ``times[i]``
+    (``first`` empty: every row starts at restart 0); ``nfe`` the model evaluations the
+    restarts took (counted where they ran). ``arrays`` are
     kept beside the results (diffusion: the strip's decoded images, the base sample for
     the theory); ``extra`` are JSON fields added to the unit's line (text: the response).
     """
@@ -51,18 +62,40 @@ class UnitResult:
     nfe: int
     arrays: dict = field(default_factory=dict, compare=False)
     extra: dict = field(default_factory=dict)
+    first: tuple = ()
 
     def to_json(self, unit: str, round_: int) -> dict:
-        """The unit's line in ``results.jsonl`` (times under ``"timesteps"``, the established key)."""
-        return {"unit": unit, "round": int(round_), "base": int(self.base), "base_label": int(self.base_label),
-                "timesteps": [_number(t) for t in self.times],
-                "labels": [[int(x) for x in row] for row in self.labels], "nfe": int(self.nfe), **self.extra}
+        """The unit's line in ``results.jsonl`` (times under ``"timesteps"``, the established key;
+        ``"first"``, the first restart index per time, only when one is not 0)."""
+        d = {"unit": unit, "round": int(round_), "base": int(self.base), "base_label": int(self.base_label),
+             "timesteps": [_number(t) for t in self.times],
+             "labels": [[int(x) for x in row] for row in self.labels], "nfe": int(self.nfe)}
+        if any(self.first):
+            d["first"] = [int(k) for k in self.first]
+        return {**d, **self.extra}
 
 
 def _number(t):
     """A time as an int when it is whole (JSON and seeds alike), else a float."""
     t = float(t)
     return int(t) if t == int(t) else t
+
+
+def restart_slots(entries, restarts: int) -> list:
+    """Plan entries -> ``[(time, k0, k1)]``: a bare time means restarts ``0..restarts-1``.
+
+    Example::
+
+        restart_slots([0, (500, 2, 8)], 2)   # [(0.0, 0, 2), (500.0, 2, 8)]
+    """
+    out = []
+    for e in entries:
+        if isinstance(e, (tuple, list)):
+            t, k0, k1 = e
+            out.append((float(t), int(k0), int(k1)))
+        else:
+            out.append((float(e), 0, int(restarts)))
+    return out
 
 
 @runtime_checkable
@@ -80,12 +113,16 @@ class Backend(Protocol):
     def snap(self, times) -> list:
         """Requested times -> the sorted, distinct grid times they restart from."""
 
-    def prepare(self, bases, *, total: int, seed: int, batch_size: int) -> None:
-        """Make the base samples ``bases`` (of ``total``) if not made yet, in fixed chunks."""
+    def prepare(self, bases, *, total: int, seed: int, batch_size: int, start: int = 0) -> None:
+        """Make the base samples ``bases`` (of the block ``[start, total)``) if not made yet, in
+        fixed chunks ``[start + c * batch_size, ...)`` of the block: a base sample is always made
+        in the same batch. ``--timesteps auto`` makes base samples beyond ``--samples`` in blocks
+        of their own."""
 
     def run(self, plan: dict, *, restarts: int, seed: int, batch_size: int, keep=()) -> list:
-        """One batch group: ``plan`` maps base -> times; returns one `UnitResult` per base, in
-        base order. Bases in ``keep`` also return their display arrays (the strip's rows)."""
+        """One batch group: ``plan`` maps base -> entries (a time, or a slot ``(time, k0, k1)``,
+        `restart_slots`; an empty list only labels the base sample); returns one `UnitResult`
+        per base, in base order. Bases in ``keep`` also return their display arrays (the strip's rows)."""
 
 
 def as_array(x) -> np.ndarray:

@@ -6,7 +6,8 @@
   noise from ``unit_seed(seed, "reverse", b, t, k)``; base ``b`` from ``unit_seed(seed, "base", b)``.
 - `batch_groups(plan, restarts, batch_size)`: consecutive base samples whose restarts fill
   about one batch, a fixed function of the plan and the options: a resumed run, a run split
-  over processes and an uninterrupted run compute every unit in the same batch.
+  over processes and an uninterrupted run compute every unit in the same batch (a plan entry
+  is a time or a restart slot ``(time, k0, k1)``, `engine.backend.restart_slots`).
 - `time_key(t)`: a time as an int when it is whole, else a float (JSON, seeds and scheduler
   arguments see the same value: 500 and 500.0 are one unit).
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+
+from .backend import restart_slots
 
 __all__ = ["unit_seed", "batch_groups", "time_key"]
 
@@ -44,7 +47,7 @@ def batch_groups(plan: dict, restarts: int, batch_size: int) -> list[list[int]]:
 
         batch_groups({0: [0, 500], 1: [0, 500], 2: [500]}, restarts=4, batch_size=16)   # [[0, 1], [2]]
     """
-    per_base = restarts * max((len(ts) for ts in plan.values()), default=1)
+    per_base = max((sum(k1 - k0 for _, k0, k1 in restart_slots(ts, restarts)) for ts in plan.values()), default=1)
     size = max(1, batch_size // max(per_base, 1))
     order = sorted(plan)
     return [order[i:i + size] for i in range(0, len(order), size)]

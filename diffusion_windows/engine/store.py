@@ -1,7 +1,8 @@
 """Results on disk: append-only JSON lines per process, torn-line recovery, merge, kept arrays.
 
 A unit's record is one line ``{"unit": "r<round>-b<base>", "round", "base", "base_label",
-"timesteps", "labels", "nfe", ...}`` (`engine.backend.UnitResult.to_json`), written and
+"timesteps", "labels", "nfe", ...}`` (`engine.backend.UnitResult.to_json`; with ``"first"``, the
+first restart index per time, when a row continues restarts of an earlier round), written and
 flushed (and fsync'ed) when the unit finishes, so a run killed at any moment loses at most the
 units in flight. A single process appends to ``results.jsonl``; process ``rank`` of several to
 ``results.<rank>.jsonl``; `ResultStore.merge` folds every file into ``results.jsonl``. A last
@@ -41,17 +42,26 @@ class UnitRecord:
     labels: tuple
     nfe: int
     extra: dict = field(default_factory=dict, compare=False)
+    first: tuple = ()           # first restart index per time (empty: all 0)
 
     @classmethod
     def from_json(cls, d: dict) -> "UnitRecord":
-        known = ("unit", "round", "base", "base_label", "timesteps", "labels", "nfe")
+        known = ("unit", "round", "base", "base_label", "timesteps", "labels", "nfe", "first")
         return cls(d["unit"], int(d["round"]), int(d["base"]), int(d["base_label"]),
                    tuple(float(t) for t in d["timesteps"]), tuple(tuple(row) for row in d["labels"]),
-                   int(d.get("nfe", 0)), {k: v for k, v in d.items() if k not in known})
+                   int(d.get("nfe", 0)), {k: v for k, v in d.items() if k not in known},
+                   tuple(int(k) for k in d.get("first", ())))
 
     def to_json(self) -> dict:
-        result = UnitResult(self.base, self.base_label, self.times, self.labels, self.nfe, extra=self.extra)
+        result = UnitResult(self.base, self.base_label, self.times, self.labels, self.nfe, extra=self.extra,
+                            first=self.first)
         return result.to_json(self.unit, self.round)
+
+
+def _round_base(path: Path) -> tuple:
+    """``r<round>-b<base>.safetensors`` -> ``(round, base)``, for numeric order."""
+    r, b = path.stem[1:].split("-b")
+    return int(r), int(b)
 
 
 def _line(d: dict) -> str:
@@ -142,14 +152,15 @@ class ResultStore:
 
         rows = {}
         folder = self.out / "strip"
-        for p in sorted(folder.glob("*.safetensors")) if folder.exists() else []:
+        files = sorted(folder.glob("*.safetensors"), key=_round_base) if folder.exists() else []
+        for p in files:  # in round order: a time's first re-sample (a later round may add more of them)
             base = int(p.stem.split("-b")[1])
             with safe_open(str(p), "np") as f:
                 ts = json.loads(f.metadata()["timesteps"])
                 imgs = f.get_tensor("images")
             cells = rows.setdefault(base, {})
             for t, img in zip(ts, imgs[:-1]):
-                cells[float(t)] = img
+                cells.setdefault(float(t), img)
             cells[0.0] = imgs[-1]  # the first column shows the base sample itself
         return rows
 

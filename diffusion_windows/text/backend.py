@@ -17,9 +17,11 @@ cutting rule; ``t = 0`` keeps it whole, ``t = 1`` only the prompt) and samples t
   (`text.resample.resample`: one pass per base response gives every prefix's cache); restart
   ``k`` from a prefix of ``kept`` tokens of base ``b`` draws from
   ``unit_seed(seed, "reverse", b, kept, k)`` (a function of the prefix, so two grids that cut
-  the same prefix share its restarts; results never depend on batching or processes); its
-  label is the outcome of the kept tokens plus the continuation; ``nfe`` counts the tokens
-  sampled;
+  the same prefix share its restarts; results never depend on batching or processes); a plan
+  entry ``(t, k0, k1)`` runs restarts ``k0..k1-1`` only (``--timesteps auto`` adds re-samples in
+  later rounds; `engine.backend.restart_slots`), decoded with the other points of the same
+  ``(k0, k1)``; its label is the outcome of the kept tokens plus the continuation; ``nfe``
+  counts the tokens sampled;
 - `cost(t)`: tokens to sample from ``t``: about ``t`` times the mean response length;
 - theory: exact for the story language of the bundled default (`theory.text`), in fractions.
 
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.backend import UnitResult
+from ..engine.backend import UnitResult, restart_slots
 from ..engine.seeds import unit_seed
 from ..theory.text import DEFAULT_FRACTIONS, kept_tokens
 from . import lm
@@ -74,6 +76,7 @@ class TextBackend:
     """The engine's `Backend` for a causal language model (module docstring)."""
 
     time_unit = "fraction removed"
+    more_samples = False  # base responses are made (and the label set fit) when built: none beyond --samples
 
     def __init__(self, model, tokenizer, prompts, *, outcome, samples: int, seed: int, features=None, labels=None,
                  grid=DEFAULT_FRACTIONS, max_new_tokens: int = 64, temperature: float = 1.0, top_p: float = 1.0,
@@ -172,14 +175,17 @@ class TextBackend:
         return {}
 
     # ------------------------------------------------------------------ restarts
-    def prepare(self, bases, *, total, seed, batch_size):
-        pass  # every base response is made when the backend is built
+    def prepare(self, bases, *, total, seed, batch_size, start=0):
+        if any(b >= len(self.bases) for b in bases):
+            raise ValueError(f"base samples {sorted(b for b in bases if b >= len(self.bases))} beyond the "
+                             f"{len(self.bases)} made when the text backend was built")
 
-    def continuations(self, points, *, restarts: int, seed: int, batch_size: int):
-        """Resampled continuations of ``points`` [(base, kept)], restart ``k`` seeded by (base, kept, k)."""
+    def continuations(self, points, *, restarts: int, seed: int, batch_size: int, first: int = 0):
+        """Resampled continuations of ``points`` [(base, kept)]: restarts ``first..first + restarts - 1``,
+        restart ``k`` seeded by (base, kept, k)."""
         return resample(self.model, self.bases, points, restarts=restarts, max_new_tokens=self.max_new_tokens,
-                        seed=lambda b, kept, k: unit_seed(seed, "reverse", b, kept, k), temperature=self.temperature,
-                        top_p=self.top_p, batch_size=batch_size)
+                        seed=lambda b, kept, k: unit_seed(seed, "reverse", b, kept, k + first),
+                        temperature=self.temperature, top_p=self.top_p, batch_size=batch_size)
 
     def outcomes_of(self, points, tokens) -> list:
         """Label indices of every continuation: the outcome of the kept tokens plus the new ones."""
@@ -190,17 +196,25 @@ class TextBackend:
         return out
 
     def run(self, plan: dict, *, restarts: int, seed: int, batch_size: int, keep=()) -> list:
+        """Restart each base of ``plan`` (base -> fractions, or slots ``(fraction, k0, k1)``); the slots
+        that share ``(k0, k1)`` decode together (a plain plan: all of them, in one call)."""
         order = sorted(plan)
-        points = [(b, self.kept(b, t)) for b in order for t in plan[b]]
-        res = self.continuations(points, restarts=restarts, seed=seed, batch_size=batch_size)
-        labels = self.outcomes_of(points, res.tokens)
+        slots = [(b, t, k0, k1) for b in order for t, k0, k1 in restart_slots(plan[b], restarts)]
         drawn = (lambda conts: len(conts[0])) if self.temperature == 0 else (lambda conts: sum(map(len, conts)))
+        labels, nfe = [None] * len(slots), [0] * len(slots)
+        for k0, k1 in sorted({(k0, k1) for _, _, k0, k1 in slots}):
+            mine = [i for i, s in enumerate(slots) if s[2:] == (k0, k1)]
+            points = [(slots[i][0], self.kept(slots[i][0], slots[i][1])) for i in mine]
+            res = self.continuations(points, restarts=k1 - k0, seed=seed, batch_size=batch_size, first=k0)
+            for i, row, conts in zip(mine, self.outcomes_of(points, res.tokens), res.tokens):
+                labels[i], nfe[i] = tuple(row), int(drawn(conts))
         results, pos = [], 0
         for b in order:
-            n = len(plan[b])
-            results.append(UnitResult(b, self.base_labels[b], tuple(float(t) for t in plan[b]),
-                                      tuple(labels[pos:pos + n]),
-                                      int(sum(drawn(c) for c in res.tokens[pos:pos + n]))))
+            n = sum(1 for s in slots if s[0] == b)
+            mine = slots[pos:pos + n]
+            results.append(UnitResult(b, self.base_labels[b], tuple(float(t) for _, t, _, _ in mine),
+                                      tuple(labels[pos:pos + n]), int(sum(nfe[pos:pos + n])),
+                                      first=tuple(k0 for _, _, k0, _ in mine)))
             pos += n
         return results
 

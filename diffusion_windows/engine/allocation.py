@@ -1,0 +1,225 @@
+"""Where ``--timesteps auto`` spends its next model evaluations: timesteps, and re-samples per edge.
+
+`plan_values(grid, values, ...)` reads each feature value's counts measured so far (per base
+sample and timestep, `ValueCounts`) and returns what to measure next (`Ask`s) and where each
+edge stands (`EdgeState`). The engine (`engine.engine.Engine`) turns asks into restart slots
+``(time, k0, k1)`` per base sample, takes them in order of benefit per evaluation while they fit
+in ``--max-evaluations``, and makes more base samples where re-samples can do no more.
+
+Per value and edge (the start at ``1 - delta``; an end at ``floor + delta`` of every record that
+reads the curve), in this order:
+
+1. locate: the edge's new timesteps from `adaptive.locate` (reach, regula falsi bracket, and
+   verify a dip the full grid would see first: one unmeasured timestep per round, the likeliest
+   crossing, within ``z = 2`` standard errors); a reach timestep starts with ``initial``
+   re-samples per base sample, a bisect or verify timestep (inside or below a bracket) with one
+   (``probe_restarts``): it only has to show on which side of the threshold the curve lies
+   there, and step 3 adds more where that is in doubt; an end whose bootstrap
+   draws do not all cross at its highest measured timestep asks for the grid timestep above;
+2. its interval: a bootstrap over base samples that also redraws each base sample's re-samples
+   (`analysis.windows.edge_draws`, ``restarts_too``: a point measured with two re-samples cannot
+   look certain); within ``precision`` timesteps -> stopped by ``"precision"``;
+3. re-samples: each measured timestep ``j`` whose side of the threshold could flip moves the
+   edge by ``move_j`` timesteps if it does (a point below an end makes it the end; the point past
+   the edge, with the unsure points after it, moves it up to the first sure one). The chance of
+   a flip is that of the full grid's value (``restarts`` re-samples on the same base samples)
+   lying across the threshold: a normal tail with the binomial spread that the missing
+   re-samples add (`_predictive_sd`; the spread between base samples is shared, since they are
+   the same base samples). Two more re-samples per base sample at ``j`` are asked for when
+   ``chance x move`` (timesteps) per model evaluation they cost is at least ``price``: an
+   evaluation buys the same expected edge shift anywhere, so re-samples go where the threshold
+   is close and cheap ones go first (a restart from the ``k``-th grid timestep costs ``k``
+   evaluations: the start edge's re-samples are cheap, the end's dear);
+4. nothing left worth its price (or every point at ``restarts``) -> stopped by ``"grid"``, with
+   ``more_samples`` when no point holds fewer than ``restarts``: only more base samples of the
+   value could narrow it;
+5. an edge the curve never crosses (the end above the grid's top) -> ``"no-edge"``.
+
+Every re-sample is one of the uniform grid's own (restart ``k`` of base ``b`` at ``t`` has its
+seed from ``(b, t, k)`` only), so a run's curves are subsets of the full grid's, read with
+fewer re-samples where the threshold is far. `PRICE` was chosen on recorded uniform runs of
+the default model (seeds 0-3, ``benchmarks/replay_auto.py``): the evaluations it saves against
+the edges it moves.
+
+Example::
+
+    values = [ValueCounts(("digit", "3"), (0, 240, 480), kept, total, 0.9, (0.2,))]
+    asks, edges = plan_values(range(0, 1000, 20), values, precision=20, restarts=8, initial=2, cost=cost)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr
+
+from ..analysis.windows import edge_draws, mean_retention
+from .adaptive import Curve, curve_se, locate
+
+__all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "price_per_evaluation", "PRICE", "STOPS"]
+
+# why an edge stopped: its interval within --edge-precision; nothing left worth its price at this grid
+# and --restarts with these base samples; --max-evaluations spent first; the curve never crosses
+STOPS = ("precision", "grid", "budget", "no-edge")
+
+# grid steps of expected edge shift that one generation's worth of evaluations (a restart from the
+# top of the grid) must buy; per model evaluation: `price_per_evaluation`
+PRICE = 0.09
+
+
+@dataclass(frozen=True)
+class ValueCounts:
+    """One feature value's counts so far (times ascending, in the backend's unit)."""
+
+    key: tuple                  # (feature, value)
+    timesteps: tuple            # [G] measured on every base sample of the value
+    kept: np.ndarray            # [n_base, G] re-samples that kept the value
+    total: np.ndarray           # [n_base, G] re-samples
+    start_threshold: float | None   # 1 - delta; None: the start is not searched
+    end_thresholds: tuple = ()      # floor + delta of every record reading this curve
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Every base sample of value ``key`` should hold at least ``restarts`` re-samples at ``time``."""
+
+    key: tuple
+    time: float
+    restarts: int
+    kind: str                   # "locate" (a new timestep), "resample" (more re-samples), "samples" (catch-up)
+    edges: tuple                # the edges asking: (key, side, threshold)
+    benefit: float              # expected edge shift it buys, timesteps (inf: locating)
+
+
+@dataclass(frozen=True)
+class EdgeState:
+    """Where one edge stands after the rounds so far."""
+
+    key: tuple
+    side: str                   # "start" or "end"
+    threshold: float
+    timestep: float | None      # the edge on the curve so far
+    interval: tuple | None      # its bootstrap interval (timesteps)
+    width: float                # interval width (inf: open, or still locating)
+    stopped_by: str | None      # one of STOPS; None: still asking
+    more_samples: bool = False  # stopped by "grid" with every point at --restarts: more base samples would narrow it
+
+
+def price_per_evaluation(grid, cost, price: float = PRICE) -> float:
+    """`PRICE` (grid steps per generation) in timesteps per model evaluation on ``grid``."""
+    g = np.sort(np.asarray(grid, dtype=float))
+    spacing = float(np.median(np.diff(g))) if len(g) > 1 else 1.0
+    return price * spacing / max(float(cost(g[-1])), 1.0)
+
+
+def plan_values(grid, values, *, precision: float, restarts: int, initial: int, cost, price: float = 0.0,
+                z: float = 2.0, growth: int = 2, max_verify: int | None = 1, chain: float = 0.02,
+                n_boot: int = 200, confidence: float = 0.95, n_coarse: int = 9, probe_restarts: int = 1):
+    """The asks of the next round and each edge's state -> ``(asks, {edge: EdgeState})`` (module docstring).
+
+    ``grid``: the sampling grid; ``precision``: timesteps; ``restarts``: re-samples per base
+    sample and timestep at most; ``initial``: re-samples a new timestep starts with; ``cost``:
+    evaluations of one restart from a time; ``price``: expected edge shift (timesteps) one
+    evaluation must buy (0: any re-sample that could move an edge); ``z``: the verify step's
+    margin (standard errors); ``probe_restarts``: re-samples a bisect or verify timestep starts
+    with (at most ``initial``); ``growth``: re-samples added per ask; ``chain``: the flip chance
+    above which a point past the edge could fall with it; ``n_boot``: bootstrap draws. A pure
+    function of its arguments (the bootstrap draws from a fixed seed).
+    """
+    g = np.sort(np.asarray(grid, dtype=float))
+    asks, edges = [], {}
+    for v in values:
+        t = np.asarray(v.timesteps, dtype=float)
+        kept, total = np.asarray(v.kept), np.asarray(v.total)
+        curve = Curve(tuple(t), tuple(mean_retention(kept, total)), tuple(curve_se(kept, total)),
+                      v.start_threshold, tuple(v.end_thresholds))
+        located = locate(g, curve, precision, z=z, n_coarse=n_coarse, max_verify=max_verify)
+        p = np.asarray(curve.retention)
+        sd = _predictive_sd(kept, total, restarts)
+        k_min = total.min(axis=0)  # re-samples every base sample holds, per timestep
+        k_next = np.minimum(restarts, k_min + growth)
+        dear = np.array([np.maximum(k_next[j] - total[:, j], 0).sum() * cost(t[j]) for j in range(len(t))])
+        start_thr = np.inf if v.start_threshold is None else v.start_threshold
+        for (side, thr), new in located.items():
+            edge = (v.key, side, float(thr))
+            draws = edge_draws(t, kept, total, start_thr, thr if side == "end" else -np.inf, n_boot=n_boot,
+                               rng=np.random.default_rng(0), confidence=confidence, restarts_too=True)
+            point, interval, none = draws[side]
+            here = None if point < 0 else float(t[point])
+            open_up = side == "end" and point == len(t) - 1 and none > (1 - confidence) / 2
+            if open_up and not new and t[-1] < g[-1]:  # 1. an end that may lie above: the next grid timestep
+                new = {float(g[g > t[-1]][0]): "reach"}
+            if side == "start" and point == len(t) - 1 and t[-1] < g[-1] and not new and any(located.values()):
+                # the run above 1 - delta reaches the last point: the ends' reach will bracket it
+                edges[edge] = EdgeState(v.key, side, float(thr), here, interval, np.inf, None)
+                continue
+            if new:
+                asks.extend(Ask(v.key, x, initial if new[x] == "reach" else min(initial, probe_restarts),
+                                "locate", (edge,), np.inf) for x in sorted(new))
+                edges[edge] = EdgeState(v.key, side, float(thr), here, interval, np.inf, None)
+                continue
+            if point < 0:  # 5. never crosses (or a start below its threshold at once)
+                edges[edge] = EdgeState(v.key, side, float(thr), None, interval, np.inf, "no-edge")
+                continue
+            width = np.inf if (open_up or interval is None) else interval[1] - interval[0]
+            if width <= precision:  # 2.
+                edges[edge] = EdgeState(v.key, side, float(thr), here, interval, width, "precision")
+                continue
+            with np.errstate(divide="ignore", invalid="ignore"):  # 3. re-samples worth their price
+                flip = ndtr(-np.abs(p - thr) / np.maximum(sd, 1e-12))
+            moves = np.minimum(_moves(t, p, thr, side, point, flip > chain), g[-1] - g[0])
+            gain = flip * moves
+            short = [j for j in range(len(t)) if k_min[j] < restarts and moves[j] > 0 and gain[j] > 0
+                     and gain[j] >= price * dear[j]]
+            for j in short:
+                asks.append(Ask(v.key, float(t[j]), int(k_next[j]), "resample", (edge,), float(gain[j])))
+            full = not any(k_min[j] < restarts and moves[j] > 0 for j in range(len(t)))
+            edges[edge] = EdgeState(v.key, side, float(thr), here, interval, width, None if short else "grid",
+                                    more_samples=full)  # 4.
+    return _merge(asks), edges
+
+
+def _moves(t, p, thr, side, point, unsure) -> np.ndarray:
+    """How far (timesteps) the edge at ``point`` could move if the point at each index fell on the
+    other side of ``thr`` (0: it would not move; inf: the edge would vanish). Past the edge, the
+    points whose side is ``unsure`` could fall with it: the move runs to the first sure one."""
+    n = len(t)
+    move = np.zeros(n)
+    if side == "end":  # the first point at or below thr, read upward
+        move[:point] = t[point] - t[:point]
+        later = [j for j in range(point + 1, n) if p[j] <= thr and not unsure[j]]
+        move[point] = t[later[0]] - t[point] if later else np.inf
+    else:  # the last point of the run at or above thr from the smallest time
+        move[0] = np.inf
+        move[1:point + 1] = t[point] - t[:point]
+        if point + 1 < n:
+            after = [j for j in range(point + 2, n) if p[j] < thr and not unsure[j]]
+            move[point + 1] = (t[after[0] - 1] if after else np.inf) - t[point]
+    return move
+
+
+def _predictive_sd(kept, total, restarts) -> np.ndarray:
+    """Per point: the standard deviation of the mean the full grid (``restarts`` re-samples per base
+    sample) would measure, given the re-samples held: its binomial part only (the base samples
+    are the same), from the pooled retention with half a re-sample each way (never 0)."""
+    kept = np.asarray(kept, dtype=float)
+    total = np.asarray(total, dtype=float)
+    has = total > 0
+    n = np.maximum(has.sum(axis=0), 1)
+    p = (kept.sum(axis=0) + 0.5) / (total.sum(axis=0) + 1.0)
+    left = np.where(has, 1 / np.maximum(total, 1) - 1 / restarts, 0.0).clip(min=0).sum(axis=0)
+    return np.sqrt(p * (1 - p) * left) / n
+
+
+def _merge(asks):
+    """One ask per (value, time): the most re-samples, every edge that asked, the summed benefit."""
+    by = {}
+    for a in asks:
+        b = by.get((a.key, a.time))
+        if b is None:
+            by[(a.key, a.time)] = a
+            continue
+        kind = "locate" if "locate" in (a.kind, b.kind) else a.kind
+        by[(a.key, a.time)] = Ask(a.key, a.time, max(a.restarts, b.restarts), kind,
+                                  tuple(dict.fromkeys(b.edges + a.edges)), a.benefit + b.benefit)
+    return [by[k] for k in sorted(by, key=lambda k: (str(k[0]), k[1]))]
