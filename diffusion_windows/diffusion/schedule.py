@@ -160,14 +160,30 @@ def grid_sigmas(scheduler, num_inference_steps: int, grid_kwargs=None):
     """``(timesteps, sigmas)`` of the N-step grid as the scheduler runs it, for schedulers that
     keep a ``sigmas`` array (Euler-type, DPM-Solver, UniPC; flow schedulers: flow sigmas ``s``);
     empty arrays for those that read ``alphas_cumprod`` at the timestep itself (DDPM, DDIM,
-    PNDM), where the table is exact."""
-    s = copy.deepcopy(scheduler)
-    set_grid(s, num_inference_steps, grid_kwargs=grid_kwargs)
-    sig = getattr(s, "sigmas", None)
-    ts = s.timesteps.double().cpu().numpy()
-    if sig is None or len(sig) < len(ts):
-        return np.zeros(0), np.zeros(0)
-    return ts, torch.as_tensor(sig).double().cpu().numpy()[:len(ts)]
+    PNDM), where the table is exact.
+
+    The grid depends on the scheduler's class and config (and a flow scheduler's ``set_shift``)
+    only, so it is computed once per those and the step count: restarting reads it per restart.
+    """
+    key = (type(scheduler), repr(sorted(dict(scheduler.config).items())), repr(getattr(scheduler, "_shift", None)),
+           int(num_inference_steps), repr(sorted(dict(grid_kwargs or {}).items())))
+    if key not in _GRIDS:
+        s = copy.deepcopy(scheduler)
+        set_grid(s, num_inference_steps, grid_kwargs=grid_kwargs)
+        sig = getattr(s, "sigmas", None)
+        ts = s.timesteps.double().cpu().numpy()
+        if sig is None or len(sig) < len(ts):
+            ts, sig = np.zeros(0), np.zeros(0)
+        else:
+            sig = torch.as_tensor(sig).double().cpu().numpy()[:len(ts)]
+        if len(_GRIDS) > 64:
+            _GRIDS.clear()
+        _GRIDS[key] = (ts, sig)
+    ts, sig = _GRIDS[key]
+    return ts.copy(), sig.copy()
+
+
+_GRIDS: dict = {}   # grid_sigmas' results by (class, config, shift, steps, grid kwargs)
 
 
 def ou_time_from_alpha_bar(a) -> np.ndarray:
