@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r'''
-import importlib, json, pickle, resource, sys, time
+import importlib, json, resource, sys, time
 import numpy as np
 sys.path.insert(0, {root!r})
 sys.path.insert(0, {extra!r})
@@ -61,20 +60,20 @@ t0 = time.perf_counter()
 out = th.predict_windows(mix, feats, delta=0.1, ou_times=ou, seed=0)
 seconds = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
-pickle.dump({{"seconds": seconds, "peak_mb": peak / 1024, "records": [r.to_dict() for r in out]}},
-            open({dump!r}, "wb"))
+json.dump({{"seconds": seconds, "peak_mb": peak / 1024, "records": [r.to_dict() for r in out]}},
+          open({dump!r}, "w"), default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
 '''
 
 
 def run(case, module, extra, tmp, timeout=None):
-    dump = os.path.join(tmp, f"{case}-{module.replace('.', '_')}.pkl")
+    dump = os.path.join(tmp, f"{case}-{module.replace('.', '_')}.json")
     code = CHILD.format(root=str(REPO), extra=extra, module=module, case=case, dump=dump)
     try:
         subprocess.run([sys.executable, "-c", code], check=True, timeout=timeout, cwd=tmp)
     except subprocess.TimeoutExpired:
         return {"seconds": f"> {timeout}", "peak_mb": None, "records": None}
-    with open(dump, "rb") as f:
-        return pickle.load(f)
+    with open(dump) as f:
+        return json.load(f)
 
 
 def agreement(old, new):
