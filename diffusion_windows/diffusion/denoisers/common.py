@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .unet import _per_sample, pipeline_default
+from .unet import ModuleAdapter, _per_sample, pipeline_default
 
 __all__ = ["Condition", "TransformerDenoiser", "per_sample", "pipeline_default", "check_keywords", "calculate_shift"]
 
@@ -84,7 +84,7 @@ class Condition:
         return uncond + self.scale * (cond - uncond)
 
 
-class TransformerDenoiser:
+class TransformerDenoiser(ModuleAdapter):
     """Base of the transformer adapters (module docstring)."""
 
     #: the ``prepare`` keywords besides ``n`` and ``hw``
@@ -93,25 +93,7 @@ class TransformerDenoiser:
     #: ControlNet, PAG, Kontext, inpainting, ...)
     PIPELINES: tuple = ()
 
-    def __init__(self, pipe, module):
-        self.pipe, self.module = pipe, module
-
     # ------------------------------------------------------------------ what it is
-    @property
-    def device_dtype(self):
-        for tensor in self.module.parameters():
-            return tensor.device, tensor.dtype
-        return torch.device("cpu"), torch.float32
-
-    @property
-    def device(self):
-        return self.device_dtype[0]
-
-    @property
-    def dtype(self):
-        """The dtype of the loop state (the pipeline's latents)."""
-        return self.device_dtype[1]
-
     @property
     def vae_scale_factor(self) -> int:
         """The pipeline's ``vae_scale_factor`` (DiT has none: from its VAE's blocks, as the others compute it)."""

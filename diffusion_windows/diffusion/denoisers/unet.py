@@ -54,13 +54,12 @@ def pipeline_default(pipe, name: str, fallback):
     return p.default if p is not None and p.default is not inspect.Parameter.empty else fallback
 
 
-class UNetDenoiser:
-    """``pipe.unet`` called as the scheduler expects (see `diffusion.denoisers`)."""
+class ModuleAdapter:
+    """What every adapter is: a pipeline and its denoising module, and where that runs."""
 
     def __init__(self, pipe, module):
         self.pipe, self.module = pipe, module
 
-    # ------------------------------------------------------------------ what it is
     @property
     def device_dtype(self):
         """Its first parameter's device and dtype; for a model without parameters (the exact
@@ -77,8 +76,14 @@ class UNetDenoiser:
 
     @property
     def dtype(self):
+        """The dtype of the loop state (the pipeline's latents)."""
         return self.device_dtype[1]
 
+
+class UNetDenoiser(ModuleAdapter):
+    """``pipe.unet`` called as the scheduler expects (see `diffusion.denoisers`)."""
+
+    # ------------------------------------------------------------------ what it is
     @property
     def is_text(self) -> bool:
         return (getattr(self.module.config, "cross_attention_dim", None) is not None
