@@ -253,22 +253,20 @@ def parse_timesteps(spec, num_train_timesteps: int, flow: bool = False):
     models) they are ``1000 sigma``: numbers in ``[0, num_train_timesteps]``, fractions allowed
     (a range steps by any positive number; whole values stay ints).
     """
-    if flow:
-        return _parse_flow_timesteps(spec, num_train_timesteps)
     T = num_train_timesteps
-    if isinstance(spec, (list, tuple)):
-        values = list(spec)
-    else:
-        spec = str(spec).strip()
-        if spec == "auto":
-            return "auto"
-        if ":" in spec:
-            parts = spec.split(":")
-            if len(parts) != 3:
-                raise OptionError(f"--timesteps: {spec!r} is not START:STOP:STEP")
-            start, stop, step = (_int(p, spec) for p in parts)
-            if step <= 0:
-                raise OptionError(f"--timesteps: step {step} in {spec!r} must be positive")
+    parts = _spec_parts(spec, _flow_number if flow else _int)
+    if parts == "auto":
+        return "auto"
+    if isinstance(parts, tuple):
+        start, stop, step = parts
+        if flow:
+            if stop > T + step:
+                raise OptionError(f"--timesteps: stop {stop} in {spec!r} is above {T} (1000 sigma)")
+            values, k = [], 0
+            while start + k * step < stop - 1e-9:
+                values.append(_flow_number(start + k * step, spec))
+                k += 1
+        else:
             for v in (start, stop):
                 if v < 0:
                     raise OptionError(f"--timesteps: {v} in {spec!r} is negative")
@@ -277,77 +275,62 @@ def parse_timesteps(spec, num_train_timesteps: int, flow: bool = False):
             if stop > T:
                 raise OptionError(f"--timesteps: stop {stop} in {spec!r} is above {T}")
             values = list(range(start, stop, step))
-            if not values:
-                raise OptionError(f"--timesteps: range {spec!r} is empty")
-        else:
-            values = [_int(p, spec) for p in spec.split(",") if p.strip() != ""]
-            if not values:
-                raise OptionError(f"--timesteps: {spec!r} holds no timestep")
-    out = []
+        if not values:
+            raise OptionError(f"--timesteps: range {spec!r} is empty")
+    else:
+        values = parts
     for v in values:
-        v = _int(v, spec)
-        if v < 0:
+        if flow and (v < 0 or v > T):
+            raise OptionError(f"--timesteps: {v} is outside [0, {T}] (flow matching: 1000 sigma)")
+        if not flow and v < 0:
             raise OptionError(f"--timesteps: {v} is negative; timesteps lie in [0, {T})")
-        if v >= T:
+        if not flow and v >= T:
             raise OptionError(f"--timesteps: {v} is not below num_train_timesteps={T}")
-        out.append(v)
-    return sorted(set(out))
+    return sorted(set(values))
 
 
-def _int(text, spec):
+def _spec_parts(spec, number):
+    """A ``--timesteps`` value -> "auto", ``(start, stop, step)`` (step checked positive) or a
+    list of numbers, each read by ``number(text, spec)``."""
+    if isinstance(spec, (list, tuple)):
+        return [number(v, spec) for v in spec]
+    spec = str(spec).strip()
+    if spec == "auto":
+        return "auto"
+    if ":" in spec:
+        parts = spec.split(":")
+        if len(parts) != 3:
+            raise OptionError(f"--timesteps: {spec!r} is not START:STOP:STEP")
+        start, stop, step = (number(p, spec) for p in parts)
+        if step <= 0:
+            raise OptionError(f"--timesteps: step {step} in {spec!r} must be positive")
+        return start, stop, step
+    values = [number(p, spec) for p in spec.split(",") if p.strip() != ""]
+    if not values:
+        raise OptionError(f"--timesteps: {spec!r} holds no timestep")
+    return values
+
+
+def _finite(text, spec) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
         raise OptionError(f"--timesteps: {str(text).strip()!r} in {spec!r} is not a number") from None
     if not math.isfinite(value):
         raise OptionError(f"--timesteps: {str(text).strip()!r} in {spec!r} is not a finite number")
+    return value
+
+
+def _int(text, spec):
+    value = _finite(text, spec)
     if value != int(value):
         raise OptionError(f"--timesteps: {text!r} is not an integer training timestep")
     return int(value)
 
 
 def _flow_number(text, spec):
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise OptionError(f"--timesteps: {str(text).strip()!r} in {spec!r} is not a number") from None
-    if not math.isfinite(value):
-        raise OptionError(f"--timesteps: {str(text).strip()!r} in {spec!r} is not a finite number")
-    value = round(value, 6)  # ranges with fractional steps: no 0.30000000000000004
+    value = round(_finite(text, spec), 6)  # ranges with fractional steps: no 0.30000000000000004
     return int(value) if value == int(value) else value
-
-
-def _parse_flow_timesteps(spec, T: int):
-    """`parse_timesteps` for flow matching: ``1000 sigma`` in ``[0, T]``, fractions allowed."""
-    if isinstance(spec, (list, tuple)):
-        values = [_flow_number(v, spec) for v in spec]
-    else:
-        spec = str(spec).strip()
-        if spec == "auto":
-            return "auto"
-        if ":" in spec:
-            parts = spec.split(":")
-            if len(parts) != 3:
-                raise OptionError(f"--timesteps: {spec!r} is not START:STOP:STEP")
-            start, stop, step = (_flow_number(p, spec) for p in parts)
-            if step <= 0:
-                raise OptionError(f"--timesteps: step {step} in {spec!r} must be positive")
-            if stop > T + step:
-                raise OptionError(f"--timesteps: stop {stop} in {spec!r} is above {T} (1000 sigma)")
-            values, k = [], 0
-            while start + k * step < stop - 1e-9:
-                values.append(_flow_number(start + k * step, spec))
-                k += 1
-            if not values:
-                raise OptionError(f"--timesteps: range {spec!r} is empty")
-        else:
-            values = [_flow_number(p, spec) for p in spec.split(",") if p.strip() != ""]
-            if not values:
-                raise OptionError(f"--timesteps: {spec!r} holds no timestep")
-    for v in values:
-        if v < 0 or v > T:
-            raise OptionError(f"--timesteps: {v} is outside [0, {T}] (flow matching: 1000 sigma)")
-    return sorted(set(values))
 
 
 def parse_labels(labels):
