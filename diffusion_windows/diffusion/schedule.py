@@ -165,8 +165,7 @@ def grid_sigmas(scheduler, num_inference_steps: int, grid_kwargs=None):
     The grid depends on the scheduler's class and config (and a flow scheduler's ``set_shift``)
     only, so it is computed once per those and the step count: restarting reads it per restart.
     """
-    key = (type(scheduler), repr(sorted(dict(scheduler.config).items())), repr(getattr(scheduler, "_shift", None)),
-           int(num_inference_steps), repr(sorted(dict(grid_kwargs or {}).items())))
+    key = _grid_key(scheduler, num_inference_steps, grid_kwargs)
     if key not in _GRIDS:
         s = copy.deepcopy(scheduler)
         set_grid(s, num_inference_steps, grid_kwargs=grid_kwargs)
@@ -183,7 +182,14 @@ def grid_sigmas(scheduler, num_inference_steps: int, grid_kwargs=None):
     return ts.copy(), sig.copy()
 
 
-_GRIDS: dict = {}   # grid_sigmas' results by (class, config, shift, steps, grid kwargs)
+_GRIDS: dict = {}   # grid_sigmas' results by `_grid_key`
+
+
+def _grid_key(scheduler, num_inference_steps: int, grid_kwargs) -> tuple:
+    """What a scheduler's N-step grid depends on: its class and config, a flow scheduler's
+    ``set_shift``, the step count and the pipeline's grid keywords."""
+    return (type(scheduler), repr(sorted(dict(scheduler.config).items())), repr(getattr(scheduler, "_shift", None)),
+            int(num_inference_steps), repr(sorted(dict(grid_kwargs or {}).items())))
 
 
 def ou_time_from_alpha_bar(a) -> np.ndarray:
@@ -423,7 +429,15 @@ def restart_timestep(scheduler, timestep, num_inference_steps: int, grid_kwargs=
 
         restart_timestep(DDIMScheduler(), 517, 20)   # -> 500.0, the grid timestep a restart starts from
     """
-    return restart_plan(scheduler, timestep, num_inference_steps, grid_kwargs=grid_kwargs)[2]
+    key = (*_grid_key(scheduler, num_inference_steps, grid_kwargs), repr(timestep))
+    if key not in _STARTS:
+        if len(_STARTS) > 4096:
+            _STARTS.clear()
+        _STARTS[key] = restart_plan(scheduler, timestep, num_inference_steps, grid_kwargs=grid_kwargs)[2]
+    return _STARTS[key]
+
+
+_STARTS: dict = {}  # restart_timestep's results by (grid key, timestep): read once per restart
 
 
 # ----------------------------------------------------------------------------- diffusers internals
