@@ -47,6 +47,10 @@ __all__ = [
     "edge_interval_widths",
     "bootstrap_retention",
     "edge_draws",
+    "edge_bootstrap",
+    "edge_interval",
+    "bootstrap_weights",
+    "weighted_curves",
 ]
 
 
@@ -304,22 +308,38 @@ def bootstrap_retention(kept, total, n_boot: int, rng) -> np.ndarray:
     valid = total > 0
     frac = np.where(valid, kept / np.where(valid, total, 1), 0.0)
     if n_base > 1:
-        # W[b, i] = how often base sample i appears in draw b; curves = weighted means.
-        idx = rng.integers(0, n_base, size=(n_boot, n_base))
-        flat = (np.arange(n_boot)[:, None] * n_base + idx).ravel()
-        W = np.bincount(flat, minlength=n_boot * n_base).reshape(n_boot, n_base).astype(float)
-        # einsum without BLAS: a fixed summation order, hence bit-for-bit reproducible
-        num = np.einsum("bi,ig->bg", W, frac, optimize=False)
-        den = np.einsum("bi,ig->bg", W, valid.astype(np.float64), optimize=False)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        return weighted_curves(bootstrap_weights(n_base, n_boot, rng), frac, valid)
     p = np.where(valid[0], frac[0], 0.0)
     boot = rng.binomial(total[0][None, :], p[None, :], size=(n_boot, G)) / np.where(valid[0], total[0], 1)
     return np.where(valid[0][None, :], boot, np.nan)
 
 
+def bootstrap_weights(n_base: int, n_boot: int, rng) -> np.ndarray:
+    """[n_boot, n_base]: how often each base sample appears in each draw of `bootstrap_retention`."""
+    idx = rng.integers(0, n_base, size=(n_boot, n_base))
+    flat = (np.arange(n_boot)[:, None] * n_base + idx).ravel()
+    return np.bincount(flat, minlength=n_boot * n_base).reshape(n_boot, n_base).astype(float)
+
+
+def weighted_curves(weights, frac, valid) -> np.ndarray:
+    """Curves [n_boot, G]: per draw, the mean of the per-base fractions ``frac`` [n_base, G] with
+    ``weights`` [n_boot, n_base], over the base samples ``valid`` there (NaN: none)."""
+    # einsum without BLAS: a fixed summation order, hence bit-for-bit reproducible
+    num = np.einsum("bi,ig->bg", weights, frac, optimize=False)
+    den = np.einsum("bi,ig->bg", weights, np.asarray(valid, dtype=np.float64), optimize=False)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def edge_interval(timesteps, curves, start_threshold, end_threshold, side: str, confidence: float = 0.95):
+    """The percentile interval (timesteps) of the ``side`` edge over bootstrap ``curves`` [n_boot, G]
+    by the module's edge rules (None: no draw has the edge), as `estimate_window` reports it."""
+    start, end = _edge_indices(np.asarray(curves), start_threshold, end_threshold)
+    return _edge_summary(start if side == "start" else end, np.asarray(timesteps, dtype=np.float64), confidence)[0]
+
+
 def edge_draws(timesteps, kept, total, start_threshold, end_threshold, *, n_boot: int, rng,
-               confidence: float = 0.95, restarts_too: bool = False):
+               confidence: float = 0.95, restarts_too: bool = False, boot=None):
     """One curve's edges, their bootstrap intervals and None fractions, by the module's edge rules.
 
     ``start_threshold`` (``1 - delta``) and ``end_threshold`` (``floor + delta``, or ``-inf``: no
@@ -329,13 +349,13 @@ def edge_draws(timesteps, kept, total, start_threshold, end_threshold, *, n_boot
     from its kept fraction with one pseudo re-sample at the pooled retention), so that a curve measured with few
     re-samples, or on very few base samples, cannot claim a narrow interval from the little it
     saw. What the adaptive search reads of the curve measured so far (`engine.allocation`).
+    ``boot``: draws made before by `edge_bootstrap` (then ``n_boot``, ``rng`` and ``restarts_too``
+    are not used), so that every threshold read from one curve shares them.
     """
     t = np.asarray(timesteps, dtype=np.float64)
     p = mean_retention(kept, total)
-    if restarts_too:
-        boot = _two_level_bootstrap(kept, total, n_boot, rng)
-    else:
-        boot = bootstrap_retention(kept, total, n_boot, rng)
+    if boot is None:
+        boot = edge_bootstrap(kept, total, n_boot, rng, restarts_too=restarts_too)
     s, e = _edge_indices(p[None, :], start_threshold, end_threshold)
     bs, be = _edge_indices(boot, start_threshold, end_threshold)
     out = {}
@@ -343,6 +363,13 @@ def edge_draws(timesteps, kept, total, start_threshold, end_threshold, *, n_boot
         ci, none = _edge_summary(draws, t, confidence)
         out[side] = (int(point[0]), ci, none)
     return out
+
+
+def edge_bootstrap(kept, total, n_boot: int, rng, *, restarts_too: bool = False) -> np.ndarray:
+    """The bootstrap curves [n_boot, G] that `edge_draws` reads edges from (see there)."""
+    if restarts_too:
+        return _two_level_bootstrap(kept, total, n_boot, rng)
+    return bootstrap_retention(kept, total, n_boot, rng)
 
 
 def _two_level_bootstrap(kept, total, n_boot: int, rng) -> np.ndarray:

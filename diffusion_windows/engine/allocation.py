@@ -11,7 +11,7 @@ reads the curve), in this order:
 
 1. locate: the edge's new timesteps from `adaptive.locate` (reach, regula falsi bracket, and
    verify a dip the full grid would see first: one unmeasured timestep per round, the likeliest
-   crossing, within ``z = 2`` standard errors); a reach timestep starts with ``initial``
+   crossing, within ``z = 1.5`` standard errors); a reach timestep starts with ``initial``
    re-samples per base sample, a bisect or verify timestep (inside or below a bracket) with one
    (``probe_restarts``): it only has to show on which side of the threshold the curve lies
    there, and step 3 adds more where that is in doubt; an end whose bootstrap
@@ -29,7 +29,11 @@ reads the curve), in this order:
    ``chance x move`` (timesteps) per model evaluation they cost is at least ``price``: an
    evaluation buys the same expected edge shift anywhere, so re-samples go where the threshold
    is close and cheap ones go first (a restart from the ``k``-th grid timestep costs ``k``
-   evaluations: the start edge's re-samples are cheap, the end's dear);
+   evaluations: the start edge's re-samples are cheap, the end's dear). A point also earns what it
+   is expected to narrow the edge's reported interval (the bootstrap over base samples that
+   `analysis.windows.estimate_window` reports), counted at ``NARROWING`` per timestep, if that is
+   more (`_narrowing`): re-samples at a point with few of them add binomial spread to the
+   per-base fractions, which widens the reported interval even where the edge would not move;
 4. nothing left worth its price (or every point at ``restarts``) -> stopped by ``"grid"``, with
    ``more_samples`` when no point holds fewer than ``restarts``: only more base samples of the
    value could narrow it;
@@ -37,9 +41,10 @@ reads the curve), in this order:
 
 Every re-sample is one of the uniform grid's own (restart ``k`` of base ``b`` at ``t`` has its
 seed from ``(b, t, k)`` only), so a run's curves are subsets of the full grid's, read with
-fewer re-samples where the threshold is far. `PRICE` was chosen on recorded uniform runs of
-the default model (seeds 0-3, ``benchmarks/replay_auto.py``): the evaluations it saves against
-the edges it moves.
+fewer re-samples where the threshold is far. `PRICE`, `NARROWING` and the defaults of ``z`` and
+``chain`` were chosen on recorded uniform runs of the default model (seeds 0-3,
+``benchmarks/replay_auto.py``): the evaluations they save against the edges they move and the
+intervals they widen; seeds 4 and 5 were kept out of the choice to check it.
 
 Example::
 
@@ -53,10 +58,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
-from ..analysis.windows import edge_draws, mean_retention
+from ..analysis.windows import (bootstrap_weights, edge_bootstrap, edge_draws, edge_interval, mean_retention,
+                                weighted_curves)
 from .adaptive import Curve, curve_se, locate
 
-__all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "price_per_evaluation", "PRICE", "STOPS"]
+__all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "price_per_evaluation", "PRICE", "NARROWING", "STOPS"]
 
 # why an edge stopped: its interval within --edge-precision; nothing left worth its price at this grid
 # and --restarts with these base samples; --max-evaluations spent first; the curve never crosses
@@ -65,6 +71,10 @@ STOPS = ("precision", "grid", "budget", "no-edge")
 # grid steps of expected edge shift that one generation's worth of evaluations (a restart from the
 # top of the grid) must buy; per model evaluation: `price_per_evaluation`
 PRICE = 0.09
+
+# a timestep by which an edge's reported interval is expected to narrow counts as NARROWING timesteps
+# of edge shift (step 3 of the module docstring)
+NARROWING = 0.4
 
 
 @dataclass(frozen=True)
@@ -113,8 +123,9 @@ def price_per_evaluation(grid, cost, price: float = PRICE) -> float:
 
 
 def plan_values(grid, values, *, precision: float, restarts: int, initial: int, cost, price: float = 0.0,
-                z: float = 2.0, growth: int = 2, max_verify: int | None = 1, chain: float = 0.02,
-                n_boot: int = 200, confidence: float = 0.95, n_coarse: int = 9, probe_restarts: int = 1):
+                z: float = 1.5, growth: int = 2, max_verify: int | None = 1, chain: float = 0.03,
+                n_boot: int = 200, confidence: float = 0.95, n_coarse: int = 9, probe_restarts: int = 1,
+                narrowing: float | None = None):
     """The asks of the next round and each edge's state -> ``(asks, {edge: EdgeState})`` (module docstring).
 
     ``grid``: the sampling grid; ``precision``: timesteps; ``restarts``: re-samples per base
@@ -123,10 +134,13 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
     evaluation must buy (0: any re-sample that could move an edge); ``z``: the verify step's
     margin (standard errors); ``probe_restarts``: re-samples a bisect or verify timestep starts
     with (at most ``initial``); ``growth``: re-samples added per ask; ``chain``: the flip chance
-    above which a point past the edge could fall with it; ``n_boot``: bootstrap draws. A pure
+    above which a point past the edge could fall with it; ``n_boot``: bootstrap draws; ``narrowing``:
+    what a timestep of expected interval narrowing counts for (None: `NARROWING`; 0: the edge
+    shift only). A pure
     function of its arguments (the bootstrap draws from a fixed seed).
     """
     g = np.sort(np.asarray(grid, dtype=float))
+    narrowing = NARROWING if narrowing is None else narrowing
     asks, edges = [], {}
     for v in values:
         t = np.asarray(v.timesteps, dtype=float)
@@ -140,10 +154,12 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
         k_next = np.minimum(restarts, k_min + growth)
         dear = np.array([np.maximum(k_next[j] - total[:, j], 0).sum() * cost(t[j]) for j in range(len(t))])
         start_thr = np.inf if v.start_threshold is None else v.start_threshold
+        boot = edge_bootstrap(kept, total, n_boot, np.random.default_rng(0), restarts_too=True)  # every edge's
         for (side, thr), new in located.items():
             edge = (v.key, side, float(thr))
-            draws = edge_draws(t, kept, total, start_thr, thr if side == "end" else -np.inf, n_boot=n_boot,
-                               rng=np.random.default_rng(0), confidence=confidence, restarts_too=True)
+            thresholds = (start_thr, thr if side == "end" else -np.inf)
+            draws = edge_draws(t, *(kept, total), *thresholds, n_boot=n_boot, rng=None, confidence=confidence,
+                               boot=boot)
             point, interval, none = draws[side]
             here = None if point < 0 else float(t[point])
             open_up = side == "end" and point == len(t) - 1 and none > (1 - confidence) / 2
@@ -169,6 +185,10 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
                 flip = ndtr(-np.abs(p - thr) / np.maximum(sd, 1e-12))
             moves = np.minimum(_moves(t, p, thr, side, point, flip > chain), g[-1] - g[0])
             gain = flip * moves
+            if narrowing > 0:  # or the reported interval it narrows, whichever buys more
+                narrows = _narrowing(t, kept, total, thresholds, side, k_next, restarts, confidence, n_boot)
+                gain = np.maximum(gain, narrowing * narrows)
+                moves = np.where(narrows > 0, np.maximum(moves, 1.0), moves)
             short = [j for j in range(len(t)) if k_min[j] < restarts and moves[j] > 0 and gain[j] > 0
                      and gain[j] >= price * dear[j]]
             for j in short:
@@ -209,6 +229,41 @@ def _predictive_sd(kept, total, restarts) -> np.ndarray:
     p = (kept.sum(axis=0) + 0.5) / (total.sum(axis=0) + 1.0)
     left = np.where(has, 1 / np.maximum(total, 1) - 1 / restarts, 0.0).clip(min=0).sum(axis=0)
     return np.sqrt(p * (1 - p) * left) / n
+
+
+def _narrowing(t, kept, total, thresholds, side, k_next, restarts, confidence, n_boot) -> np.ndarray:
+    """Per point: by how many timesteps the edge's reported interval (a bootstrap over base samples,
+    as `analysis.windows.estimate_window` reports it) is expected to narrow if every base sample held
+    ``k_next`` re-samples there. The point's per-base fractions keep their mean, and their spread
+    loses the binomial part the added re-samples remove (the spread between base samples stays);
+    the same draws are read again. 0 where a point holds ``restarts`` or a base sample has none."""
+    kept = np.asarray(kept, dtype=float)
+    total = np.asarray(total, dtype=float)
+    n_base, G = kept.shape
+    out = np.zeros(G)
+    if n_base < 2:
+        return out
+    weights = bootstrap_weights(n_base, n_boot, np.random.default_rng(0))
+    valid = total > 0
+    frac = np.where(valid, kept / np.maximum(total, 1), 0.0)
+    curves = weighted_curves(weights, frac, valid)
+    now = edge_interval(t, curves, *thresholds, side, confidence)
+    if now is None or now[1] <= now[0]:
+        return out
+    for j in range(G):
+        f = frac[:, j]
+        if total[:, j].min() >= restarts or not valid[:, j].all() or f.var() == 0:
+            continue
+        mean = f.mean()
+        noise_now = np.mean(mean * (1 - mean) / total[:, j])
+        noise_next = np.mean(mean * (1 - mean) / np.maximum(total[:, j], k_next[j]))
+        between = max(f.var() - noise_now, 0.0)
+        shrunk = mean + (f - mean) * np.sqrt((between + noise_next) / (between + noise_now))
+        trial = curves.copy()
+        trial[:, j] = weighted_curves(weights, shrunk[:, None], valid[:, j:j + 1])[:, 0]
+        after = edge_interval(t, trial, *thresholds, side, confidence)
+        out[j] = 0.0 if after is None else max((now[1] - now[0]) - (after[1] - after[0]), 0.0)
+    return out
 
 
 def _merge(asks):
