@@ -213,7 +213,7 @@ def test_narrowing_predicts_how_much_more_resamples_narrow_the_reported_interval
     topped up to 8 with fresh draws, narrows the reported interval (a bootstrap over base samples) by
     about what it predicted; a point already at 8 re-samples predicts nothing."""
     from diffusion_windows.analysis.windows import bootstrap_weights, edge_interval, weighted_curves
-    from diffusion_windows.engine.allocation import _narrowing
+    from diffusion_windows.engine.allocation import _narrowing, _reported_draws
 
     t = np.arange(10) * 20.0
 
@@ -229,7 +229,7 @@ def test_narrowing_predicts_how_much_more_resamples_narrow_the_reported_interval
         total = np.full(p.shape, 8)
         total[:, 3:6] = 1
         kept = rng.binomial(total, p)
-        gain = _narrowing(t, kept, total, (np.inf, 0.6), "end", np.full(10, 8), 8, 0.95, 200)
+        gain = _narrowing(t, _reported_draws(kept, total, 200), total, (np.inf, 0.6), "end", np.full(10, 8), 8, 0.95)
         assert (gain[[0, 1, 2, 6, 7, 8, 9]] == 0).all()
         j = int(np.argmax(gain))
         k2, t2 = kept.copy(), total.copy()

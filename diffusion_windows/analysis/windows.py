@@ -333,9 +333,15 @@ def weighted_curves(weights, frac, valid) -> np.ndarray:
 
 def edge_interval(timesteps, curves, start_threshold, end_threshold, side: str, confidence: float = 0.95):
     """The percentile interval (timesteps) of the ``side`` edge over bootstrap ``curves`` [n_boot, G]
-    by the module's edge rules (None: no draw has the edge), as `estimate_window` reports it."""
-    start, end = _edge_indices(np.asarray(curves), start_threshold, end_threshold)
-    return _edge_summary(start if side == "start" else end, np.asarray(timesteps, dtype=np.float64), confidence)[0]
+    by the module's edge rules (None: no draw has the edge), as `estimate_window` reports it;
+    curves [C, n_boot, G]: a list of C intervals."""
+    curves = np.asarray(curves)
+    t = np.asarray(timesteps, dtype=np.float64)
+    start, end = _edge_indices(curves.reshape(-1, curves.shape[-1]), start_threshold, end_threshold)
+    idx = (start if side == "start" else end).reshape(curves.shape[:-1])
+    if curves.ndim == 2:
+        return _edge_summary(idx, t, confidence)[0]
+    return [_edge_summary(row, t, confidence)[0] for row in idx]
 
 
 def edge_draws(timesteps, kept, total, start_threshold, end_threshold, *, n_boot: int, rng,

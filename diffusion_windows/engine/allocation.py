@@ -155,6 +155,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
         dear = np.array([np.maximum(k_next[j] - total[:, j], 0).sum() * cost(t[j]) for j in range(len(t))])
         start_thr = np.inf if v.start_threshold is None else v.start_threshold
         boot = edge_bootstrap(kept, total, n_boot, np.random.default_rng(0), restarts_too=True)  # every edge's
+        reported = _reported_draws(kept, total, n_boot) if narrowing > 0 else None
         for (side, thr), new in located.items():
             edge = (v.key, side, float(thr))
             thresholds = (start_thr, thr if side == "end" else -np.inf)
@@ -186,7 +187,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
             moves = np.minimum(_moves(t, p, thr, side, point, flip > chain), g[-1] - g[0])
             gain = flip * moves
             if narrowing > 0:  # or the reported interval it narrows, whichever buys more
-                narrows = _narrowing(t, kept, total, thresholds, side, k_next, restarts, confidence, n_boot)
+                narrows = _narrowing(t, reported, total, thresholds, side, k_next, restarts, confidence)
                 gain = np.maximum(gain, narrowing * narrows)
                 moves = np.where(narrows > 0, np.maximum(moves, 1.0), moves)
             short = [j for j in range(len(t)) if k_min[j] < restarts and moves[j] > 0 and gain[j] > 0
@@ -231,37 +232,46 @@ def _predictive_sd(kept, total, restarts) -> np.ndarray:
     return np.sqrt(p * (1 - p) * left) / n
 
 
-def _narrowing(t, kept, total, thresholds, side, k_next, restarts, confidence, n_boot) -> np.ndarray:
-    """Per point: by how many timesteps the edge's reported interval (a bootstrap over base samples,
-    as `analysis.windows.estimate_window` reports it) is expected to narrow if every base sample held
-    ``k_next`` re-samples there. The point's per-base fractions keep their mean, and their spread
-    loses the binomial part the added re-samples remove (the spread between base samples stays);
-    the same draws are read again. 0 where a point holds ``restarts`` or a base sample has none."""
-    kept = np.asarray(kept, dtype=float)
+def _reported_draws(kept, total, n_boot):
+    """The bootstrap over base samples that records report (`analysis.windows.estimate_window`), of one
+    curve: ``(weights [n_boot, n_base], per-base fractions, valid, curves [n_boot, G])``; None for one base
+    sample."""
     total = np.asarray(total, dtype=float)
-    n_base, G = kept.shape
-    out = np.zeros(G)
-    if n_base < 2:
-        return out
-    weights = bootstrap_weights(n_base, n_boot, np.random.default_rng(0))
+    if total.shape[0] < 2:
+        return None
+    weights = bootstrap_weights(total.shape[0], n_boot, np.random.default_rng(0))
     valid = total > 0
-    frac = np.where(valid, kept / np.maximum(total, 1), 0.0)
-    curves = weighted_curves(weights, frac, valid)
+    frac = np.where(valid, np.asarray(kept, dtype=float) / np.maximum(total, 1), 0.0)
+    return weights, frac, valid, weighted_curves(weights, frac, valid)
+
+
+def _narrowing(t, draws, total, thresholds, side, k_next, restarts, confidence) -> np.ndarray:
+    """Per point: by how many timesteps the edge's reported interval (``draws``: `_reported_draws`) is
+    expected to narrow if every base sample held ``k_next`` re-samples there. The point's per-base
+    fractions keep their mean, and their spread loses the binomial part the added re-samples remove
+    (the spread between base samples stays); the same draws are read again. 0 where a point holds
+    ``restarts`` or a base sample has none there."""
+    total = np.asarray(total, dtype=float)
+    out = np.zeros(total.shape[1])
+    if draws is None:
+        return out
+    weights, frac, valid, curves = draws
     now = edge_interval(t, curves, *thresholds, side, confidence)
     if now is None or now[1] <= now[0]:
         return out
-    for j in range(G):
-        f = frac[:, j]
-        if total[:, j].min() >= restarts or not valid[:, j].all() or f.var() == 0:
-            continue
-        mean = f.mean()
-        noise_now = np.mean(mean * (1 - mean) / total[:, j])
-        noise_next = np.mean(mean * (1 - mean) / np.maximum(total[:, j], k_next[j]))
-        between = max(f.var() - noise_now, 0.0)
-        shrunk = mean + (f - mean) * np.sqrt((between + noise_next) / (between + noise_now))
-        trial = curves.copy()
-        trial[:, j] = weighted_curves(weights, shrunk[:, None], valid[:, j:j + 1])[:, 0]
-        after = edge_interval(t, trial, *thresholds, side, confidence)
+    js = np.array([j for j in range(total.shape[1])
+                   if total[:, j].min() < restarts and valid[:, j].all() and frac[:, j].var() > 0], dtype=int)
+    if not len(js):
+        return out
+    f = frac[:, js]
+    mean = f.mean(axis=0)
+    noise_now = np.mean(mean * (1 - mean) / total[:, js], axis=0)
+    noise_next = np.mean(mean * (1 - mean) / np.maximum(total[:, js], k_next[js]), axis=0)
+    between = np.maximum(f.var(axis=0) - noise_now, 0.0)
+    shrunk = mean + (f - mean) * np.sqrt((between + noise_next) / (between + noise_now))
+    trials = np.repeat(curves[None], len(js), axis=0)  # [candidates, n_boot, G]: one point's column replaced
+    trials[np.arange(len(js)), :, js] = weighted_curves(weights, shrunk, valid[:, js]).T
+    for j, after in zip(js, edge_interval(t, trials, *thresholds, side, confidence)):
         out[j] = 0.0 if after is None else max((now[1] - now[0]) - (after[1] - after[0]), 0.0)
     return out
 
