@@ -149,6 +149,7 @@ class Engine:
                             result = dataclasses.replace(
                                 result, extra={**result.extra, "kept_for": [list(k) for k in block.kept_for]})
                         self.store.append(round_, result)
+                self.store.sync()
                 bar.update(len(group))
         except FloatingPointError as e:
             where = f" in {self.store.out}" if getattr(self.store, "out", None) else ""
@@ -181,7 +182,8 @@ class Engine:
         re-samples, measured on the base samples of that value only; a curve carries the end
         threshold of every record that reads it (the value against everything, and inside each
         coarser value). Asks are taken locating first, then re-samples by benefit per evaluation,
-        while they fit in ``max_evaluations``; a re-sample must be worth `allocation.PRICE`. Under a
+        while they fit in ``max_evaluations``; a re-sample must be worth `allocation.PRICE` in edge shift
+        (or in narrowing of the edge's interval, at `allocation.NARROWING`). Under a
         budget, once nothing is worth that price, the rest goes to every re-sample that could move
         an edge (price 0, best per evaluation first); where restarts can do no more, a block of new
         base samples is made for the values that need them, and their restarts catch up with the

@@ -3,8 +3,9 @@
 A unit's record is one line ``{"unit": "r<round>-b<base>", "round", "base", "base_label",
 "timesteps", "labels", "nfe", ...}`` (`engine.backend.UnitResult.to_json`; with ``"first"``, the
 first restart index per time, when a row continues restarts of an earlier round), written and
-flushed (and fsync'ed) when the unit finishes, so a run killed at any moment loses at most the
-units in flight. A single process appends to ``results.jsonl``; process ``rank`` of several to
+flushed when the unit finishes, so a run killed at any moment loses at most the units in
+flight (the file is fsync'ed after each batch group, `ResultStore.sync`: a machine that loses
+power loses at most that group). A single process appends to ``results.jsonl``; process ``rank`` of several to
 ``results.<rank>.jsonl``; `ResultStore.merge` folds every file into ``results.jsonl``. A last
 line without its newline, or not valid JSON, is a torn write: it is cut off and its unit is
 run again. A unit's arrays are kept beside it: ``strip/<unit>.safetensors`` (display rows,
@@ -132,10 +133,15 @@ class ResultStore:
         if "base" in result.arrays and not base.exists():  # later rounds restart the same base sample
             base.parent.mkdir(exist_ok=True)
             save_file({"x0": as_array(result.arrays["base"])}, str(base))
-        with open(self.path, "a") as f:
+        with open(self.path, "a") as f:  # flushed: a killed process keeps it; `sync` puts it on disk
             f.write(_line(result.to_json(unit, round_)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+
+    def sync(self):
+        """Put the lines appended so far on disk (the engine calls it after each batch group: one
+        disk flush per group, not per unit)."""
+        if self.path.exists():
+            with open(self.path, "a") as f:
+                os.fsync(f.fileno())
 
     def load_bases(self) -> dict:
         """``{base: x0 numpy}`` of every kept base sample."""
@@ -196,6 +202,9 @@ class MemoryStore:
         if "base" in result.arrays:
             self.bases[result.base] = as_array(result.arrays["base"])
         self.records[unit] = UnitRecord.from_json(result.to_json(unit, round_))
+
+    def sync(self):
+        pass
 
     def load_bases(self) -> dict:
         return dict(self.bases)
