@@ -67,11 +67,87 @@ def run_sweep(*, dry_run: bool = False, quiet: bool = False, **options) -> Path:
             o = {**o, "batch_size": _auto_batch_size(out, o, backend, dist)}
         started = time.perf_counter()
         engine = Engine(backend, Settings.from_options(o), ResultStore(out, rank=dist.rank, world=dist.world), dist,
-                        quiet=quiet).run()
+                        quiet=quiet)
+        ahead = TheoryAhead.start(backend, o, engine) if dist.is_main else None
+        engine.run()
         if dist.is_main:
-            finish(backend, o, out, engine, time.perf_counter() - started, quiet=quiet)
+            finish(backend, o, out, engine, time.perf_counter() - started, quiet=quiet, ahead=ahead)
     dist.wait()
     return out
+
+
+class TheoryAhead:
+    """The theory of data known before the run (the default model's training digits, a Gaussian
+    mixture), computed in a forked process while the restarts run: it needs neither their results
+    nor the model, and a process (not a thread) keeps the restarts' Python free of its work. Only
+    on Linux, on the CPU, with one torch thread on a machine with more cores (the core the
+    restarts leave idle; a GPU run computes the theory at the end, as before). Its times are every
+    time a record can hold (the sampling grid, and the times asked for). The child hands back
+    `backend.theory`'s answer as JSON (`PredictedWindow.to_dict`; Python's float text round-trips
+    exactly). `result` is None when the run's records hold another time; `finish` then computes
+    the theory itself, as it does for data known only from the run (a model's own base samples).
+    The theory is the same either way: a function of the data, the times and its seed."""
+
+    def __init__(self, call, times, axis):
+        import os
+
+        self.times, self.axis = frozenset(times), axis
+        read, write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: compute, write, leave without the parent's exit handlers
+            os.close(read)
+            try:
+                payload = json.dumps({"answer": _theory_json(call())})
+            except BaseException as e:  # noqa: BLE001 - reported by the parent
+                payload = json.dumps({"error": f"{type(e).__name__}: {e}"})
+            with os.fdopen(write, "w") as f:
+                f.write(payload)
+            os._exit(0)
+        os.close(write)
+        self._read = read
+
+    @classmethod
+    def start(cls, backend, o: dict, engine):
+        import os
+
+        import torch
+
+        idle_core = torch.get_num_threads() == 1 and (os.cpu_count() or 1) > 1
+        if (o["theory"] is not True or getattr(backend, "mixture", None) is None or str(o["device"]) != "cpu"
+                or not sys.platform.startswith("linux") or not idle_core):
+            return None
+        times = sorted(set(engine.grid) | (set() if engine.auto else set(engine.snap(engine.settings.timesteps))))
+        return cls(lambda: backend.theory(None, {}, delta=float(o["tolerance"]), times=times), times, backend.axis())
+
+    def result(self, times):
+        """``(Predictions | None, reason)`` as `backend.theory` returns it, or None (not covered)."""
+        import os
+
+        with os.fdopen(self._read) as f:
+            data = json.loads(f.read() or '{"error": "the theory process ended without an answer"}')
+        os.waitpid(self.pid, 0)
+        if "error" in data:
+            raise RuntimeError(f"theory: {data['error']}")
+        return _theory_from_json(data["answer"], self.axis) if set(times) <= self.times else None
+
+
+def _theory_json(answer) -> dict:
+    predictions, reason = answer
+    if predictions is None:
+        return {"reason": reason}
+    return {"windows": [w.to_dict() for w in predictions.windows], "times": list(predictions.times),
+            "summary": predictions.summary}
+
+
+def _theory_from_json(d: dict, axis):
+    from .analysis.compare import Predictions
+    from .theory.predict import PredictedWindow
+
+    if "windows" not in d:
+        return None, d["reason"]
+    windows = tuple(PredictedWindow(**{k: tuple(v) if isinstance(v, list) else v for k, v in w.items()})
+                    for w in d["windows"])
+    return Predictions(windows, tuple(d["times"]), axis, d["summary"]), None
 
 
 def _auto_batch_size(out: Path, o: dict, backend, dist) -> int:
@@ -87,14 +163,16 @@ def _auto_batch_size(out: Path, o: dict, backend, dist) -> int:
     return int(json.loads((out / "options.json").read_text())["batch_size"])
 
 
-def finish(backend, o: dict, out: Path, engine, seconds: float, quiet: bool = False):
-    """Estimate windows, add theory, write files and plots, print the summary."""
+def finish(backend, o: dict, out: Path, engine, seconds: float, quiet: bool = False, ahead=None):
+    """Estimate windows, add theory (``ahead``: a `TheoryAhead` started with the run), write files and
+    plots, print the summary."""
     from . import plotting
     from .analysis.counts import merge_units
     from .analysis.report import allocation_table, summarize, summary_table, write_strip, write_windows
 
     records, extra = summarize(backend, engine, tolerance=o["tolerance"], seed=o["seed"], theory=o["theory"],
-                               device=o["device"] if o["device"] != "cpu" else None)
+                               device=o["device"] if o["device"] != "cpu" else None,
+                               ahead=None if ahead is None else ahead.result)
     if hasattr(backend, "report"):  # what a kind of model adds (language models: per-response jumps, tokens.html)
         extra.update(backend.report(engine, out))
     extra["seconds"] = round(seconds, 2)

@@ -36,8 +36,11 @@ from .records import window_records
 __all__ = ["summarize", "write_windows", "write_strip", "summary_table", "edge_widths_in_steps", "finite"]
 
 
-def summarize(backend, engine, *, tolerance: float, seed: int = 0, theory=True, device=None):
-    """Window records with theory, and the extra keys of ``windows.json`` (module docstring)."""
+def summarize(backend, engine, *, tolerance: float, seed: int = 0, theory=True, device=None, ahead=None):
+    """Window records with theory, and the extra keys of ``windows.json`` (module docstring).
+
+    ``ahead(times)``: the theory computed before the records were known (``backend.theory``'s
+    answer), or None when it does not cover ``times``; then it is computed here."""
     units = engine.store.merge()
     merged = merge_units(units)
     records = window_records(merged, backend.features, len(backend.labels), tolerance=tolerance, seed=seed)
@@ -46,7 +49,10 @@ def summarize(backend, engine, *, tolerance: float, seed: int = 0, theory=True, 
         records, summary = add_theory(records, theory), {**theory.summary, "precomputed": True}
     elif theory:
         times = sorted({float(t) for r in records for t in r.timesteps})
-        predictions, reason = backend.theory(engine.store, merged, delta=float(tolerance), times=times, device=device)
+        answer = None if ahead is None else ahead(times)
+        if answer is None:
+            answer = backend.theory(engine.store, merged, delta=float(tolerance), times=times, device=device)
+        predictions, reason = answer
         if predictions is None:
             summary = {"available": False, "reason": reason}
         else:
