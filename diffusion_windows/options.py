@@ -182,8 +182,9 @@ OPTIONS: tuple = (
            "the widest bracket of timesteps left around it (default: 40 timesteps; language models: 0.1 of the "
            "response)", library=40, check=_positive),
     Option("initial_restarts", None, int, "with --timesteps auto: re-samples a new (base sample, timestep) starts "
-           "with (default: 2, or --restarts if fewer; a timestep inside or below an edge's bracket starts with "
-           "one); more are added, up to --restarts, where they move an edge the most per model evaluation",
+           "with (default: a quarter of --restarts, at least 1 and at most 2; a timestep inside or below an "
+           "edge's bracket starts with one); more are added, up to --restarts, where they move an edge, or narrow "
+           "its interval, the most per model evaluation",
            check=_at_least(1)),
     Option("max_evaluations", None, int, "with --timesteps auto: a budget of model evaluations (re-samples, and "
            "base samples made beyond --samples); the search stops when its edges reach --edge-precision or the "

@@ -61,7 +61,12 @@ class Settings:
 
     @property
     def initial(self) -> int:
-        return min(2, self.restarts) if self.initial_restarts is None else int(self.initial_restarts)
+        """Re-samples a new (base, time) of ``--timesteps auto`` starts with: ``initial_restarts``, else a
+        quarter of ``restarts``, at least 1 and at most 2 (2 of 8 on the replays that chose it; 1 of the
+        default 4, where 30 base samples per value already give each point's side of a threshold)."""
+        if self.initial_restarts is not None:
+            return int(self.initial_restarts)
+        return max(1, min(2, self.restarts // 4))
 
 
 @dataclass(frozen=True)
