@@ -94,15 +94,17 @@ class TheoryAhead:
         self.times, self.axis = frozenset(times), axis
         read, write = os.pipe()
         self.pid = os.fork()
-        if self.pid == 0:  # the child: compute, write, leave without the parent's exit handlers
-            os.close(read)
+        if self.pid == 0:  # the child: compute, write, leave; never return into the parent's code
             try:
-                payload = json.dumps({"answer": _theory_json(call())})
-            except BaseException as e:  # noqa: BLE001 - reported by the parent
-                payload = json.dumps({"error": f"{type(e).__name__}: {e}"})
-            with os.fdopen(write, "w") as f:
-                f.write(payload)
-            os._exit(0)
+                os.close(read)
+                try:
+                    payload = json.dumps({"answer": _theory_json(call())})
+                except BaseException as e:  # noqa: BLE001 - reported by the parent
+                    payload = json.dumps({"error": f"{type(e).__name__}: {e}"})
+                with os.fdopen(write, "w") as f:  # a parent gone already: BrokenPipeError, then exit
+                    f.write(payload)
+            finally:
+                os._exit(0)
         os.close(write)
         self._read = read
 

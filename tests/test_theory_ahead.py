@@ -58,3 +58,23 @@ def test_a_failure_of_the_theory_ahead_is_raised_in_the_run(one_thread):
     ahead = sweep.TheoryAhead(fails, [0.0], axis=None)
     with pytest.raises(RuntimeError, match="theory: ValueError: bad mixture 7"):
         ahead.result([0.0])
+
+
+def test_the_theory_process_exits_when_the_run_is_gone(one_thread, tmp_path):
+    """A run that fails before reading the theory closes its end of the pipe: the child's write fails, and
+    it must exit there, never return into the run's own code (which would then run twice)."""
+    import os
+    import time
+
+    marker = tmp_path / "after"
+
+    def slow():
+        time.sleep(0.5)
+        return None, "no data"
+
+    ahead = sweep.TheoryAhead(slow, [0.0], axis=None)
+    os.close(ahead._read)  # the run is gone
+    _, status = os.waitpid(ahead.pid, 0)
+    marker.write_text(str(os.getpid()))  # only this process gets here
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert marker.read_text() == str(os.getpid())
