@@ -42,6 +42,7 @@ __all__ = [
     "wilson_interval",
     "estimate_window",
     "mean_retention",
+    "base_fractions",
     "jump_window",
     "window_edges",
     "edge_interval_widths",
@@ -136,13 +137,19 @@ def wilson_interval(k, n, confidence: float = 0.95):
     return low, high
 
 
-def mean_retention(kept, total) -> np.ndarray:
-    """``P`` per grid point: the mean over base samples of ``kept / total`` [n_base, G]
-    (base samples without counts there skipped; NaN where no base sample has any)."""
+def base_fractions(kept, total):
+    """``(kept / total, total > 0)`` [n_base, G]: each base sample's kept fraction (0 where it has no
+    re-samples) and where it has any."""
     kept = np.asarray(kept, dtype=np.float64)
     total = np.asarray(total, dtype=np.float64)
     valid = total > 0
-    frac = np.where(valid, kept / np.where(valid, total, 1), 0.0)
+    return np.where(valid, kept / np.where(valid, total, 1), 0.0), valid
+
+
+def mean_retention(kept, total) -> np.ndarray:
+    """``P`` per grid point: the mean over base samples of ``kept / total`` [n_base, G]
+    (base samples without counts there skipped; NaN where no base sample has any)."""
+    frac, valid = base_fractions(kept, total)
     counts = valid.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, frac.sum(axis=0) / counts, np.nan)
@@ -305,8 +312,7 @@ def bootstrap_retention(kept, total, n_boot: int, rng) -> np.ndarray:
     kept = np.asarray(kept, dtype=np.int64)
     total = np.asarray(total, dtype=np.int64)
     n_base, G = kept.shape
-    valid = total > 0
-    frac = np.where(valid, kept / np.where(valid, total, 1), 0.0)
+    frac, valid = base_fractions(kept, total)
     if n_base > 1:
         return weighted_curves(bootstrap_weights(n_base, n_boot, rng), frac, valid)
     p = np.where(valid[0], frac[0], 0.0)

@@ -58,8 +58,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
-from ..analysis.windows import (bootstrap_weights, edge_bootstrap, edge_draws, edge_interval, mean_retention,
-                                weighted_curves)
+from ..analysis.windows import (base_fractions, bootstrap_weights, edge_bootstrap, edge_draws, edge_interval,
+                                mean_retention, weighted_curves)
 from .adaptive import Curve, curve_se, locate
 
 __all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "price_per_evaluation", "PRICE", "NARROWING", "STOPS"]
@@ -159,7 +159,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
         for (side, thr), new in located.items():
             edge = (v.key, side, float(thr))
             thresholds = (start_thr, thr if side == "end" else -np.inf)
-            draws = edge_draws(t, *(kept, total), *thresholds, n_boot=n_boot, rng=None, confidence=confidence,
+            draws = edge_draws(t, kept, total, *thresholds, n_boot=n_boot, rng=None, confidence=confidence,
                                boot=boot)
             point, interval, none = draws[side]
             here = None if point < 0 else float(t[point])
@@ -236,12 +236,11 @@ def _reported_draws(kept, total, n_boot):
     """The bootstrap over base samples that records report (`analysis.windows.estimate_window`), of one
     curve: ``(weights [n_boot, n_base], per-base fractions, valid, curves [n_boot, G])``; None for one base
     sample."""
-    total = np.asarray(total, dtype=float)
-    if total.shape[0] < 2:
+    n_base = np.shape(total)[0]
+    if n_base < 2:
         return None
-    weights = bootstrap_weights(total.shape[0], n_boot, np.random.default_rng(0))
-    valid = total > 0
-    frac = np.where(valid, np.asarray(kept, dtype=float) / np.maximum(total, 1), 0.0)
+    weights = bootstrap_weights(n_base, n_boot, np.random.default_rng(0))
+    frac, valid = base_fractions(kept, total)
     return weights, frac, valid, weighted_curves(weights, frac, valid)
 
 
