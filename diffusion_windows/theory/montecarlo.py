@@ -80,7 +80,7 @@ def _one_thread():
     a context manager; the thread pools are inspected once per process."""
     try:
         from threadpoolctl import ThreadpoolController
-    except ImportError:  # optional (comes with scikit-learn)
+    except ImportError:  # a dependency (setup.cfg); an install without it runs on the BLAS's own threads
         return nullcontext()
     if not _CONTROLLER:
         _CONTROLLER.append(ThreadpoolController())
