@@ -31,9 +31,15 @@ reads the curve), in this order:
    is close and cheap ones go first (a restart from the ``k``-th grid timestep costs ``k``
    evaluations: the start edge's re-samples are cheap, the end's dear). A point also earns what it
    is expected to narrow the edge's reported interval (the bootstrap over base samples that
-   `analysis.windows.estimate_window` reports), counted at ``NARROWING`` per timestep, if that is
-   more (`_narrowing`): re-samples at a point with few of them add binomial spread to the
-   per-base fractions, which widens the reported interval even where the edge would not move;
+   `analysis.windows.estimate_window` reports), if that is more (`_narrowing`): re-samples at a
+   point with few of them add binomial spread to the per-base fractions, which widens the
+   reported interval even where the edge would not move. A timestep of narrowing counts
+   ``NARROWING x sqrt(n / NARROWING_BASES)`` timesteps of edge shift on a value with ``n`` base
+   samples: an interval shrinks like ``1 / sqrt(n)``, so a timestep is the same share of it on a
+   value with ``NARROWING_BASES`` base samples as ``sqrt(NARROWING_BASES / n)`` of one on a value
+   with ``n`` (without it, a value with 300 base samples and 4 re-samples, whose re-samples cost
+   5x those of 60 base samples for the same share, left its points near the dear end edges at
+   one re-sample, and its intervals a grid step wider than the full grid's);
 4. nothing left worth its price (or every point at ``restarts``) -> stopped by ``"grid"``, with
    ``more_samples`` when no point holds fewer than ``restarts``: only more base samples of the
    value could narrow it;
@@ -41,8 +47,9 @@ reads the curve), in this order:
 
 Every re-sample is one of the uniform grid's own (restart ``k`` of base ``b`` at ``t`` has its
 seed from ``(b, t, k)`` only), so a run's curves are subsets of the full grid's, read with
-fewer re-samples where the threshold is far. `PRICE`, `NARROWING` and the defaults of ``z`` and
-``chain`` were chosen on recorded uniform runs of the default model (seeds 0-3,
+fewer re-samples where the threshold is far. `PRICE`, `NARROWING`, `NARROWING_BASES` and the
+defaults of ``z`` and ``chain`` were chosen on recorded uniform runs of the default model (60 base
+samples x 8 re-samples, seeds 0-3, and the default sweep's 300 x 4 on the 50-step grid,
 ``benchmarks/replay_auto.py``): the evaluations they save against the edges they move and the
 intervals they widen; seeds 4 and 5 were kept out of the choice to check it.
 
@@ -62,7 +69,8 @@ from ..analysis.windows import (base_fractions, bootstrap_weights, edge_bootstra
                                 mean_retention, weighted_curves)
 from .adaptive import Curve, curve_se, locate
 
-__all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "price_per_evaluation", "PRICE", "NARROWING", "STOPS"]
+__all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "price_per_evaluation", "PRICE", "NARROWING",
+           "NARROWING_BASES", "STOPS"]
 
 # why an edge stopped: its interval within --edge-precision; nothing left worth its price at this grid
 # and --restarts with these base samples; --max-evaluations spent first; the curve never crosses
@@ -73,8 +81,10 @@ STOPS = ("precision", "grid", "budget", "no-edge")
 PRICE = 0.09
 
 # a timestep by which an edge's reported interval is expected to narrow counts as NARROWING timesteps
-# of edge shift (step 3 of the module docstring)
+# of edge shift on a value with NARROWING_BASES base samples, sqrt(n / NARROWING_BASES) times that
+# with n (step 3 of the module docstring)
 NARROWING = 0.4
+NARROWING_BASES = 12
 
 
 @dataclass(frozen=True)
@@ -135,8 +145,8 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
     margin (standard errors); ``probe_restarts``: re-samples a bisect or verify timestep starts
     with (at most ``initial``); ``growth``: re-samples added per ask; ``chain``: the flip chance
     above which a point past the edge could fall with it; ``n_boot``: bootstrap draws; ``narrowing``:
-    what a timestep of expected interval narrowing counts for (None: `NARROWING`; 0: the edge
-    shift only). A pure
+    what a timestep of expected interval narrowing counts for on a value with `NARROWING_BASES`
+    base samples (None: `NARROWING`; 0: the edge shift only). A pure
     function of its arguments (the bootstrap draws from a fixed seed).
     """
     g = np.sort(np.asarray(grid, dtype=float))
@@ -156,6 +166,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
         start_thr = np.inf if v.start_threshold is None else v.start_threshold
         boot = edge_bootstrap(kept, total, n_boot, np.random.default_rng(0), restarts_too=True)  # every edge's
         reported = _reported_draws(kept, total, n_boot) if narrowing > 0 else None
+        worth = narrowing * np.sqrt(len(kept) / NARROWING_BASES)  # a timestep of narrowing, in edge shift
         for (side, thr), new in located.items():
             edge = (v.key, side, float(thr))
             thresholds = (start_thr, thr if side == "end" else -np.inf)
@@ -188,7 +199,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
             gain = flip * moves
             if narrowing > 0:  # or the reported interval it narrows, whichever buys more
                 narrows = _narrowing(t, reported, total, thresholds, side, k_next, restarts, confidence)
-                gain = np.maximum(gain, narrowing * narrows)
+                gain = np.maximum(gain, worth * narrows)
                 moves = np.where(narrows > 0, np.maximum(moves, 1.0), moves)
             short = [j for j in range(len(t)) if k_min[j] < restarts and moves[j] > 0 and gain[j] > 0
                      and gain[j] >= price * dear[j]]
