@@ -242,6 +242,50 @@ def test_narrowing_predicts_how_much_more_resamples_narrow_the_reported_interval
     assert np.corrcoef(predicted, measured)[0, 1] > 0.3
 
 
+def test_filling_predicts_how_much_measuring_a_gap_above_an_end_narrows_its_interval():
+    """`allocation._filling` on curves with known per-base retention, measured every 20 timesteps with
+    8 re-samples except a gap of three grid timesteps just above the end edge: the timestep it rates
+    highest, measured with fresh draws, narrows the reported interval by about what it predicted (a
+    draw that passed the edge no longer jumps the whole gap); timesteps outside the interval, and an
+    interval with no gap, give nothing."""
+    from diffusion_windows.analysis.windows import bootstrap_weights, edge_interval, weighted_curves
+    from diffusion_windows.engine.allocation import _filling, _reported_draws
+
+    grid = np.arange(15) * 20.0
+    measured = np.array([j for j in range(15) if j not in (8, 9, 10)])  # 160, 180, 200 unmeasured
+
+    def width(t, kept, total):
+        boot = weighted_curves(bootstrap_weights(len(kept), 200, np.random.default_rng(0)), kept / total, total > 0)
+        lo, hi = edge_interval(t, boot, np.inf, 0.6, "end")
+        return hi - lo
+
+    predicted, measured_gain = [], []
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        p = 0.3 + 0.7 / (1 + np.exp((grid[None, :] - 130 - rng.normal(0, 20, size=(12, 1))) / 25))
+        full = rng.binomial(8, p)
+        t, kept, total = grid[measured], full[:, measured], np.full((12, len(measured)), 8)
+        fills = dict(_filling(t, grid, _reported_draws(kept, total, 200), (np.inf, 0.6), "end", 0.95, 8))
+        assert set(fills) <= {160.0, 180.0, 200.0}
+        if not fills or max(fills.values()) == 0:
+            continue
+        x = max(fills, key=fills.get)
+        j = int(x // 20)
+        t2 = np.sort(np.append(t, x))
+        order = np.argsort(np.append(t, x))
+        k2 = np.concatenate([kept, full[:, [j]]], axis=1)[:, order]
+        n2 = np.concatenate([total, np.full((12, 1), 8)], axis=1)[:, order]
+        predicted.append(fills[x])
+        measured_gain.append(width(t, kept, total) - width(t2, k2, n2))
+    assert len(predicted) >= 15
+    assert np.mean(measured_gain) >= 10  # the gap is three grid steps of 20: filling it narrows in earnest
+    assert 0.5 * np.mean(measured_gain) <= np.mean(predicted) <= 2 * np.mean(measured_gain)
+    every = np.arange(15)
+    kept = np.random.default_rng(0).binomial(8, 0.3 + 0.7 / (1 + np.exp((grid[None, :] - 130) / 25)) * np.ones((12, 1)))
+    assert _filling(grid[every], grid, _reported_draws(kept, np.full((12, 15), 8), 200), (np.inf, 0.6), "end",
+                    0.95, 8) == []
+
+
 def test_resamples_that_narrow_the_reported_interval_are_bought(monkeypatch):
     """With the narrowing term (`allocation.NARROWING`) the reported intervals come out no wider than with
     the edge shift alone, and narrower in sum, for a few more evaluations."""

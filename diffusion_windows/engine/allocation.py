@@ -35,12 +35,17 @@ reads the curve), in this order:
    point with few of them add binomial spread to the per-base fractions, which widens the
    reported interval even where the edge would not move. A timestep of narrowing counts
    ``NARROWING x sqrt(n / NARROWING_BASES)`` timesteps of edge shift on a value with ``n`` base
-   samples: an interval shrinks like ``1 / sqrt(n)``, so a timestep is the same share of it on a
-   value with ``NARROWING_BASES`` base samples as ``sqrt(NARROWING_BASES / n)`` of one on a value
-   with ``n`` (without it, a value with 300 base samples and 4 re-samples, whose re-samples cost
-   5x those of 60 base samples for the same share, left its points near the dear end edges at
-   one re-sample, and its intervals a grid step wider than the full grid's);
-4. nothing left worth its price (or every point at ``restarts``) -> stopped by ``"grid"``, with
+   samples: an interval shrinks like ``1 / sqrt(n)``, so on a value with more base samples the
+   same share of it is fewer timesteps (without the factor, the default sweep's values of 30
+   base samples, whose every ask costs 30 base samples' re-samples, kept their points near the
+   dear end edges at one re-sample, and intervals a grid step wider than the full grid's);
+   b. an end's unmeasured grid timesteps inside its reported interval, at ``probe_restarts``
+   re-samples, for what measuring them is expected to narrow it, at the same worth and price
+   (`_filling`): a gap in the measured timesteps above an end lets every bootstrap draw that
+   passes the edge jump to the far side of the gap, which the full grid's interval does not do
+   (a start's interval is not filled: a new point inside the run above ``1 - delta`` is one more
+   chance for a draw's run to break, and filled starts came out wider on the replays);
+4. nothing left worth its price (or every point at ``restarts``, no gap to fill) -> stopped by ``"grid"``, with
    ``more_samples`` when no point holds fewer than ``restarts``: only more base samples of the
    value could narrow it;
 5. an edge the curve never crosses (the end above the grid's top) -> ``"no-edge"``.
@@ -86,6 +91,9 @@ PRICE = 0.09
 NARROWING = 0.4
 NARROWING_BASES = 12
 
+# binomial draws of a new point's re-samples with which `_filling` predicts what measuring it narrows
+FILL_DRAWS = 4
+
 
 @dataclass(frozen=True)
 class ValueCounts:
@@ -106,7 +114,8 @@ class Ask:
     key: tuple
     time: float
     restarts: int
-    kind: str                   # "locate" (a new timestep), "resample" (more re-samples), "samples" (catch-up)
+    kind: str                   # "locate" (a new timestep), "resample" (more re-samples), "fill" (a new timestep
+                                # inside an end's interval), "samples" (catch-up)
     edges: tuple                # the edges asking: (key, side, threshold)
     benefit: float              # expected edge shift it buys, timesteps (inf: locating)
 
@@ -205,9 +214,16 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
                      and gain[j] >= price * dear[j]]
             for j in short:
                 asks.append(Ask(v.key, float(t[j]), int(k_next[j]), "resample", (edge,), float(gain[j])))
+            fills = []
+            if narrowing > 0 and side == "end":  # 3b. an unmeasured grid timestep inside the reported interval
+                k_fill = min(initial, probe_restarts)
+                for x, narrows_x in _filling(t, g, reported, thresholds, side, confidence, k_fill):
+                    if narrows_x > 0 and worth * narrows_x >= price * len(kept) * k_fill * cost(x):
+                        fills.append(Ask(v.key, x, k_fill, "fill", (edge,), float(worth * narrows_x)))
+            asks.extend(fills)
             full = not any(k_min[j] < restarts and moves[j] > 0 for j in range(len(t)))
-            edges[edge] = EdgeState(v.key, side, float(thr), here, interval, width, None if short else "grid",
-                                    more_samples=full)  # 4.
+            edges[edge] = EdgeState(v.key, side, float(thr), here, interval, width,
+                                    None if short or fills else "grid", more_samples=full and not fills)  # 4.
     return _merge(asks), edges
 
 
@@ -283,6 +299,37 @@ def _narrowing(t, draws, total, thresholds, side, k_next, restarts, confidence) 
     trials[np.arange(len(js)), :, js] = weighted_curves(weights, shrunk, valid[:, js]).T
     for j, after in zip(js, edge_interval(t, trials, *thresholds, side, confidence)):
         out[j] = 0.0 if after is None else max((now[1] - now[0]) - (after[1] - after[0]), 0.0)
+    return out
+
+
+def _filling(t, g, draws, thresholds, side, confidence, k) -> list:
+    """Per unmeasured grid timestep inside the edge's reported interval (``draws``: `_reported_draws`):
+    by how many timesteps the interval is expected to narrow once it is measured with ``k`` re-samples
+    per base sample -> ``[(time, narrows)]``. Its per-base retention is read off the line between
+    its measured neighbours, and ``FILL_DRAWS`` binomial draws of ``k`` re-samples from it are put
+    into the same bootstrap draws: a draw whose edge jumped the gap to the far neighbour may now
+    stop inside it, and a noisy new point may move a draw's edge the other way (the mean over the
+    binomial draws; never below 0)."""
+    if draws is None:
+        return []
+    weights, frac, valid, curves = draws
+    now = edge_interval(t, curves, *thresholds, side, confidence)
+    if now is None or now[1] <= now[0]:
+        return []
+    out = []
+    for x in g[(g > now[0]) & (g < now[1]) & ~np.isin(g, t)]:
+        i = int(np.searchsorted(t, x))  # t[i - 1] < x < t[i]
+        w = (x - t[i - 1]) / (t[i] - t[i - 1])
+        ok = valid[:, i - 1] & valid[:, i]
+        f = np.where(ok, np.clip((1 - w) * frac[:, i - 1] + w * frac[:, i], 0, 1), 0.0)
+        rng = np.random.default_rng(int(x))  # plan_values stays a pure function of its arguments
+        sampled = rng.binomial(k, np.broadcast_to(f, (FILL_DRAWS, len(f)))) / k  # [draws, n_base]
+        columns = np.stack([weighted_curves(weights, row[:, None], ok[:, None]) for row in sampled])
+        trials = np.concatenate([np.broadcast_to(curves[:, :i], (FILL_DRAWS,) + curves[:, :i].shape), columns,
+                                 np.broadcast_to(curves[:, i:], (FILL_DRAWS,) + curves[:, i:].shape)], axis=2)
+        after = edge_interval(np.insert(t, i, x), trials, *thresholds, side, confidence)
+        gained = [0.0 if a is None else (now[1] - now[0]) - (a[1] - a[0]) for a in after]
+        out.append((float(x), max(float(np.mean(gained)), 0.0)))
     return out
 
 
