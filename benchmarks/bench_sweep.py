@@ -13,8 +13,9 @@ Prints one JSON object as its last line: ``baseline_s``, ``uniform_s``, ``auto_s
 ``nfe_uniform``, ``nfe_auto``, ``nfe_ratio`` (uniform / auto), ``speedup`` (baseline / auto),
 ``speedup_uniform`` (baseline / uniform), ``model_time_share`` (time inside the UNet's
 forward / measurement time, for each toolkit run), ``edges_within_one``/``edges_within_two``
-(fractions of auto's edges within one/two grid steps of the uniform run's) and
-``edges_agree`` (``edges_within_two >= 0.9``). Times are seconds of the measurement phase
+(fractions of auto's edges within one/two grid steps of the uniform run's),
+``edges_in_uniform_interval`` (the fraction inside the uniform run's bootstrap interval of the
+same edge) and ``edges_agree`` (``edges_within_two >= 0.9``). Times are seconds of the measurement phase
 (base samples, restarts, classification; no theory, no plots). Ratios are what to compare:
 absolute times drift on shared machines.
 
@@ -99,21 +100,27 @@ def toolkit(pipe, classifier, timer, *, samples, restarts, timesteps, steps, see
 
 
 def compare_edges(uniform, auto, spacing):
-    """Fractions of auto's edges within one and two grid steps of the uniform run's."""
+    """Fractions of auto's edges within one and two grid steps of the uniform run's, their number,
+    and the fraction inside the uniform run's own bootstrap interval of that edge (an edge only one
+    of the runs has counts as outside, and as farther than two steps)."""
     u = {r.key: r for r in uniform}
-    diffs = []
+    diffs, inside = [], []
     for r in auto:
         ru = u.get(r.key)
         if ru is None:
             continue
-        for side in ("start_timestep", "end_timestep"):
-            a, b = getattr(r, side), getattr(ru, side)
+        for side in ("start", "end"):
+            a, b = getattr(r, f"{side}_timestep"), getattr(ru, f"{side}_timestep")
             if a is None and b is None:
                 continue
             diffs.append(np.inf if a is None or b is None else abs(a - b))
+            ci = getattr(ru, f"{side}_ci")
+            inside.append(a is not None and b is not None and (a == b or (ci is not None and ci[0] <= a <= ci[1])))
     diffs = np.asarray(diffs)
-    return (float(np.mean(diffs <= spacing + 1e-9)) if len(diffs) else None,
-            float(np.mean(diffs <= 2 * spacing + 1e-9)) if len(diffs) else None, len(diffs))
+    if not len(diffs):
+        return None, None, 0, None
+    return (float(np.mean(diffs <= spacing + 1e-9)), float(np.mean(diffs <= 2 * spacing + 1e-9)), len(diffs),
+            float(np.mean(inside)))
 
 
 def main(argv=None):
@@ -155,7 +162,7 @@ def main(argv=None):
     uni_s, nfe_uni, share_uni, rec_uni, _ = toolkit(pipe, classifier, timer,
                                                     timesteps=f"0:1000:{spacing}", **common)
     auto_s, nfe_auto, share_auto, rec_auto, rounds = toolkit(pipe, classifier, timer, timesteps="auto", **common)
-    within1, within2, n_edges = compare_edges(rec_uni, rec_auto, spacing)
+    within1, within2, n_edges, inside = compare_edges(rec_uni, rec_auto, spacing)
     result = {
         "device": a.device, "dtype": a.dtype, "samples": a.samples, "restarts": a.restarts,
         "inference_steps": a.steps, "grid_spacing": spacing, "auto_precision": precision,
@@ -167,7 +174,7 @@ def main(argv=None):
         "model_time_share_uniform": round(share_uni, 3), "model_time_share_auto": round(share_auto, 3),
         "samples_per_second_uniform": round(nfe_uni / uni_s, 1),
         "auto_rounds": len(rounds), "edges_compared": n_edges,
-        "edges_within_one": within1, "edges_within_two": within2,
+        "edges_within_one": within1, "edges_within_two": within2, "edges_in_uniform_interval": inside,
         "edges_agree": bool(within2 is not None and within2 >= 0.9),
     }
     print(json.dumps(result))

@@ -20,7 +20,11 @@ the replay fail (exit 2) with a line that says so, never a silent substitute.
 
 Prints one JSON line: ``nfe_uniform``, ``nfe_auto`` (restarts, and the generation of base samples
 beyond ``--samples``: ``nfe_new_samples``), ``nfe_ratio``, ``edges_within_one``,
-``edges_within_two`` (grid steps of the sampling grid), ``edges_agree``, ``auto_rounds``,
+``edges_within_two`` (grid steps of the sampling grid), ``edges_in_uniform_interval`` (auto's
+edges inside the uniform run's bootstrap interval of the same edge), ``half_restarts_within_one``
+and ``half_restarts_within_two`` (the same fractions for the uniform run itself read with the first
+half of its re-samples: how well the edges reproduce at half the uniform grid's evaluations, the
+floor the search's agreement is to be read against), ``edges_agree``, ``auto_rounds``,
 ``median_interval_auto``/``median_interval_uniform`` (bootstrap edge intervals, timesteps),
 ``stopped_by`` (edges per reason) and ``nfe_by_side`` (evaluations asked for by start and end
 edges). The folder must hold every timestep of the sampling grid (exit 2 otherwise).
@@ -134,7 +138,12 @@ def main(argv=None):
     auto = engine.store.read_all()
     rec_auto = window_records(merge_units(auto), live.features, n_labels, tolerance=o["tolerance"], n_boot=a.n_boot)
     rec_uni = window_records(first, live.features, n_labels, tolerance=o["tolerance"], n_boot=a.n_boot)
-    within1, within2, n_edges = compare_edges(rec_uni, rec_auto, spacing)
+    within1, within2, n_edges, inside = compare_edges(rec_uni, rec_auto, spacing)
+    # the floor: the uniform run itself read with its first half of re-samples (half its evaluations)
+    half = {b: BaseLabels(e.label, {t: v[:max(1, o["restarts"] // 2)] for t, v in e.labels.items()})
+            for b, e in first.items()}
+    rec_half = window_records(half, live.features, n_labels, tolerance=o["tolerance"], n_boot=a.n_boot)
+    half1, half2, _, _ = compare_edges(rec_uni, rec_half, spacing)
     nfe_uni = len(first) * o["restarts"] * sum(live.cost(t) for t in grid)
     nfe_auto = engine.nfe()
     report = engine.edge_report()
@@ -147,7 +156,8 @@ def main(argv=None):
               "new_samples": int(sum(k.stop - k.start for k in engine.blocks)),
               "nfe_ratio": round(nfe_uni / nfe_auto, 3), "auto_rounds": len(engine.rounds),
               "edges_compared": n_edges, "edges_within_one": within1, "edges_within_two": within2,
-              "edges_agree": bool(within2 is not None and within2 >= 0.9),
+              "edges_in_uniform_interval": inside, "half_restarts_within_one": half1,
+              "half_restarts_within_two": half2, "edges_agree": bool(within2 is not None and within2 >= 0.9),
               "median_interval_auto": float(np.median(interval_widths(rec_auto))),
               "median_interval_uniform": float(np.median(interval_widths(rec_uni))),
               "stopped_by": dict(sorted(stops.items())), "nfe_first_round": engine.round_summary()[0]["nfe"],

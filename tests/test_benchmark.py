@@ -27,6 +27,26 @@ def test_staircase_counts_equal_per_timestep_restarts():
     assert together[0].nfe == 3 * (1 + 4 + 7 + 10) == 3 * sum(backend.cost(t) for t in ts)
 
 
+def test_compare_edges_counts_steps_and_the_uniform_runs_own_interval():
+    """bench_sweep.compare_edges: 3 edges compared (an edge neither run has is skipped); auto's start 20
+    off (within one step of 20), its end 60 off (outside two steps) but inside the uniform run's
+    interval; an end only the uniform run has counts as outside everything."""
+    from types import SimpleNamespace as R
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_sweep import compare_edges
+
+    uni = [R(key="a", start_timestep=100, end_timestep=400, start_ci=(100, 100), end_ci=(340, 480)),
+           R(key="b", start_timestep=None, end_timestep=500, start_ci=None, end_ci=(480, 520))]
+    auto = [R(key="a", start_timestep=120, end_timestep=460, start_ci=None, end_ci=None),
+            R(key="b", start_timestep=None, end_timestep=None, start_ci=None, end_ci=None),
+            R(key="c", start_timestep=0, end_timestep=0, start_ci=None, end_ci=None)]
+    within1, within2, n, inside = compare_edges(uni, auto, 20)
+    assert n == 3 and within1 == within2 == 1 / 3
+    assert inside == 1 / 3  # the start at 120 lies outside (100, 100); the end at 460 inside (340, 480)
+    assert compare_edges([], auto, 20) == (None, None, 0, None)
+
+
 @pytest.mark.slow
 def test_benchmark_quick_mode_prints_ratios():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_sweep.py"), "--quick"],
@@ -34,7 +54,8 @@ def test_benchmark_quick_mode_prints_ratios():
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     for key in ("baseline_s", "uniform_s", "auto_s", "nfe_uniform", "nfe_auto", "nfe_ratio", "speedup",
-                "model_time_share", "edges_within_one", "edges_within_two", "edges_agree"):
+                "model_time_share", "edges_within_one", "edges_within_two", "edges_in_uniform_interval",
+                "edges_agree"):
         assert key in result, key
     assert result["nfe_uniform"] == result["nfe_baseline"]  # the same restarts, counted the same way
     assert result["nfe_auto"] <= result["nfe_uniform"]
@@ -58,6 +79,8 @@ def test_replay_of_a_uniform_run_makes_the_live_auto_runs_decisions(tmp_path):
     assert replay["nfe_auto"] == done["nfe"] and replay["auto_rounds"] == len(done["rounds"])
     assert replay["nfe_uniform"] == json.loads((uni / "windows.json").read_text())["nfe"]
     assert replay["nfe_ratio"] > 1
+    assert 0 <= replay["half_restarts_within_one"] <= replay["half_restarts_within_two"] <= 1
+    assert 0 <= replay["edges_in_uniform_interval"] <= 1
     # a run without every grid timestep cannot be replayed: one line, exit 2
     part = tmp_path / "part"
     part.mkdir()
