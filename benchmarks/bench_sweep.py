@@ -15,8 +15,8 @@ Prints one JSON object as its last line: ``baseline_s``, ``uniform_s``, ``auto_s
 forward / measurement time, for each toolkit run), ``edges_within_one``/``edges_within_two``
 (fractions of auto's edges within one/two grid steps of the uniform run's),
 ``edges_in_uniform_interval`` (the fraction inside the uniform run's bootstrap interval of the
-same edge) and ``edges_agree`` (``edges_within_two >= 0.9``). Times are seconds of the measurement phase
-(base samples, restarts, classification; no theory, no plots). Ratios are what to compare:
+same edge) and ``edges_agree`` (``edges_within_two >= 0.9``). Times are seconds of the
+measurement phase (base samples, restarts, classification; no theory, no plots). Ratios are what to compare:
 absolute times drift on shared machines.
 
     python benchmarks/bench_sweep.py            # full: 60 base samples x 8 restarts (~15 min on 2 cores)

@@ -49,6 +49,15 @@ def edge_gaps(a, b):
     return gaps
 
 
+def end_width(t, kept, total):
+    """Width of the reported interval (a bootstrap over base samples) of the end at 0.6 of a curve."""
+    from diffusion_windows.analysis.windows import bootstrap_weights, edge_interval, weighted_curves
+
+    boot = weighted_curves(bootstrap_weights(len(kept), 200, np.random.default_rng(0)), kept / total, total > 0)
+    lo, hi = edge_interval(t, boot, np.inf, 0.6, "end")
+    return hi - lo
+
+
 def test_restart_slots_read_bare_times_as_every_restart():
     assert restart_slots([0, (500, 2, 8), [40.0, 0, 1]], 3) == [(0.0, 0, 3), (500.0, 2, 8), (40.0, 0, 1)]
 
@@ -212,15 +221,9 @@ def test_narrowing_predicts_how_much_more_resamples_narrow_the_reported_interval
     measured with 8 re-samples except three points near the end edge with one: the point it picks,
     topped up to 8 with fresh draws, narrows the reported interval (a bootstrap over base samples) by
     about what it predicted; a point already at 8 re-samples predicts nothing."""
-    from diffusion_windows.analysis.windows import bootstrap_weights, edge_interval, weighted_curves
     from diffusion_windows.engine.allocation import _narrowing, _reported_draws
 
     t = np.arange(10) * 20.0
-
-    def width(kept, total):
-        boot = weighted_curves(bootstrap_weights(len(kept), 200, np.random.default_rng(0)), kept / total, total > 0)
-        lo, hi = edge_interval(t, boot, np.inf, 0.6, "end")
-        return hi - lo
 
     predicted, measured = [], []
     for seed in range(40):
@@ -236,7 +239,7 @@ def test_narrowing_predicts_how_much_more_resamples_narrow_the_reported_interval
         k2[:, j] += rng.binomial(7, p[:, j])
         t2[:, j] += 7
         predicted.append(gain[j])
-        measured.append(width(kept, total) - width(k2, t2))
+        measured.append(end_width(t, kept, total) - end_width(t, k2, t2))
     assert np.mean(measured) >= 5  # one grid step is 20: the picked point narrows the interval in earnest
     assert 0.5 * np.mean(measured) <= np.mean(predicted) <= 2 * np.mean(measured)
     assert np.corrcoef(predicted, measured)[0, 1] > 0.3
@@ -248,16 +251,10 @@ def test_filling_predicts_how_much_measuring_a_gap_above_an_end_narrows_its_inte
     highest, measured with fresh draws, narrows the reported interval by about what it predicted (a
     draw that passed the edge no longer jumps the whole gap); timesteps outside the interval, and an
     interval with no gap, give nothing."""
-    from diffusion_windows.analysis.windows import bootstrap_weights, edge_interval, weighted_curves
     from diffusion_windows.engine.allocation import _filling, _reported_draws
 
     grid = np.arange(15) * 20.0
     measured = np.array([j for j in range(15) if j not in (8, 9, 10)])  # 160, 180, 200 unmeasured
-
-    def width(t, kept, total):
-        boot = weighted_curves(bootstrap_weights(len(kept), 200, np.random.default_rng(0)), kept / total, total > 0)
-        lo, hi = edge_interval(t, boot, np.inf, 0.6, "end")
-        return hi - lo
 
     predicted, measured_gain = [], []
     for seed in range(30):
@@ -276,7 +273,7 @@ def test_filling_predicts_how_much_measuring_a_gap_above_an_end_narrows_its_inte
         k2 = np.concatenate([kept, full[:, [j]]], axis=1)[:, order]
         n2 = np.concatenate([total, np.full((12, 1), 8)], axis=1)[:, order]
         predicted.append(fills[x])
-        measured_gain.append(width(t, kept, total) - width(t2, k2, n2))
+        measured_gain.append(end_width(t, kept, total) - end_width(t2, k2, n2))
     assert len(predicted) >= 15
     assert np.mean(measured_gain) >= 10  # the gap is three grid steps of 20: filling it narrows in earnest
     assert 0.5 * np.mean(measured_gain) <= np.mean(predicted) <= 2 * np.mean(measured_gain)

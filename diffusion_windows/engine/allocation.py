@@ -206,8 +206,9 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
                 flip = ndtr(-np.abs(p - thr) / np.maximum(sd, 1e-12))
             moves = np.minimum(_moves(t, p, thr, side, point, flip > chain), g[-1] - g[0])
             gain = flip * moves
+            now = None if reported is None else edge_interval(t, reported[3], *thresholds, side, confidence)
             if narrowing > 0:  # or the reported interval it narrows, whichever buys more
-                narrows = _narrowing(t, reported, total, thresholds, side, k_next, restarts, confidence)
+                narrows = _narrowing(t, reported, total, thresholds, side, k_next, restarts, confidence, now=now)
                 gain = np.maximum(gain, worth * narrows)
                 moves = np.where(narrows > 0, np.maximum(moves, 1.0), moves)
             short = [j for j in range(len(t)) if k_min[j] < restarts and moves[j] > 0 and gain[j] > 0
@@ -217,7 +218,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
             fills = []
             if narrowing > 0 and side == "end":  # 3b. an unmeasured grid timestep inside the reported interval
                 k_fill = min(initial, probe_restarts)
-                for x, narrows_x in _filling(t, g, reported, thresholds, side, confidence, k_fill):
+                for x, narrows_x in _filling(t, g, reported, thresholds, side, confidence, k_fill, now=now):
                     if narrows_x > 0 and worth * narrows_x >= price * len(kept) * k_fill * cost(x):
                         fills.append(Ask(v.key, x, k_fill, "fill", (edge,), float(worth * narrows_x)))
             asks.extend(fills)
@@ -271,7 +272,7 @@ def _reported_draws(kept, total, n_boot):
     return weights, frac, valid, weighted_curves(weights, frac, valid)
 
 
-def _narrowing(t, draws, total, thresholds, side, k_next, restarts, confidence) -> np.ndarray:
+def _narrowing(t, draws, total, thresholds, side, k_next, restarts, confidence, now=None) -> np.ndarray:
     """Per point: by how many timesteps the edge's reported interval (``draws``: `_reported_draws`) is
     expected to narrow if every base sample held ``k_next`` re-samples there. The point's per-base
     fractions keep their mean, and their spread loses the binomial part the added re-samples remove
@@ -282,7 +283,7 @@ def _narrowing(t, draws, total, thresholds, side, k_next, restarts, confidence) 
     if draws is None:
         return out
     weights, frac, valid, curves = draws
-    now = edge_interval(t, curves, *thresholds, side, confidence)
+    now = edge_interval(t, curves, *thresholds, side, confidence) if now is None else now
     if now is None or now[1] <= now[0]:
         return out
     js = np.array([j for j in range(total.shape[1])
@@ -302,18 +303,18 @@ def _narrowing(t, draws, total, thresholds, side, k_next, restarts, confidence) 
     return out
 
 
-def _filling(t, g, draws, thresholds, side, confidence, k) -> list:
+def _filling(t, g, draws, thresholds, side, confidence, k, now=None) -> list:
     """Per unmeasured grid timestep inside the edge's reported interval (``draws``: `_reported_draws`):
     by how many timesteps the interval is expected to narrow once it is measured with ``k`` re-samples
     per base sample -> ``[(time, narrows)]``. Its per-base retention is read off the line between
     its measured neighbours, and ``FILL_DRAWS`` binomial draws of ``k`` re-samples from it are put
     into the same bootstrap draws: a draw whose edge jumped the gap to the far neighbour may now
     stop inside it, and a noisy new point may move a draw's edge the other way (the mean over the
-    binomial draws; never below 0)."""
+    binomial draws; never below 0). ``now``: the interval as it stands (None: read from ``draws``)."""
     if draws is None:
         return []
     weights, frac, valid, curves = draws
-    now = edge_interval(t, curves, *thresholds, side, confidence)
+    now = edge_interval(t, curves, *thresholds, side, confidence) if now is None else now
     if now is None or now[1] <= now[0]:
         return []
     out = []
@@ -324,7 +325,7 @@ def _filling(t, g, draws, thresholds, side, confidence, k) -> list:
         f = np.where(ok, np.clip((1 - w) * frac[:, i - 1] + w * frac[:, i], 0, 1), 0.0)
         rng = np.random.default_rng(int(x))  # plan_values stays a pure function of its arguments
         sampled = rng.binomial(k, np.broadcast_to(f, (FILL_DRAWS, len(f)))) / k  # [draws, n_base]
-        columns = np.stack([weighted_curves(weights, row[:, None], ok[:, None]) for row in sampled])
+        columns = weighted_curves(weights, sampled.T, np.repeat(ok[:, None], FILL_DRAWS, axis=1)).T[:, :, None]
         trials = np.concatenate([np.broadcast_to(curves[:, :i], (FILL_DRAWS,) + curves[:, :i].shape), columns,
                                  np.broadcast_to(curves[:, i:], (FILL_DRAWS,) + curves[:, i:].shape)], axis=2)
         after = edge_interval(np.insert(t, i, x), trials, *thresholds, side, confidence)

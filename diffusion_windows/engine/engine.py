@@ -189,9 +189,8 @@ class Engine:
         coarser value). Asks are taken locating first, then re-samples by benefit per evaluation,
         while they fit in ``max_evaluations``; a re-sample must be worth `allocation.PRICE` in edge shift
         (or in narrowing of the edge's interval, at `allocation.NARROWING`, more on a value with
-        more base samples). Under a
-        budget, once nothing is worth that price, the rest goes to every re-sample that could move
-        an edge (price 0, best per evaluation first); where restarts can do no more, a block of new
+        more base samples). Under a budget, once nothing is worth that price, the rest goes to every
+        re-sample that could move an edge (price 0, best per evaluation first); where restarts can do no more, a block of new
         base samples is made for the values that need them, and their restarts catch up with the
         others' next round.
         """
