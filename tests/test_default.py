@@ -94,30 +94,6 @@ def test_shipped_split_is_scikit_learns():
     assert torch.equal(got[3], torch.from_numpy(want[3]).long())
 
 
-HIDDEN_SKLEARN = """
-import json, sys
-sys.modules["sklearn"] = None        # "import sklearn" now raises ImportError, as in a fresh install
-sys.modules["threadpoolctl"] = None  # it comes with scikit-learn
-from diffusion_windows import run_sweep
-out = run_sweep(samples=4, restarts=1, timesteps="0,500", num_inference_steps=4, out=sys.argv[1], quiet=True)
-theory = json.loads((out / "windows.json").read_text())["theory"]
-assert theory["available"] and theory["components"] == 1347, theory
-assert (out / "window.png").stat().st_size > 0
-print("theory without scikit-learn:", theory["components"], "training digits")
-"""
-
-
-@pytest.mark.slow
-def test_default_run_and_its_theory_need_no_scikit_learn(tmp_path):
-    import subprocess
-    import sys
-
-    r = subprocess.run([sys.executable, "-c", HIDDEN_SKLEARN, str(tmp_path / "run")], capture_output=True,
-                       text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "1347 training digits" in r.stdout
-
-
 def test_pipeline_config(pipe):
     from diffusers import DDPMPipeline, DDPMScheduler
 
