@@ -207,7 +207,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
             moves = np.minimum(_moves(t, p, thr, side, point, flip > chain), g[-1] - g[0])
             gain = flip * moves
             now = None if reported is None else edge_interval(t, reported[3], *thresholds, side, confidence)
-            if narrowing > 0:  # or the reported interval it narrows, whichever buys more
+            if now is not None:  # or the reported interval it narrows, whichever buys more (narrowing > 0)
                 narrows = _narrowing(t, reported, total, thresholds, side, k_next, restarts, confidence, now=now)
                 gain = np.maximum(gain, worth * narrows)
                 moves = np.where(narrows > 0, np.maximum(moves, 1.0), moves)
@@ -216,7 +216,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
             for j in short:
                 asks.append(Ask(v.key, float(t[j]), int(k_next[j]), "resample", (edge,), float(gain[j])))
             fills = []
-            if narrowing > 0 and side == "end":  # 3b. an unmeasured grid timestep inside the reported interval
+            if now is not None and side == "end":  # 3b. an unmeasured grid timestep inside the reported interval
                 k_fill = min(initial, probe_restarts)
                 for x, narrows_x in _filling(t, g, reported, thresholds, side, confidence, k_fill, now=now):
                     if narrows_x > 0 and worth * narrows_x >= price * len(kept) * k_fill * cost(x):

@@ -190,9 +190,9 @@ class Engine:
         while they fit in ``max_evaluations``; a re-sample must be worth `allocation.PRICE` in edge shift
         (or in narrowing of the edge's interval, at `allocation.NARROWING`, more on a value with
         more base samples). Under a budget, once nothing is worth that price, the rest goes to every
-        re-sample that could move an edge (price 0, best per evaluation first); where restarts can do no more, a block of new
-        base samples is made for the values that need them, and their restarts catch up with the
-        others' next round.
+        re-sample that could move an edge (price 0, best per evaluation first); where restarts can do
+        no more, a block of new base samples is made for the values that need them, and their
+        restarts catch up with the others' next round.
         """
         from ..analysis.counts import merge_units, record_counts
         from .allocation import plan_values, price_per_evaluation
