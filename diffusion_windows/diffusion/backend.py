@@ -305,20 +305,7 @@ def staircase_nfe(grid, timesteps, restarts: int, scheduler, num_inference_steps
     return int(sum(_plan_length(scheduler, float(t), n, grid_kwargs) for t in timesteps) * restarts * rows)
 
 
-_PLAN_LENGTHS: dict = {}  # (scheduler id, t, N, grid) -> (scheduler, steps); the scheduler kept so ids stay valid
-
-
-def _frozen(grid_kwargs) -> tuple:
-    return tuple(sorted((k, tuple(np.asarray(v, dtype=float).ravel().tolist()))
-                        for k, v in dict(grid_kwargs or {}).items()))
-
-
 def _plan_length(scheduler, t: float, n: int, grid_kwargs=None) -> int:
-    from .schedule import restart_plan
+    from .schedule import restart_length
 
-    key = (id(scheduler), t, n, _frozen(grid_kwargs))
-    if key not in _PLAN_LENGTHS:
-        if len(_PLAN_LENGTHS) > 4096:
-            _PLAN_LENGTHS.clear()
-        _PLAN_LENGTHS[key] = (scheduler, len(restart_plan(scheduler, time_key(t), n, grid_kwargs=grid_kwargs)[1]))
-    return _PLAN_LENGTHS[key][1]
+    return restart_length(scheduler, time_key(t), n, grid_kwargs)

@@ -16,10 +16,11 @@ Features of the default (digit, coarse group) live in `features.py`.
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
 import torch
+
+from ..bundled import assets_path  # re-exported: its old home
 
 __all__ = [
     "DIGIT_LABELS",
@@ -66,22 +67,6 @@ DIGITS_FILE = "digits/digits_split.safetensors"
 
 TEST_FRACTION = 0.25  # held-out share of each digit class
 SPLIT_SEED = 0
-
-
-def assets_path() -> Path:
-    """Folder of the bundled assets (package `diffusion_windows.assets`, repo `assets/`)."""
-    try:
-        root = importlib.resources.files("diffusion_windows.assets")
-        path = Path(str(root))
-        if path.is_dir():
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
-    # Running from a source checkout that is not installed: assets/ sits beside the package.
-    path = Path(__file__).resolve().parents[2] / "assets"
-    if not path.is_dir():
-        raise FileNotFoundError(f"bundled assets not found (looked for {path})")
-    return path
 
 
 def digits_split():

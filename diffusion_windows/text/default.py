@@ -58,7 +58,7 @@ def prompts(samples: int, seed: int) -> list:
 
 def model_folder():
     """``assets/default_lm``."""
-    from ..diffusion.default import assets_path
+    from ..bundled import assets_path
 
     folder = assets_path() / "default_lm"
     if not (folder / "config.json").is_file():

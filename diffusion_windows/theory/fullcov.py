@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .montecarlo import BLOCK, _lse_atoms
+from .blocks import BLOCK, _lse_atoms
 
 
 class _FullModel:

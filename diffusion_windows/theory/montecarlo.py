@@ -66,29 +66,13 @@ float32 passes, one float32 exp, one float64 segment sum), 3.5-4.5 s in all.
 from __future__ import annotations
 
 from collections import OrderedDict
-from contextlib import nullcontext
 
 import numpy as np
 
+from .blocks import BLOCK, _lse_atoms, _one_thread
 from .mixtures import _w
 
-_CONTROLLER = []
-
-
-def _one_thread():
-    """One BLAS thread (small products run faster on a shared CPU, and sum in one order):
-    a context manager; the thread pools are inspected once per process."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # a dependency (setup.cfg); an install without it runs on the BLAS's own threads
-        return nullcontext()
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=1)
-
-
 SE_TARGET = 0.003   # default Monte Carlo standard error on TV and retention values
-BLOCK = 128         # draws per block of the random stream (64 antithetic pairs)
 CHUNK = 1024        # draws whose projections are formed together
 ROWS = 128          # draws per pass of the log-sum-exp (cache-sized)
 GRAM_MAX = 4096     # keep the K x K Gram matrix when K is at most this
@@ -200,18 +184,6 @@ def _safe_time(mix, t: float) -> float:
     if mix.cov is None and np.any(mix.var == 0):
         return max(float(t), 1e-7)  # point masses: p_t has no density at t = 0
     return float(t)
-
-
-def _lse_atoms(g, bounds):
-    """Per-atom log-sum-exp of g [n, K] (atoms = column ranges bounds[i]:bounds[i+1]):
-    offsets = the per-atom maxima, exponentials in float32, sums in float64."""
-    top = np.maximum.reduceat(g, bounds[:-1], axis=1)
-    e = np.empty(g.shape, np.float32)
-    for i in range(len(bounds) - 1):
-        np.subtract(g[:, bounds[i]:bounds[i + 1]], top[:, i:i + 1], out=e[:, bounds[i]:bounds[i + 1]],
-                    casting="unsafe")
-    np.exp(e, out=e)
-    return np.log(np.add.reduceat(e, bounds[:-1], axis=1, dtype=np.float64)) + top
 
 
 class _IsoModel:

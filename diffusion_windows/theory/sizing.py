@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .montecarlo import BLOCK, _one_thread
+from .blocks import BLOCK, _one_thread
 
 N_PILOT = 128       # draws per atom at every ou_time before sizing
 N_MAX = 200_000     # most draws per atom and ou_time
