@@ -2,7 +2,7 @@
 
 Every time here is an `ou_time` t of the Ornstein-Uhlenbeck forward process,
 `Y_t = exp(-t) X + sqrt(1 - exp(-2t)) Z`, i.e. `alpha_bar = exp(-2 t)`; conversions to a
-scheduler's timesteps live in `diffusion_windows.schedule`. numpy/scipy; torch only when a
+scheduler's timesteps live in `diffusion_windows.diffusion.schedule`. numpy/scipy; torch only when a
 function is given `device=` (imported then).
 
 Sub-populations `S` are collections of component indices; `EmpiricalMixture.indices`
@@ -13,12 +13,14 @@ in memory and time linear in d for isotropic mixtures (projections on the span o
 means), each ou_time sized to its own standard-error target.
 
 Modules: `mixtures` (data models, closed forms), `montecarlo` (the engine: draws,
-projections, log-densities), `fullcov` (its path for full covariances), `sizing`
+projections, log-densities), `fullcov` (its path for full covariances), `blocks` (what the
+two share: random-stream blocks, one BLAS thread, per-atom log-sum-exp), `sizing`
 (estimators and per-ou_time sample sizes), `_torch` (the engine's products on a torch
 device), `curves` (`tv`, `retention_curve`), `thresholds` (`critical_window`,
 `theorem2_window`, `speciation_time`, `example1_bounds`), `predict` (`predict_windows`),
-`text` (the story language of autoregressive generation: exact retention, TV and Def. 4 windows
-of truncation, in fractions of the response removed and in tokens). Everything public is
+`story` (the story language of autoregressive generation, its posterior, truncation time),
+`story_sums` (its exact retention and TV), `text` (Def. 4 windows of truncation, in fractions of
+the response removed and in tokens; re-exports the other two). Everything public is
 importable from here.
 """
 from .curves import Estimate, retention_curve, tv
