@@ -148,7 +148,7 @@ def test_greedy_restarts_are_decoded_once():
 
 
 def test_cache_rows_are_dropped_in_place():
-    from diffusion_windows.text.resample import _GrowingLayer
+    from diffusion_windows.text.kvcache import _GrowingLayer
 
     g = torch.Generator().manual_seed(0)
     for trial in range(50):

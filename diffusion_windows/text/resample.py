@@ -16,11 +16,11 @@ reverse process for many truncation points and restarts at once:
    cache in place) once they are an eighth of it; leading columns that no remaining row
    uses are trimmed once they are a quarter of the cache. The cache is a ``transformers``
    ``DynamicCache`` whose layers write into preallocated room instead of concatenating at
-   every step.
+   every step (`text.kvcache`).
 
-Randomness: the token at step ``s`` of a continuation with seed ``seed`` is drawn by
-inverse-CDF sampling with the uniform `uniforms(seed, s)` (a counter-based stream, so one
-number per sample and step, the same on every device, batch and process). Temperature 0 is
+Randomness (`text.sampling`): the token at step ``s`` of a continuation with seed ``seed`` is
+drawn by inverse-CDF sampling with the uniform `uniforms(seed, s)` (a counter-based stream, so
+one number per sample and step, the same on every device, batch and process). Temperature 0 is
 greedy; ``top_p < 1`` keeps the smallest set of most likely tokens whose mass reaches
 ``top_p`` (as ``transformers``' ``TopPLogitsWarper``). Continuations therefore depend only
 on the model, the prefix and the seed, never on which rows share a batch (up to rounding:
@@ -32,16 +32,16 @@ Public: `resample`, `Resampled`, `sample_tokens`, `uniforms`, `continuation_seed
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+
+from .kvcache import _cache_kwarg, _growing_cache, _layers_kv, _output_cache, _trim_left
+from .sampling import continuation_seed, sample_tokens, uniforms
 
 __all__ = ["Resampled", "resample", "sample_tokens", "uniforms", "continuation_seed", "eos_ids",
            "count_calls"]
@@ -55,61 +55,6 @@ class Resampled:
     decoded: int       # tokens sampled, all continuations together (the text analogue of denoiser evaluations)
     forwards: int      # model calls (base passes + decoding steps)
     prefill: int       # tokens run through the base passes
-
-
-def continuation_seed(seed: int, base: int, kept: int, restart: int) -> int:
-    """A 63-bit seed of one continuation from the run seed and (base, kept, restart) only.
-
-    The same recipe and value as ``diffusion_windows.measure.unit_seed(seed, base, kept,
-    restart)``, without importing the diffusion stack.
-    """
-    text = repr((int(seed), int(base), int(kept), int(restart)))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    # Steele, Lea & Flood (2014) SplitMix64 finaliser: a bijection of uint64 that mixes well.
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def uniforms(seeds, steps) -> np.ndarray:
-    """Uniforms in [0, 1), one per (seed, step): ``splitmix64(splitmix64(seed) + step)``, top 53 bits."""
-    mask = (1 << 64) - 1
-    s = np.array([int(v) & mask for v in np.atleast_1d(seeds)], dtype=np.uint64)
-    t = np.array([int(v) & mask for v in np.atleast_1d(steps)], dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        h = _splitmix64(_splitmix64(s) + t)
-    return (h >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
-
-
-def sample_tokens(logits: torch.Tensor, u, *, temperature: float = 1.0,
-                  top_p: float = 1.0) -> torch.Tensor:
-    """Next tokens [B] from logits [B, V], one uniform per row (inverse-CDF sampling).
-
-    Temperature 0: argmax (the first of tied maxima). Otherwise softmax(logits / temperature),
-    restricted by top-p to the smallest set of most likely tokens with mass >= ``top_p``;
-    the token is the first (in vocabulary order) whose cumulative mass exceeds ``u`` times
-    the total, so a token's chance is its probability and a given ``u`` picks the same token
-    whatever else is in the batch.
-    """
-    logits = logits.float()
-    if temperature == 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        mass_before = sorted_p.cumsum(-1) - sorted_p
-        drop = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, mass_before >= top_p)
-        probs = probs.masked_fill(drop, 0.0)
-    cdf = probs.cumsum(-1)
-    u = torch.as_tensor(np.asarray(u, dtype=np.float64), device=cdf.device).to(cdf.dtype)
-    idx = torch.searchsorted(cdf, (u[:, None] * cdf[:, -1:]).contiguous(), right=True).squeeze(-1)
-    # u * total can round up to the total: fall back to the last token with mass.
-    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(-1)
-    return torch.minimum(idx, last)
 
 
 def eos_ids(model, eos_token_id=None) -> tuple[int, ...]:
@@ -144,27 +89,6 @@ def count_calls(model):
         yield counts
     finally:
         handle.remove()
-
-
-# --- thin adapters over transformers' model call (the cache argument was renamed in 5.x) ---
-
-def _cache_kwarg(model) -> str:
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _output_cache(out):
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
-def _layers_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    kv = []
-    for layer in cache.layers:
-        if type(layer) is not DynamicLayer:
-            raise ValueError(f"resample needs full-attention cache layers, got {type(layer).__name__}")
-        kv.append((layer.keys, layer.values))
-    return kv
 
 
 def _device(model) -> torch.device:
@@ -368,80 +292,3 @@ def _record(conts, budget, rows, alive, tok, stops, counts) -> list[bool]:
             a = t not in stops and len(conts[r]) < budget[r]
         going.append(a)
     return going
-
-
-def _trim_left(cache, mask):
-    """Drop the leading columns no remaining row attends to, when they are a quarter or more."""
-    first = int((mask.cumsum(1) == 0).sum(1).min())
-    if first == 0 or 4 * first < mask.shape[1]:
-        return cache, mask
-    kv = [(layer.keys[:, :, first:], layer.values[:, :, first:]) for layer in cache.layers]
-    room = cache.layers[0].capacity - cache.layers[0].get_seq_length()
-    return _growing_cache(kv, room), mask[:, first:]
-
-
-def _growing_cache(kv, room):
-    """A DynamicCache whose layers append in place into preallocated room (`_GrowingLayer`)."""
-    cache = DynamicCache()
-    cache.layers = [_GrowingLayer(k, v, room) for k, v in kv]
-    return cache
-
-
-class _GrowingLayer(DynamicLayer):
-    """A DynamicLayer over a preallocated buffer [rows, heads, capacity, dim]: ``update`` writes
-    in place where DynamicLayer concatenates (a copy of the whole cache at every decoding step),
-    and dropping rows moves the kept ones down in place (fresh large tensors cost page faults)."""
-
-    def __init__(self, keys, values, room):
-        super().__init__()
-        self.capacity = keys.shape[2] + max(room, 1)
-        self._rows, self._n = keys.shape[0], 0
-        self._k = keys.new_empty(keys.shape[:2] + (self.capacity,) + keys.shape[3:])
-        self._v = values.new_empty(values.shape[:2] + (self.capacity,) + values.shape[3:])
-        self.is_initialized, self.device = True, keys.device
-        self.update(keys, values)
-
-    def _views(self):
-        self.keys = self._k[:self._rows, :, :self._n]
-        self.values = self._v[:self._rows, :, :self._n]
-        return self.keys, self.values
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        m = key_states.shape[2]
-        if self._n + m > self.capacity:   # more tokens than announced (never in `resample`): grow
-            self.capacity = 2 * (self._n + m)
-            self._k, self._v = (torch.cat([t[:, :, :self._n], t.new_empty(t.shape[:2] + (self.capacity - self._n,)
-                                                                             + t.shape[3:])], 2)
-                                for t in (self._k, self._v))
-        self._k[:self._rows, :, self._n:self._n + m] = key_states
-        self._v[:self._rows, :, self._n:self._n + m] = value_states
-        self._n += m
-        return self._views()
-
-    def get_seq_length(self) -> int:
-        return self._n
-
-    def batch_select_indices(self, indices):
-        keep = [int(i) for i in indices]
-        if keep != sorted(set(keep)):
-            raise ValueError("_GrowingLayer keeps rows in order only")
-        for src, dst, size in _moves(keep):
-            for t in (self._k, self._v):
-                t[dst:dst + size, :, :self._n] = t[src:src + size, :, :self._n]
-        self._rows = len(keep)
-        self._views()
-
-
-def _moves(keep):
-    """Block copies (src, dst, size) that move sorted rows ``keep`` to 0..len-1 in place, in order,
-    no block overlapping its destination (a block moved by g rows goes in pieces of at most g)."""
-    moves, dst, j = [], 0, 0
-    while j < len(keep):
-        e = j
-        while e + 1 < len(keep) and keep[e + 1] == keep[e] + 1:
-            e += 1
-        src, size, gap = keep[j], e - j + 1, keep[j] - dst
-        if gap:
-            moves += [(src + o, dst + o, min(gap, size - o)) for o in range(0, size, gap)]
-        dst, j = dst + size, e + 1
-    return moves
