@@ -7,10 +7,15 @@ Public API (imported lazily, so ``import diffusion_windows`` is cheap):
 - the sweep: `run_sweep`; in memory: `measure_window`, `theory_predictions`, `WindowRecord`
 - the engine: `Engine`, `Settings`, `Backend`, `UnitResult`; the diffusion backend: `DiffusionBackend`
 - modules: `engine`, `analysis`, `diffusion`, `theory`, `classifiers`, `features`, `plotting`;
-  old paths `hooks`, `schedule`, `windows`, `adaptive`, `default`, `exact_denoiser` still import
+  old paths `hooks`, `schedule`, `windows`, `adaptive`, `default`, `exact_denoiser` still import,
+  with a DeprecationWarning (`_aliases._ALIASES`, the one list of them)
 """
 
 __version__ = "0.2.0"
+
+from ._aliases import install as _install_aliases
+
+_install_aliases()
 
 _EXPORTS = {
     "noise_to": "diffusion.hooks",

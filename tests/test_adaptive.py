@@ -1,13 +1,13 @@
-"""The adaptive timestep search (`diffusion_windows.adaptive`) on synthetic retention curves with known edges,
+"""The adaptive timestep search (`diffusion_windows.engine.adaptive`) on synthetic retention curves with known edges,
 and end to end on the default model against the uniform grid with the same seeds."""
 import numpy as np
 import pytest
 from diffusers import DDPMScheduler
 
-from diffusion_windows.adaptive import Curve, coarse_grid, curve_se, first_round, next_timesteps
+from diffusion_windows.engine.adaptive import Curve, coarse_grid, curve_se, first_round, next_timesteps
 from diffusion_windows.diffusion.backend import staircase_nfe
 from diffusion_windows.engine.seeds import unit_seed
-from diffusion_windows.windows import window_edges
+from diffusion_windows.analysis.windows import window_edges
 
 GRID = np.arange(0, 1000, 20)  # a 50-step DDPM grid (training timesteps)
 

@@ -4,7 +4,7 @@ import types
 import numpy as np
 from diffusers import DDPMScheduler
 
-from diffusion_windows import schedule
+from diffusion_windows.diffusion import schedule
 from diffusion_windows.analysis.compare import _fields
 from diffusion_windows.analysis.records import WindowRecord
 from diffusion_windows.diffusion.theory import ScheduleAxis

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion_windows import default
+from diffusion_windows.diffusion import default
 from diffusion_windows.features import DEFAULT_FEATURES, GROUP_FEATURE, feature_values
 
 

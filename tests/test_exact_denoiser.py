@@ -7,7 +7,7 @@ from diffusers import DDPMScheduler
 from scipy.stats import multivariate_normal
 
 from diffusion_windows import theory as th
-from diffusion_windows.exact_denoiser import (ExactMixtureDenoiser, gaussian_mixture_model,
+from diffusion_windows.diffusion.exact import (ExactMixtureDenoiser, gaussian_mixture_model,
                                               outside_mass)
 
 

@@ -10,8 +10,8 @@ from conftest import count_model_calls, make_tiny_ddpm_pipe, make_tiny_sd_pipe, 
 from diffusers import (DDIMPipeline, DDIMScheduler, EulerAncestralDiscreteScheduler,
                        StableDiffusionImg2ImgPipeline)
 
-from diffusion_windows import hooks
-from diffusion_windows import schedule as S
+from diffusion_windows.diffusion import hooks
+from diffusion_windows.diffusion import schedule as S
 
 NAMES = [n for n in S.SCHEDULERS if n not in S.FLOW_SCHEDULERS]  # flow: tests/test_flow_schedule.py
 N = 6  # inference steps in most tests

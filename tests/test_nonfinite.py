@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_sd_pipe, sd_embeds
-from diffusion_windows import hooks
+from diffusion_windows.diffusion import hooks
 from diffusion_windows.classifiers import from_callable
 from diffusion_windows.diffusion.backend import DiffusionBackend
 from diffusion_windows.engine.seeds import unit_seed

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from diffusion_windows.plotting import load_results, load_strip, plot_strip, plot_windows, save_plots
-from diffusion_windows.windows import estimate_window
+from diffusion_windows.analysis.windows import estimate_window
 
 GROUPS = {"0-3-5-9": (0, 3, 5, 9), "1-2-7-8": (1, 2, 7, 8), "4-6": (4, 6)}
 T = 1000

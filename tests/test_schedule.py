@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers.configuration_utils import FrozenDict
 
-from diffusion_windows import schedule as S
+from diffusion_windows.diffusion import schedule as S
 
 NAMES = [n for n in S.SCHEDULERS if n not in S.FLOW_SCHEDULERS]  # flow: tests/test_flow_schedule.py
 

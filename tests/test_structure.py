@@ -159,3 +159,41 @@ def test_theory_and_analysis_import_no_backend(graph, room):
             if found:
                 bad[name] = found
     assert not bad, f"{room}/ must not depend on a backend: {bad}"
+
+
+def test_old_import_paths_are_warned_aliases_of_the_real_modules(monkeypatch):
+    import importlib
+    import sys
+
+    import diffusion_windows
+    from diffusion_windows._aliases import _ALIASES
+
+    assert len(_ALIASES) == 6
+    for old, new in _ALIASES.items():
+        short = old.rpartition(".")[2]
+        assert not (ROOT / f"{short}.py").exists(), f"{old}: the alias list is the one place old paths live"
+        real = importlib.import_module(new)
+        for how in ("import", "from"):
+            monkeypatch.delitem(sys.modules, old, raising=False)
+            monkeypatch.delattr(diffusion_windows, short, raising=False)
+            with pytest.warns(DeprecationWarning, match=f"{old} is deprecated; import {new}"):
+                got = importlib.import_module(old) if how == "import" else \
+                    getattr(__import__(PACKAGE, fromlist=[short]), short)
+            assert got is real and got.__name__ == new and got.__spec__.name == new
+
+
+def test_the_package_imports_no_old_path():
+    from diffusion_windows._aliases import _ALIASES
+
+    known = modules()
+    bad = []
+    for name, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                bad += [(name, a.name) for a in node.names if a.name in _ALIASES]
+            elif isinstance(node, ast.ImportFrom):
+                base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                target = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else [])) \
+                    if node.level else node.module
+                bad += [(name, t) for t in [target] + [f"{target}.{a.name}" for a in node.names] if t in _ALIASES]
+    assert not bad, f"imports of deprecated paths inside the package: {bad}"

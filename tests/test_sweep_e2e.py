@@ -187,7 +187,7 @@ def test_branch_protocol_restarts_from_the_trajectory(tmp_path):
 def test_real_images_as_base_samples(tmp_path):
     from PIL import Image
 
-    from diffusion_windows.default import digits_split
+    from diffusion_windows.diffusion.default import digits_split
 
     _, _, test_x, test_y = digits_split()
     folder = tmp_path / "imgs"

@@ -1,4 +1,4 @@
-"""Tests for diffusion_windows.windows on synthetic curves with known edges."""
+"""Tests for diffusion_windows.analysis.windows on synthetic curves with known edges."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from diffusion_windows.windows import (
+from diffusion_windows.analysis.windows import (
     WindowEstimate,
     edge_interval_widths,
     estimate_window,

@@ -323,7 +323,7 @@ def speciation_time(data, subset=None) -> float:
     eigenvalue of the covariance of data [N, d] (or of a GaussianMixture, exactly; of its
     sub-population `p^S` when subset is given). Negative when Lambda < 1 (no speciation).
     On a discrete schedule: the first timestep with alpha_bar < 1 / Lambda
-    (diffusion_windows.schedule maps it). Memory linear in d for N < d and for isotropic
+    (diffusion_windows.diffusion.schedule maps it). Memory linear in d for N < d and for isotropic
     mixtures (the Gram matrix instead of the d x d covariance)."""
     if isinstance(data, GaussianMixture):
         return float(0.5 * np.log(_top_eigenvalue(data, subset)))
