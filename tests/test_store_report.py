@@ -40,6 +40,49 @@ def test_invalid_json_last_line_with_newline_is_cut(tmp_path):
     assert s.done_units() == {"r0-b0"}
 
 
+LINE = ('{"unit": "r0-b%d", "round": 0, "base": %d, "base_label": 1, "timesteps": [0], "labels": [[1]], '
+        '"nfe": 1}\n')
+
+
+def test_only_the_last_line_is_torn_a_damaged_line_before_it_stops_the_run(tmp_path):
+    """A malformed line that is not the last is never a write in flight: reading stops with the file
+    and the line, instead of dropping that unit (which a resume would then run again, silently)."""
+    from diffusion_windows.engine import RunError
+
+    path = tmp_path / "results.jsonl"
+    path.write_text(LINE % (0, 0) + '{"unit": garbage\n' + LINE % (2, 2) + '{"unit": "r0-b3", "ro')
+    s = ResultStore(tmp_path)  # cuts the torn tail only
+    assert path.read_text().endswith(LINE % (2, 2))
+    with pytest.raises(RunError, match=r"results\.jsonl, line 2: not JSON"):
+        s.read_all()
+    # valid JSON that is no unit record: damaged too, wherever it is
+    path.write_text(LINE % (0, 0) + '{"unit": "r0-b1", "round": 0}\n')
+    with pytest.raises(RunError, match=r"line 2: not a unit record \(KeyError"):
+        ResultStore(tmp_path).read_all()
+
+
+def test_another_process_s_line_in_flight_is_not_read(tmp_path):
+    ResultStore(tmp_path, rank=0, world=2).append(0, _rec(0, 1, [0], [[1]]))
+    (tmp_path / "results.1.jsonl").write_text(LINE % (1, 1) + (LINE % (2, 2))[:40])  # rank 1 still writing
+    assert ResultStore(tmp_path, rank=0, world=2).done_units() == {"r0-b0", "r0-b1"}
+
+
+def test_a_damaged_results_file_is_one_error_line_in_the_cli(tmp_path, capsys):
+    from diffusion_windows.sweep import main
+
+    args = ["--samples", "2", "--restarts", "1", "--timesteps", "0:1000:500", "--num-inference-steps", "4",
+            "--no-theory", "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    path = tmp_path / "results.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:1] + ["{not json\n"] + lines[1:]))
+    (tmp_path / "windows.json").unlink()
+    capsys.readouterr()
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "results.jsonl, line 2: not JSON" in err and "\n" not in err
+
+
 def test_merge_of_process_shards(tmp_path):
     a = ResultStore(tmp_path, rank=0, world=2)
     b = ResultStore(tmp_path, rank=1, world=2)

@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass
 
 from .backend import restart_slots
+from .errors import RunError
 from .processes import Dist
 from .seeds import batch_groups
 
@@ -35,10 +36,6 @@ __all__ = ["Engine", "Settings", "RunError", "STRIP_ROWS", "Block"]
 
 STRIP_ROWS = 8  # base samples whose restarts are kept as images (strip.png's rows)
 MAX_ROUNDS = 500  # a guard: every round of the search adds restarts or base samples, so it ends long before
-
-
-class RunError(RuntimeError):
-    """A unit failed (e.g. the model returned NaN); results finished so far are kept."""
 
 
 @dataclass(frozen=True)

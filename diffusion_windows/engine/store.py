@@ -7,8 +7,10 @@ flushed when the unit finishes, so a run killed at any moment loses at most the 
 flight (the file is fsync'ed after each batch group, `ResultStore.sync`: a machine that loses
 power loses at most that group). A single process appends to ``results.jsonl``; process ``rank`` of several to
 ``results.<rank>.jsonl``; `ResultStore.merge` folds every file into ``results.jsonl``. A last
-line without its newline, or not valid JSON, is a torn write: it is cut off and its unit is
-run again. A unit's arrays are kept beside it: ``strip/<unit>.safetensors`` (display rows,
+line without its newline, or not valid JSON, is a torn write (a process killed mid-write, or
+another process's line in flight): it is cut off (or, in another process's file, not read) and
+its unit is run again. A malformed line anywhere else is damage no write of the store leaves: it
+stops the run (`RunError` naming the file and the line) rather than silently dropping a unit. A unit's arrays are kept beside it: ``strip/<unit>.safetensors`` (display rows,
 with their times) and ``bases/b<base>.safetensors`` (the base sample, for the theory).
 
 Reading gives frozen `UnitRecord`s; `MemoryStore` is the same interface in memory.
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import UnitResult, as_array
+from .errors import RunError
 
 __all__ = ["UnitRecord", "ResultStore", "MemoryStore", "unit_id"]
 
@@ -65,6 +68,19 @@ def _round_base(path: Path) -> tuple:
     return int(r), int(b)
 
 
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def _damaged(path: Path, i: int, what: str) -> str:
+    return (f"{path}, line {i + 1}: {what}; a damaged results file (no write of the store leaves this): "
+            "repair or remove that line to resume")
+
+
 def _line(d: dict) -> str:
     return json.dumps(d, separators=(",", ":"))
 
@@ -82,22 +98,18 @@ class ResultStore:
 
     @staticmethod
     def _repair(path: Path):
-        """Cut a torn last line (no newline, or not JSON) so appends start on a clean line."""
+        """Cut a torn last line (no newline, or not JSON) so appends start on a clean line; only the
+        last line: damage before it is left for `read_all` to report."""
         if not path.exists():
             return
         data = path.read_bytes()
-        keep = len(data)
-        lines = data.split(b"\n")
-        if lines and lines[-1] != b"":  # no trailing newline: torn
-            keep -= len(lines[-1])
-        lines = lines[:-1]
-        while lines:
-            try:
-                json.loads(lines[-1])
-                break
-            except json.JSONDecodeError:
-                keep -= len(lines[-1]) + 1
-                lines = lines[:-1]
+        if not data:
+            return
+        if not data.endswith(b"\n"):  # written in part
+            keep = data.rfind(b"\n") + 1
+        else:
+            start = data.rfind(b"\n", 0, len(data) - 1) + 1
+            keep = len(data) if _parses(data[start:-1]) else start
         if keep != len(data):
             with open(path, "r+b") as f:
                 f.truncate(keep)
@@ -106,15 +118,24 @@ class ResultStore:
         return sorted(self.out.glob("results*.jsonl"))
 
     def read_all(self) -> list[UnitRecord]:
-        """Every complete record of every process, one per unit, sorted by (round, base)."""
+        """Every complete record of every process, one per unit, sorted by (round, base).
+
+        A file's torn last line (a process killed mid-write, or another process's line in flight)
+        is not read; any other malformed line raises `RunError` naming the file and the line."""
         recs = {}
         for p in self.files():
-            for line in p.read_text().splitlines():
+            lines = p.read_text().split("\n")
+            torn = lines.pop()  # what follows the last newline: "" or a line written in part
+            for i, line in enumerate(lines):
                 try:
-                    r = json.loads(line)
+                    r = UnitRecord.from_json(json.loads(line))
                 except json.JSONDecodeError:
-                    continue  # another process's line in flight
-                recs[r["unit"]] = UnitRecord.from_json(r)
+                    if i == len(lines) - 1 and not torn:
+                        continue  # the last line, written in part before its newline
+                    raise RunError(_damaged(p, i, "not JSON")) from None
+                except (KeyError, TypeError, ValueError) as e:
+                    raise RunError(_damaged(p, i, f"not a unit record ({type(e).__name__}: {e})")) from None
+                recs[r.unit] = r
         return sorted(recs.values(), key=lambda r: (r.round, r.base))
 
     def done_units(self) -> set:
