@@ -154,9 +154,9 @@ def _from_pretrained(name: str, dtype, device):
     logging.set_verbosity_error()  # no "Loading pipeline components" chatter
     try:
         pipe = DiffusionPipeline.from_pretrained(name, torch_dtype=dtype)
-    except Exception as e:  # diffusers raises many kinds; the user needs one line
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"--model: cannot load {name!r}: {msg}") from None
+    except Exception as e:  # diffusers raises many kinds; the user needs one line, and the cause kept
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelLoadError(f"--model: cannot load {name!r}: {type(e).__name__}: {msg}".rstrip(": ")) from e
     finally:
         logging.set_verbosity(level)
     from .denoisers import denoiser
@@ -183,6 +183,7 @@ def _clip(o: dict, device):
     try:
         return clip_zero_shot(labels, model=o["clip_model"], pretrained=o["clip_pretrained"], device=device,
                               templates=o.get("templates"))
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"--clip-model: cannot load {o['clip_model']!r} ({o['clip_pretrained']}): {msg}") from None
+    except Exception as e:  # open_clip raises many kinds: one line naming the error, and the cause kept
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelLoadError(f"--clip-model: cannot load {o['clip_model']!r} ({o['clip_pretrained']}): "
+                             f"{type(e).__name__}: {msg}".rstrip(": ")) from e

@@ -52,19 +52,19 @@ def _load_lm(path, dtype, device):
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: no readable model config ({_first_line(err)})") from None
+        raise ValueError(f"{path}: no readable model config ({_cause(err)})") from err
     try:
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[dtype])
     except ValueError as err:
-        raise ValueError(f"{path}: not a causal language model ({type(config).__name__}: {_first_line(err)})") from None
+        raise ValueError(f"{path}: not a causal language model ({type(config).__name__}: {_cause(err)})") from err
     except OSError as err:
-        raise ValueError(f"{path}: no readable model weights ({_first_line(err)})") from None
+        raise ValueError(f"{path}: no readable model weights ({_cause(err)})") from err
     if not any((path / name).exists() for name in TOKENIZER_FILES):
         raise ValueError(f"{path}: no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: no tokenizer ({_first_line(err)})") from None
+        raise ValueError(f"{path}: no tokenizer ({_cause(err)})") from err
     if not getattr(tokenizer, "vocab_size", 0):   # transformers 5 builds an empty one from a bare config
         raise ValueError(f"{path}: no tokenizer (an empty vocabulary)")
     if tokenizer.eos_token_id is not None and model.generation_config.eos_token_id is None:
@@ -76,6 +76,12 @@ def _load_lm(path, dtype, device):
 
 def _first_line(err) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _cause(err) -> str:
+    """A library's error in one line that keeps its kind: ``TypeError: first line of its message``
+    (a bug in a model's code reads as one, not as a file that cannot be read)."""
+    return f"{type(err).__name__}: {_first_line(err)}"
 
 
 def prompt_ids(tokenizer, prompt: str, *, system: str | None = None) -> list[int]:

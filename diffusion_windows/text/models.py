@@ -38,7 +38,7 @@ def load_backend(o: dict):
                            **common)
     except ValueError as e:
         msg = lm._first_line(e)
-        raise ModelLoadError(msg if msg.startswith("--") else f"--model: {msg}") from None
+        raise ModelLoadError(msg if msg.startswith("--") else f"--model: {msg}") from e
 
 
 def _load(folder, o):
@@ -47,7 +47,7 @@ def _load(folder, o):
     try:
         return lm.load_lm(folder, dtype=o["dtype"], device=o["device"])
     except ValueError as e:
-        raise ModelLoadError(f"--model: {lm._first_line(e)}") from None
+        raise ModelLoadError(f"--model: {lm._first_line(e)}") from e
 
 
 def _grid(o):
