@@ -4,6 +4,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from diffusers import DDPMScheduler, EulerDiscreteScheduler
 from diffusers.configuration_utils import FrozenDict
 
 from diffusion_windows.diffusion import schedule as S
@@ -141,3 +142,29 @@ def test_pndm_restart_is_a_fresh_pndm_on_the_sub_grid():
     prk = S.make_scheduler("pndm")
     _, seq, _ = S.restart_plan(prk, 100, 10)  # too short for Runge-Kutta: PLMS warm-up
     assert seq.tolist() == [100, 0, 0] and prk.config.skip_prk_steps is False
+
+
+def test_costs_and_grids_follow_a_scheduler_changed_in_place():
+    """Cached grids and restart costs are keyed by the scheduler's settings, not by the object: a
+    pipeline's scheduler changed in place never gets the costs or sigmas of its old settings."""
+    from diffusion_windows.diffusion.backend import staircase_nfe
+
+    s = DDPMScheduler()
+    grid = S.inference_timesteps(s, 10)  # "leading": 900, 800, ..., 0
+    assert staircase_nfe(grid, [950], 1, s, 10) == 1 + 10  # off the grid: its own step, then the grid's
+    s.register_to_config(timestep_spacing="trailing")  # the grid becomes 999, 899, ..., 99
+    fresh = DDPMScheduler(timestep_spacing="trailing")
+    assert staircase_nfe(grid, [950], 1, s, 10) == staircase_nfe(grid, [950], 1, fresh, 10) == 1 + 9
+    assert S.restart_timestep(s, 950, 10) == 950.0 and S.inference_timesteps(s, 10)[0] == 999
+
+    e = EulerDiscreteScheduler()
+    before = S.grid_sigmas(e, 10)[1]
+    e.register_to_config(use_karras_sigmas=True)
+    np.testing.assert_allclose(S.grid_sigmas(e, 10)[1], S.grid_sigmas(EulerDiscreteScheduler(use_karras_sigmas=True),
+                                                                    10)[1])
+    assert not np.allclose(S.grid_sigmas(e, 10)[1], before)
+    e = EulerDiscreteScheduler()
+    ts = S.inference_timesteps(e, 10)
+    S.sigma(e, ts, 10)
+    e.alphas_cumprod = e.alphas_cumprod ** 2  # a new noise schedule, set in place
+    np.testing.assert_allclose(S.sigma(e, ts, 10), S.sigma(e, ts), rtol=1e-6)  # the grid's sigmas are the new table's
