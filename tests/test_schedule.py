@@ -168,3 +168,5 @@ def test_costs_and_grids_follow_a_scheduler_changed_in_place():
     S.sigma(e, ts, 10)
     e.alphas_cumprod = e.alphas_cumprod ** 2  # a new noise schedule, set in place
     np.testing.assert_allclose(S.sigma(e, ts, 10), S.sigma(e, ts), rtol=1e-6)  # the grid's sigmas are the new table's
+    e.alphas_cumprod.mul_(0.9)  # the same tensor, changed in place
+    np.testing.assert_allclose(S.sigma(e, ts, 10), S.sigma(e, ts), rtol=1e-6)

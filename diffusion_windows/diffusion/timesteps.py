@@ -168,12 +168,28 @@ def state_key(scheduler) -> tuple:
     """What every grid, sigma and restart plan of ``scheduler`` depends on, by value: its class, its
     config, a flow scheduler's ``set_shift`` and its ``alphas_cumprod``. A key by value, not by the
     object: a scheduler changed in place (``register_to_config``, a new ``alphas_cumprod``) gets a
-    new key, never the results cached for its old settings."""
-    ac = getattr(scheduler, "alphas_cumprod", None)
+    new key, never the results cached for its old settings.
+
+    Reading the config and hashing the table cost ~60 us, and restart costs are asked for per
+    restart: the key is remembered per scheduler while its config object (immutable: diffusers
+    replaces it on ``register_to_config``), its table tensor (and that tensor's in-place version
+    counter) and its shift stay the ones it was computed from."""
+    cfg, ac, shift = scheduler.config, getattr(scheduler, "alphas_cumprod", None), getattr(scheduler, "_shift", None)
+    version = getattr(ac, "_version", None) if torch.is_tensor(ac) else None
+    memo = _KEYS.get(id(scheduler))
+    if (memo is not None and memo[0] is scheduler and memo[1] is cfg and memo[2] is ac and memo[3] == version
+            and memo[4] == repr(shift) and (ac is None or version is not None)):
+        return memo[5]
     digest = None if ac is None else hashlib.blake2b(
         np.ascontiguousarray(torch.as_tensor(ac).double().cpu().numpy()).tobytes(), digest_size=16).hexdigest()
-    return (type(scheduler), repr(sorted(dict(scheduler.config).items())), repr(getattr(scheduler, "_shift", None)),
-            digest)
+    key = (type(scheduler), repr(sorted(dict(cfg).items())), repr(shift), digest)
+    if len(_KEYS) > 64:
+        _KEYS.clear()
+    _KEYS[id(scheduler)] = (scheduler, cfg, ac, version, repr(shift), key)
+    return key
+
+
+_KEYS: dict = {}  # id(scheduler) -> (scheduler, config, table, its version, shift, key): `state_key`'s memo
 
 
 def frozen_kwargs(grid_kwargs) -> tuple:
