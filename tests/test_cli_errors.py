@@ -133,7 +133,8 @@ def test_option_clash_refused_and_folder_untouched(tmp_path, capsys):
 
 
 def test_non_result_options_may_differ(tmp_path):
-    from diffusion_windows.options import check_resume, resolve
+    from diffusion_windows.options import resolve
+    from diffusion_windows.runfolder import check_resume
 
     out = tmp_path / "run"
     out.mkdir()

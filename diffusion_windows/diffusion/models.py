@@ -26,12 +26,10 @@ import torch
 __all__ = ["BUILTIN_MODELS", "BUILTIN_STEPS", "DEFAULT_STEPS", "DTYPES", "ModelLoadError", "load_backend",
            "conditioning"]
 
+from ..errors import ModelLoadError  # one error for every kind of model
+from .resolve import BUILTIN_STEPS, DEFAULT_STEPS  # noqa: F401 - the by-model steps (backends.KINDS)
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-BUILTIN_STEPS = 20  # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
-DEFAULT_STEPS = 50
-
-
-from ..backends import ModelLoadError  # noqa: E402 - one error for every kind of model
 
 
 @dataclass(frozen=True)
@@ -120,8 +118,8 @@ def load_backend(o: dict):
     if o["images"]:
         from .images import load_images
 
-        images = load_images(o["images"], pipe, height, width)
-    steps = o["num_inference_steps"] or (BUILTIN_STEPS if o["model"] in BUILTIN_MODELS else DEFAULT_STEPS)
+        images = load_images(o["images"], pipe, height, width)[:o["samples"]]  # the first --samples, by name
+    steps = o["num_inference_steps"]  # resolved by the kind (`resolve.resolve`)
     try:
         backend = DiffusionBackend(pipe, classifier, features, steps, eta=o["eta"], conditioning=cond,
                                    mixture=mixture, protocol=o["protocol"], images=images, name=o["model"],
