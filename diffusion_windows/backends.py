@@ -8,6 +8,7 @@ imports no backend: a kind's functions are named by ``"module:function"`` string
 A new kind registers one `Kind` (one line in `KINDS`), with everything else inside its package:
 
 - ``name``: the kind's name (``"diffusion"``, ``"text"``);
+- ``about``: one phrase for ``--help``: its built-ins and what else it loads;
 - ``models``: what help calls its models (``"language models"``), ``noun``: one of them
   (``"a language model"``, in errors);
 - ``builtins``: the model names it ships (``--model NAME``);
@@ -49,6 +50,7 @@ class Kind:
     defaults: dict = field(default_factory=dict)
     builtin_defaults: dict = field(default_factory=dict)
     options: tuple = ()
+    about: str = ""      # for --help: its built-ins and the folders it takes
 
 
 _STEPS_20 = {"num_inference_steps": 20}  # the bundled models sample well in 20 steps (grid spacing 50)
@@ -61,7 +63,10 @@ KINDS: tuple = (
          {"timesteps": "0:1000:50", "samples": 300, "restarts": 4, "edge_precision": 40, "num_inference_steps": 50},
          {"default": _STEPS_20, "gaussian-mixture": _STEPS_20, "gaussian-mixture-flow": _STEPS_20},
          ("guidance_scale", "class_label", "height", "width", "num_inference_steps", "scheduler", "eta", "labels",
-          "clip_model", "clip_pretrained", "templates", "images")),
+          "clip_model", "clip_pretrained", "templates", "images"),
+         "'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), 'gaussian-mixture-flow' (its "
+         "flow-matching twin), a diffusers pipeline folder or a hub id in the local Hugging Face cache (UNet "
+         "pipelines, SD3, Flux.1, PixArt, Sana, DiT)"),
     Kind("text", "language models", "a language model", ("default-text",), "diffusion_windows.text.resolve:claims",
          "diffusion_windows.text.resolve:resolve", "diffusion_windows.text.resolve:fingerprints",
          "diffusion_windows.text.models:load_backend",
@@ -69,7 +74,8 @@ KINDS: tuple = (
           "temperature": 1.0, "top_p": 1.0, "outcome": "answer"},
          # one story token (of 25) per grid step: the theory's thresholds are in tokens
          {"default-text": {"timesteps": "0:1:0.04"}},
-         ("prompts", "system", "outcome", "max_new_tokens", "temperature", "top_p")),
+         ("prompts", "system", "outcome", "max_new_tokens", "temperature", "top_p"),
+         "'default-text' (bundled language model), a causal LM folder"),
 )
 
 

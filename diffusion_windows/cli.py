@@ -77,7 +77,8 @@ def build_parser(prog: str = PROG, description: str = DESCRIPTION) -> argparse.A
     """argparse from `OPTIONS` (module docstring)."""
     p = _Parser(prog=prog, allow_abbrev=False, description=description)
     for opt in OPTIONS:
-        help_ = f"{opt.help} (default: {default_text(opt)})".replace("%", "%%")
+        what = "; ".join(k.about for k in backends.KINDS) if opt.name == "model" else opt.help
+        help_ = f"{what} (default: {default_text(opt)})".replace("%", "%%")
         if opt.kind is bool:
             name = ("--no-" if opt.default else "--") + opt.name.replace("_", "-")
             p.add_argument(name, dest=opt.name, action="store_false" if opt.default else "store_true",

@@ -122,10 +122,8 @@ class Option:
 
 
 OPTIONS: tuple = (
-    Option("model", "default", str, "'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), "
-           "'gaussian-mixture-flow' (its flow-matching twin), 'default-text' (bundled language model), a diffusers "
-           "pipeline folder or a hub id in the local Hugging Face cache (UNet pipelines, SD3, Flux.1, PixArt, Sana, "
-           "DiT), or a causal LM folder", library=_NOT_LIBRARY),
+    Option("model", "default", str, "the model (the kinds of model and their built-ins: `backends.KINDS`)",
+           library=_NOT_LIBRARY),
     Option("prompt", None, str, "prompt of text pipelines and of language models", shown="none"),
     Option("guidance_scale", None, float, "guidance scale (classifier-free; Flux dev: its guidance embedding)",
            check=_non_negative, shown="the pipeline's"),
