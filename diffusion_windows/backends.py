@@ -2,103 +2,89 @@
 
 Every kind of model registers here, in `KINDS`, and nowhere else; `options.resolve`, the CLI's
 help and `load_backend` read the registry and know no model family themselves. The registry
-imports no backend: a kind's functions are named by ``"module:function"`` strings, imported
-(`importlib.import_module`) only when called.
+imports no backend: a kind names its modules by path (strings), imported with
+`importlib.import_module` only when a model is resolved or loaded.
 
-A new kind registers one `Kind` (one line in `KINDS`), with everything else inside its package:
+A new kind is a change inside its own package plus one `Kind` line in `KINDS`:
+``Kind(name, resolution, load, catch_all=False)`` where
 
-- ``name``: the kind's name (``"diffusion"``, ``"text"``);
-- ``about``: one phrase for ``--help``: its built-ins and what else it loads;
-- ``models``: what help calls its models (``"language models"``), ``noun``: one of them
-  (``"a language model"``, in errors);
-- ``builtins``: the model names it ships (``--model NAME``);
-- ``claims``: ``"module:function"``, ``(model: str) -> bool``, whether a folder or hub id is
-  one of its models; None for the one kind that takes every model no other kind claims;
-- ``defaults``: ``{option: value}`` for the options whose table default is None (by model),
-  and ``builtin_defaults``: ``{built-in name: {option: value}}`` where a built-in differs;
-- ``options``: the options only this kind takes (set with a model of another kind: an error);
-- ``resolve``: ``"module:function"``, ``(o: dict, given: set) -> None``: fills and checks, in
-  place, the options of its models (``given``: the names the user set); raises `OptionError`;
-- ``fingerprints``: ``"module:function"``, ``(o) -> dict``: content fingerprints of what a run
-  reads (weights, checkpoints, data files), recorded in ``options.json`` (`runfolder`);
-- ``load``: ``"module:function"``, ``(o) -> Backend``: the engine's backend for resolved
-  options ``o``; raises `ModelLoadError` (one line) when the model cannot be loaded.
+- ``name`` is the kind's name (``"diffusion"``, ``"text"``);
+- ``load`` is ``"module:function"``, ``(o: dict) -> Backend``: the engine's backend for resolved
+  options ``o``; it raises `ModelLoadError` (one line) when the model cannot be loaded;
+- ``catch_all``: the kind takes every model no other kind claims (exactly one kind);
+- ``resolution`` is the path of the package's resolution module, which defines
+  - ``BUILTINS``: the model names the kind ships (``--model NAME``);
+  - ``MODELS``: what help calls its models (``"language models"``); ``NOUN``: one of them, for
+    errors (``"a language model"``); ``ABOUT``: one phrase for ``--help`` naming its built-ins
+    and what else it loads;
+  - ``OPTIONS``: the options only this kind takes (set with a model of another kind: an error);
+  - ``DEFAULTS``: ``{option: value}`` for the options whose table default is None (set by the
+    model), and ``BUILTIN_DEFAULTS``: ``{built-in name: {option: value}}`` where a built-in differs;
+  - ``claims(model: str) -> bool``: whether a folder or hub id is one of its models (only read
+    for kinds that are not the catch-all);
+  - ``resolve(o: dict, given: set) -> None``: fills and checks, in place, the options of its
+    models (``given``: the names the user set); raises `OptionError` (one line);
+  - ``fingerprints(o: dict) -> dict``: content fingerprints of what a run reads (weights,
+    checkpoints, data files), recorded in ``options.json`` and checked on a resume (`runfolder`).
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import ModelLoadError, OptionError
 
-__all__ = ["Kind", "KINDS", "ModelLoadError", "OptionError", "kind_of", "model_kind", "defaults_for", "call",
+__all__ = ["Kind", "KINDS", "ModelLoadError", "OptionError", "kind_of", "model_kind", "defaults_for",
            "load_backend", "builtin_models"]
+
+
+def _target(path: str):
+    """The object named ``"module:name"`` (or the module ``"module"``), imported now."""
+    module, _, name = path.partition(":")
+    m = importlib.import_module(module)
+    return getattr(m, name) if name else m
 
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of model (module docstring: what each field holds)."""
+    """One kind of model (module docstring: what it registers)."""
 
     name: str
-    models: str
-    noun: str
-    builtins: tuple
-    claims: str | None
-    resolve: str
-    fingerprints: str
-    load: str
-    defaults: dict = field(default_factory=dict)
-    builtin_defaults: dict = field(default_factory=dict)
-    options: tuple = ()
-    about: str = ""      # for --help: its built-ins and the folders it takes
+    resolution: str        # module path of the kind's resolution module
+    load: str              # "module:function" (o) -> Backend
+    catch_all: bool = False
 
+    @property
+    def spec(self):
+        """The resolution module (imported on first use): ``kind.spec.BUILTINS``, ``kind.spec.resolve(o, given)``."""
+        return _target(self.resolution)
 
-_STEPS_20 = {"num_inference_steps": 20}  # the bundled models sample well in 20 steps (grid spacing 50)
+    def backend(self, o: dict):
+        """The backend of resolved options ``o`` (the kind's loader)."""
+        return _target(self.load)(o)
+
 
 KINDS: tuple = (
-    Kind("diffusion", "diffusion models", "a diffusion model",
-         ("default", "gaussian-mixture", "gaussian-mixture-flow"), None,
-         "diffusion_windows.diffusion.resolve:resolve", "diffusion_windows.diffusion.resolve:fingerprints",
-         "diffusion_windows.diffusion.models:load_backend",
-         {"timesteps": "0:1000:50", "samples": 300, "restarts": 4, "edge_precision": 40, "num_inference_steps": 50},
-         {"default": _STEPS_20, "gaussian-mixture": _STEPS_20, "gaussian-mixture-flow": _STEPS_20},
-         ("guidance_scale", "class_label", "height", "width", "num_inference_steps", "scheduler", "eta", "labels",
-          "clip_model", "clip_pretrained", "templates", "images"),
-         "'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), 'gaussian-mixture-flow' (its "
-         "flow-matching twin), a diffusers pipeline folder or a hub id in the local Hugging Face cache (UNet "
-         "pipelines, SD3, Flux.1, PixArt, Sana, DiT)"),
-    Kind("text", "language models", "a language model", ("default-text",), "diffusion_windows.text.resolve:claims",
-         "diffusion_windows.text.resolve:resolve", "diffusion_windows.text.resolve:fingerprints",
-         "diffusion_windows.text.models:load_backend",
-         {"timesteps": "0:1:0.1", "samples": 60, "restarts": 16, "edge_precision": 0.1, "max_new_tokens": 64,
-          "temperature": 1.0, "top_p": 1.0, "outcome": "answer"},
-         # one story token (of 25) per grid step: the theory's thresholds are in tokens
-         {"default-text": {"timesteps": "0:1:0.04"}},
-         ("prompts", "system", "outcome", "max_new_tokens", "temperature", "top_p"),
-         "'default-text' (bundled language model), a causal LM folder"),
+    Kind("diffusion", "diffusion_windows.diffusion.resolve", "diffusion_windows.diffusion.models:load_backend",
+         catch_all=True),
+    Kind("text", "diffusion_windows.text.resolve", "diffusion_windows.text.models:load_backend"),
 )
-
-
-def call(target: str, *args):
-    """Call the function named ``"module:function"`` (imported now, not when the registry is)."""
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)(*args)
 
 
 def builtin_models() -> tuple:
     """Every built-in model name, of every kind."""
-    return tuple(m for k in KINDS for m in k.builtins)
+    return tuple(m for k in KINDS for m in k.spec.BUILTINS)
 
 
 def kind_of(model: str) -> Kind:
     """The kind of ``model``: the one that ships it, else the first that claims it, else the catch-all."""
     for kind in KINDS:
-        if model in kind.builtins:
+        if model in kind.spec.BUILTINS:
             return kind
     for kind in KINDS:
-        if kind.claims is not None and call(kind.claims, model):
+        if not kind.catch_all and kind.spec.claims(model):
             return kind
-    return next(k for k in KINDS if k.claims is None)
+    return next(k for k in KINDS if k.catch_all)
 
 
 def model_kind(model: str) -> str:
@@ -109,9 +95,9 @@ def model_kind(model: str) -> str:
 def defaults_for(model: str) -> dict:
     """The by-model defaults ``model`` runs with (its kind's, and its own where it is a built-in)."""
     kind = kind_of(model)
-    return {**kind.defaults, **kind.builtin_defaults.get(model, {})}
+    return {**kind.spec.DEFAULTS, **kind.spec.BUILTIN_DEFAULTS.get(model, {})}
 
 
 def load_backend(o: dict):
     """The backend a run with resolved options ``o`` runs on."""
-    return call(kind_of(o["model"]).load, o)
+    return kind_of(o["model"]).backend(o)

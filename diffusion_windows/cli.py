@@ -61,10 +61,11 @@ def default_text(opt) -> str:
         return opt.shown if opt.kind is bool and opt.shown else _value(opt.default)
     parts = []
     for kind in backends.KINDS:
-        if opt.name in kind.defaults:
-            parts.append(f"{_value(kind.defaults[opt.name])} for {kind.models}")
+        spec = kind.spec
+        if opt.name in spec.DEFAULTS:
+            parts.append(f"{_value(spec.DEFAULTS[opt.name])} for {spec.MODELS}")
         by_value = {}
-        for model, values in kind.builtin_defaults.items():
+        for model, values in spec.BUILTIN_DEFAULTS.items():
             if opt.name in values:
                 by_value.setdefault(_value(values[opt.name]), []).append(model)
         parts += [f"{v} for {', '.join(models)}" for v, models in by_value.items()]
@@ -77,7 +78,7 @@ def build_parser(prog: str = PROG, description: str = DESCRIPTION) -> argparse.A
     """argparse from `OPTIONS` (module docstring)."""
     p = _Parser(prog=prog, allow_abbrev=False, description=description)
     for opt in OPTIONS:
-        what = "; ".join(k.about for k in backends.KINDS) if opt.name == "model" else opt.help
+        what = "; ".join(k.spec.ABOUT for k in backends.KINDS) if opt.name == "model" else opt.help
         help_ = f"{what} (default: {default_text(opt)})".replace("%", "%%")
         if opt.kind is bool:
             name = ("--no-" if opt.default else "--") + opt.name.replace("_", "-")

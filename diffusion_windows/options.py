@@ -369,12 +369,13 @@ def resolve(options: dict) -> dict:
     for name, default in backends.defaults_for(o["model"]).items():
         if o[name] is None:
             o[name] = default
-    foreign = [name for other in backends.KINDS if other is not kind for name in other.options
-               if name not in kind.options]
+    own = kind.spec.OPTIONS
+    foreign = [name for other in backends.KINDS if other is not kind for name in other.spec.OPTIONS if name not in own]
     wrong = [k for k in foreign if o[k] is not None]
     if wrong:
-        raise OptionError(f"{_flag(wrong[0])}: {show(o[wrong[0]])} does not apply to {kind.noun} ({o['model']!r})")
-    backends.call(kind.resolve, o, given)
+        raise OptionError(f"{_flag(wrong[0])}: {show(o[wrong[0]])} does not apply to {kind.spec.NOUN} "
+                          f"({o['model']!r})")
+    kind.spec.resolve(o, given)
     if o["initial_restarts"] is not None and o["initial_restarts"] > o["restarts"]:
         raise OptionError(f"--initial-restarts: {o['initial_restarts']} must not exceed --restarts {o['restarts']}")
     if o["out"] is None:
@@ -384,7 +385,7 @@ def resolve(options: dict) -> dict:
         raise OptionError(f"--out: {str(out)!r} is a file, not a folder")
     _check_device(o["device"])
     o["out"] = str(out)
-    o["fingerprints"] = backends.call(kind.fingerprints, o)
+    o["fingerprints"] = kind.spec.fingerprints(o)
     return o
 
 

@@ -2,6 +2,7 @@
 run_sweep's and measure_window's signatures carry the table's defaults; the registry of kinds is
 the only place that knows a model family."""
 import ast
+import importlib
 import inspect
 import os
 import re
@@ -64,8 +65,8 @@ def _models_of(who: str, name: str, tmp_path):
     lm.mkdir(exist_ok=True)
     (lm / "config.json").write_text("{}")
     for kind in backends.KINDS:
-        if who == kind.models:
-            plain = [m for m in kind.builtins if name not in kind.builtin_defaults.get(m, {})]
+        if who == kind.spec.MODELS:
+            plain = [m for m in kind.spec.BUILTINS if name not in kind.spec.BUILTIN_DEFAULTS.get(m, {})]
             if kind.name == "text":
                 return [(str(lm), {"prompt": "2+2="})] + [(m, {}) for m in plain]
             return [(m, {}) for m in plain]
@@ -86,7 +87,7 @@ def test_the_default_in_help_is_the_default_that_runs(tmp_path):
                 resolve({"out": str(tmp_path / "o")})[opt.name]
             checked += 1
             continue
-        if not any(opt.name in k.defaults for k in backends.KINDS):
+        if not any(opt.name in k.spec.DEFAULTS for k in backends.KINDS):
             assert shown == opt.shown  # a default in words: its option is None and means what it says
             continue
         for part in shown.split("; "):
@@ -170,25 +171,33 @@ def test_the_registry_and_the_table_import_no_backend_and_backends_no_cli():
 def test_options_knows_no_model_family():
     source = (PACKAGE / "options.py").read_text()
     for kind in backends.KINDS:
-        for model in kind.builtins:
+        for model in kind.spec.BUILTINS:
             if model != "default":  # the table's default model is a value, "default" a word of its help
                 assert model not in source, model
     for word in ("GAUSSIAN", "TEXT_MODELS", "DIFFUSION_ONLY", "TEXT_ONLY", "model_index", "scheduler_config"):
         assert word not in source, word
 
 
-def test_every_kind_names_callable_functions_and_claims_its_models(tmp_path):
-    import importlib
+def test_every_kind_registers_what_the_registry_reads_and_claims_its_models(tmp_path):
+    from diffusion_windows.diffusion import models as dmodels
+    from diffusion_windows.diffusion import resolve as dresolve
+    from diffusion_windows.diffusion.schedule import FLOW_SCHEDULERS
 
+    table_none = {o.name for o in options.OPTIONS if o.default is None}
     for kind in backends.KINDS:
-        for target in filter(None, (kind.claims, kind.resolve, kind.fingerprints, kind.load)):
-            module, _, fn = target.partition(":")
-            assert callable(getattr(importlib.import_module(module), fn)), target
-        for model in kind.builtins:
+        spec = kind.spec
+        for fn in ("claims", "resolve", "fingerprints"):
+            assert callable(getattr(spec, fn)), (kind.name, fn)
+        module, _, fn = kind.load.partition(":")
+        assert callable(getattr(importlib.import_module(module), fn)), kind.load
+        for model in spec.BUILTINS:
             assert backends.kind_of(model) is kind
-        assert set(kind.options) <= set(options.DEFAULTS)
-        assert set(kind.defaults) <= {o.name for o in options.OPTIONS if o.default is None}
-    assert sum(k.claims is None for k in backends.KINDS) == 1
+        assert set(spec.OPTIONS) <= set(options.DEFAULTS) and set(spec.DEFAULTS) <= table_none
+        assert set(spec.BUILTIN_DEFAULTS) <= set(spec.BUILTINS)
+        assert isinstance(spec.MODELS, str) and isinstance(spec.NOUN, str) and spec.ABOUT
+    assert sum(k.catch_all for k in backends.KINDS) == 1
+    assert set(dmodels.BUILTIN_MODELS) == set(dresolve.BUILTINS)   # the loader and the resolution agree
+    assert dresolve.FLOW_SCHEDULERS == FLOW_SCHEDULERS
     lm = tmp_path / "lm"
     lm.mkdir()
     (lm / "config.json").write_text("{}")

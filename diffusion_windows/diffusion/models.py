@@ -27,7 +27,7 @@ __all__ = ["BUILTIN_MODELS", "BUILTIN_STEPS", "DEFAULT_STEPS", "DTYPES", "ModelL
            "conditioning"]
 
 from ..errors import ModelLoadError  # one error for every kind of model
-from .resolve import BUILTIN_STEPS, DEFAULT_STEPS  # noqa: F401 - the by-model steps (backends.KINDS)
+from .resolve import BUILTIN_STEPS, DEFAULT_STEPS  # noqa: F401 - the by-model steps (resolve.DEFAULTS)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -151,7 +151,7 @@ def _from_pretrained(name: str, dtype, device):
     level = logging.get_verbosity()
     logging.set_verbosity_error()  # no "Loading pipeline components" chatter
     try:
-        pipe = DiffusionPipeline.from_pretrained(name, torch_dtype=dtype)
+        pipe = DiffusionPipeline.from_pretrained(name, torch_dtype=dtype, local_files_only=True)  # resolved: local
     except Exception as e:  # diffusers raises many kinds; the user needs one line
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"--model: cannot load {name!r}: {msg}") from None

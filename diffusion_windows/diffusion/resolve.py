@@ -1,6 +1,7 @@
 """What the diffusion kind knows of its models before any loads: folders, hub ids, built-ins.
 
-Registered in `diffusion_windows.backends` (the kind ``"diffusion"``): `resolve` fills and checks
+Registered in `diffusion_windows.backends` (the kind ``"diffusion"``, the catch-all: every model no
+other kind claims), with its built-ins, defaults and options below. `resolve` fills and checks
 the options only a diffusion model has, reading a pipeline's ``model_index.json`` and
 ``scheduler/scheduler_config.json`` (no diffusers import): its number of training timesteps,
 whether it is a flow-matching model (times are ``1000 sigma`` then), whether it is
@@ -19,15 +20,31 @@ from pathlib import Path
 from ..errors import OptionError
 from ..options import list_images, parse_labels, parse_timesteps, show
 
-__all__ = ["BUILTINS", "resolve", "fingerprints", "model_index", "scheduler_config", "is_flow_model",
-           "is_bundled_pipeline"]
+__all__ = ["BUILTINS", "MODELS", "NOUN", "ABOUT", "OPTIONS", "DEFAULTS", "BUILTIN_DEFAULTS", "claims", "resolve",
+           "fingerprints", "model_folder", "model_index", "scheduler_config", "is_flow_model", "is_bundled_pipeline"]
 
+# ----------------------------------------------------------------------------- the registration (backends.py)
 BUILTINS = ("default", "gaussian-mixture", "gaussian-mixture-flow")
+MODELS, NOUN = "diffusion models", "a diffusion model"
+ABOUT = ("'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), 'gaussian-mixture-flow' (its "
+         "flow-matching twin), a diffusers pipeline folder or a hub id in the local Hugging Face cache (UNet "
+         "pipelines, SD3, Flux.1, PixArt, Sana, DiT)")
+OPTIONS = ("guidance_scale", "class_label", "height", "width", "num_inference_steps", "scheduler", "eta", "labels",
+           "clip_model", "clip_pretrained", "templates", "images")
+BUILTIN_STEPS = 20   # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
+DEFAULT_STEPS = 50
+DEFAULTS = {"timesteps": "0:1000:50", "samples": 300, "restarts": 4, "edge_precision": 40,
+            "num_inference_steps": DEFAULT_STEPS}
+BUILTIN_DEFAULTS = {name: {"num_inference_steps": BUILTIN_STEPS} for name in BUILTINS}
+
 _FLOW_BUILTINS = ("gaussian-mixture-flow",)
 _MIXTURES = ("gaussian-mixture", "gaussian-mixture-flow")   # classified by their own posterior
 FLOW_SCHEDULERS = ("flow-ancestral", "flow-euler")         # = schedule.FLOW_SCHEDULERS (a test pins it)
-BUILTIN_STEPS = 20   # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
-DEFAULT_STEPS = 50
+
+
+def claims(model: str) -> bool:
+    """Every model no other kind claims (the catch-all kind): built-ins, pipeline folders, hub ids."""
+    return True
 
 
 def _flag(name: str) -> str:
@@ -132,8 +149,6 @@ def resolve(o: dict, given: set):
     T = int(config.get("num_train_timesteps", 1000)) if config is not None else 1000
     _check_scheduler(o, config)
     o["timesteps"] = parse_timesteps(o["timesteps"], T, flow=is_flow_model(model, config, o["scheduler"]))
-    if o["num_inference_steps"] is None:
-        o["num_inference_steps"] = BUILTIN_STEPS if model in BUILTINS else DEFAULT_STEPS
     o["labels"] = parse_labels(o["labels"])
     builtin = model in BUILTINS
     if is_text_model(info) and not o["prompt"]:

@@ -1,6 +1,7 @@
 """What the text kind knows of its models before any loads: the bundled model and causal LM folders.
 
-Registered in `diffusion_windows.backends` (the kind ``"text"``): `claims` says which models are
+Registered in `diffusion_windows.backends` (the kind ``"text"``), with its built-in, defaults and
+options below: `claims` says which models are
 language models (a folder with a ``config.json`` and no diffusers ``model_index.json``),
 `resolve` fills and checks the options only a language model has (the grid of fractions,
 prompts, outcome), `fingerprints` records the content of its weights and prompts file.
@@ -18,10 +19,19 @@ import numpy as np
 
 from ..errors import OptionError
 
-__all__ = ["BUILTINS", "claims", "resolve", "fingerprints", "parse_fractions", "read_prompts", "default_lm_folder"]
+__all__ = ["BUILTINS", "MODELS", "NOUN", "ABOUT", "OPTIONS", "DEFAULTS", "BUILTIN_DEFAULTS", "claims", "resolve",
+           "fingerprints", "parse_fractions", "read_prompts", "default_lm_folder"]
 
+# ----------------------------------------------------------------------------- the registration (backends.py)
 DEFAULT_TEXT = "default-text"   # the bundled story/addition language model (text.default)
 BUILTINS = (DEFAULT_TEXT,)
+MODELS, NOUN = "language models", "a language model"
+ABOUT = "'default-text' (bundled language model), a causal LM folder"
+OPTIONS = ("prompts", "system", "outcome", "max_new_tokens", "temperature", "top_p")
+DEFAULTS = {"timesteps": "0:1:0.1", "samples": 60, "restarts": 16, "edge_precision": 0.1, "max_new_tokens": 64,
+            "temperature": 1.0, "top_p": 1.0, "outcome": "answer"}
+# one story token (of 25) per grid step: the theory's thresholds are in tokens
+BUILTIN_DEFAULTS = {DEFAULT_TEXT: {"timesteps": "0:1:0.04"}}
 
 
 def claims(model: str) -> bool:
