@@ -10,7 +10,9 @@
   result-changing options (`options.NON_RESULT_OPTIONS` may differ) and the same content
   fingerprints of weights, checkpoints and data (`engine.fingerprint`). A fingerprint recorded
   as None was unknown when the run began (a hub model before its first download): it is not a
-  clash, and the fingerprint known now is recorded (`write_options`).
+  clash, and the fingerprint known now is recorded (`write_options`). An option recorded as None
+  that its model's kind now resolves (``num_inference_steps``: earlier versions chose it when
+  loading) matches that kind's default for the model.
 - `write_options(out, o)`: ``options.json``, written first (kept as it is on a resume, but for
   fingerprints that were unknown).
 """
@@ -20,6 +22,7 @@ import json
 import os
 from pathlib import Path
 
+from . import backends
 from .errors import OptionError
 from .options import NON_RESULT_OPTIONS, show
 
@@ -111,7 +114,10 @@ def check_resume(out, o: dict):
             what = "the hub revision" if k == "model_revision" else "the content"
             raise OptionError(f"{flag}: {what} of {show(o.get(option))} changed since the run in {str(out)!r} "
                               f"began ({show(was)} -> {show(v)}); use another --out")
+    by_model = backends.defaults_for(o["model"])
     for k in sorted(set(new) | set(old)):
+        if old.get(k) is None and k in old and new.get(k) == by_model.get(k, object()):
+            continue  # recorded before its kind's default was resolved into options.json: the same run
         if new.get(k) != old.get(k):
             raise OptionError(f"--out: {str(out)!r} holds a run with --{k.replace('_', '-')} {show(old.get(k))}, "
                               f"not {show(new.get(k))}; use another --out")

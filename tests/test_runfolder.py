@@ -82,3 +82,47 @@ def test_write_options_keeps_the_recorded_file_on_a_resume(tmp_path):
     runfolder.write_options(out, first)
     runfolder.write_options(out, resolve({"out": str(out), "batch_size": 7}))
     assert json.loads((out / "options.json").read_text())["batch_size"] == 64
+
+
+@pytest.mark.slow
+def test_every_process_of_a_refused_multi_process_run_exits_and_a_free_folder_is_held_once(tmp_path):
+    """Under torchrun the main process asks for the lock and tells the others: a folder in use
+    ends all of them (none waits for a main process gone); a free one is held by the main only."""
+    script = tmp_path / "two.py"
+    script.write_text(
+        "import sys\n"
+        "from diffusion_windows import runfolder\n"
+        "from diffusion_windows.engine import processes\n"
+        "from diffusion_windows.options import OptionError\n"
+        "dist = processes.state()\n"
+        "try:\n"
+        "    lock = runfolder.hold(sys.argv[1], dist)\n"
+        "except OptionError as e:\n"
+        "    print(f'rank {dist.rank} refused: {e}', flush=True)\n"
+        "    sys.exit(2)\n"
+        "print(f'rank {dist.rank} lock {lock is not None}', flush=True)\n"
+        "dist.wait()\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    r = subprocess.run([*torchrun, str(tmp_path / "free")], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "rank 0 lock True" in r.stdout and "rank 1 lock False" in r.stdout
+    holder = _holder(tmp_path / "busy")
+    try:
+        r = subprocess.run([*torchrun, str(tmp_path / "busy")], capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert r.returncode != 0
+    assert "rank 0 refused" in r.stdout and "rank 1 refused" in r.stdout, r.stdout + r.stderr[-2000:]
+
+
+def test_a_folder_recorded_before_the_steps_were_resolved_resumes(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    now = resolve({"out": str(out)})
+    assert now["num_inference_steps"] == 20  # the built-in models' steps, resolved into options.json
+    (out / "options.json").write_text(json.dumps({**now, "num_inference_steps": None}))
+    runfolder.check_resume(out, now)  # the same run: earlier versions chose 20 when loading
+    with pytest.raises(OptionError, match="--num-inference-steps null"):
+        runfolder.check_resume(out, resolve({"out": str(out), "num_inference_steps": 50}))
