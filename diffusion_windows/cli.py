@@ -50,24 +50,20 @@ def _number(kind):
     return parse
 
 
-def _value(v) -> str:
-    return str(v)
-
-
 def default_text(opt) -> str:
     """The default of ``opt`` as ``--help`` shows it: its value; per kind and built-in model,
     ``"V1 for diffusion models; V2 for language models; V3 for default-text"``; or its words."""
     if opt.default is not None:
-        return opt.shown if opt.kind is bool and opt.shown else _value(opt.default)
+        return opt.shown if opt.kind is bool and opt.shown else str(opt.default)
     parts = []
     for kind in backends.KINDS:
         spec = kind.spec
         if opt.name in spec.DEFAULTS:
-            parts.append(f"{_value(spec.DEFAULTS[opt.name])} for {spec.MODELS}")
+            parts.append(f"{str(spec.DEFAULTS[opt.name])} for {spec.MODELS}")
         by_value = {}
         for model, values in spec.BUILTIN_DEFAULTS.items():
             if opt.name in values:
-                by_value.setdefault(_value(values[opt.name]), []).append(model)
+                by_value.setdefault(str(values[opt.name]), []).append(model)
         parts += [f"{v} for {', '.join(models)}" for v, models in by_value.items()]
     if parts:
         return "; ".join(parts)

@@ -2,6 +2,7 @@
 run_sweep's and measure_window's signatures carry the table's defaults; the registry of kinds is
 the only place that knows a model family."""
 import ast
+import json
 import importlib
 import inspect
 import os
@@ -210,3 +211,32 @@ def test_an_option_of_another_kind_is_refused(tmp_path):
         resolve({"max_new_tokens": 5, "out": str(tmp_path / "o")})
     with pytest.raises(OptionError, match=r"--eta: 0.5 does not apply to a language model"):
         resolve({"model": "default-text", "eta": 0.5, "out": str(tmp_path / "o")})
+
+
+def _snapshot(root, scheduler: dict):
+    snap = root / "snapshots" / "0123abcd"
+    (snap / "scheduler").mkdir(parents=True)
+    (snap / "model_index.json").write_text(json.dumps({"_class_name": "SomePipeline",
+                                                       "transformer": ["diffusers", "SomeTransformer"]}))
+    (snap / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler))
+    return snap
+
+
+def test_a_hub_id_is_read_from_the_local_cache_not_assumed(tmp_path, monkeypatch):
+    from diffusion_windows.engine import fingerprint as fp
+
+    flow = _snapshot(tmp_path / "flow", {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000})
+    short = _snapshot(tmp_path / "short", {"_class_name": "DDPMScheduler", "num_train_timesteps": 500})
+    snaps = {"org/flow": flow, "org/short": short}
+    monkeypatch.setattr(fp, "hub_snapshot", lambda repo: ("0123abcd", snaps[repo]) if repo in snaps else None)
+    common = dict(labels="a,b", clip_model="RN50", out=str(tmp_path / "o"))
+    o = resolve(dict(model="org/flow", timesteps="12.5,1000", **common))
+    assert o["timesteps"] == [12.5, 1000]   # flow matching: 1000 sigma, read off the cached scheduler config
+    o = resolve(dict(model="org/short", timesteps="0:500:100", **common))
+    assert o["num_train_timesteps"] == 500 and o["timesteps"] == [0, 100, 200, 300, 400]
+    with pytest.raises(OptionError, match="not below num_train_timesteps=500"):
+        resolve(dict(model="org/short", timesteps="600", **common))
+    with pytest.raises(OptionError, match="not an integer"):
+        resolve(dict(model="org/short", timesteps="12.5", **common))
+    with pytest.raises(OptionError, match="'org/absent' is not a local folder and is not in the Hugging Face cache"):
+        resolve(dict(model="org/absent", **common))
