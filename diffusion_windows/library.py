@@ -141,7 +141,8 @@ def theory_predictions(pipe, classifier, *, timesteps, features=None, mixture=No
                        protocol="noise", prompt=None, guidance_scale=None)
     data = data_mixture(backend.mixture)
     if data is None:
-        raise OptionError("mixture: theory_predictions needs the data (mixture=...) for a model that is not the default")
+        raise OptionError("mixture: theory_predictions needs the data (mixture=...) for a pipeline other than the "
+                          "bundled one")
     steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler),
                             flow=schedule.is_flow(pipe.scheduler))
     grid = backend.snap(steps) if steps != "auto" else list(backend.grid)

@@ -135,7 +135,8 @@ OPTIONS: tuple = (
     Option("scheduler", None, str, "swap the pipeline's scheduler: ddpm, ddim, euler, euler-ancestral, heun, dpm++, "
            "unipc, pndm; flow-matching models: flow-ancestral (samples), flow-euler (the ODE)", library=_NOT_LIBRARY,
            shown="the pipeline's"),
-    Option("eta", None, float, "DDIM eta", check=_unit_interval, shown="1.0 for DDIM: a stochastic sampler; the scheduler's otherwise"),
+    Option("eta", None, float, "DDIM eta", check=_unit_interval,
+           shown="1.0 for DDIM: a stochastic sampler; the scheduler's otherwise"),
     Option("labels", None, str, "comma-separated CLIP zero-shot labels", library=_NOT_LIBRARY,
            shown="the model's built-in features"),
     Option("clip_model", None, str, "open_clip model name", library=_NOT_LIBRARY, shown="the bundled tiny CLIP"),
