@@ -2,7 +2,8 @@
 
 - `hold(out, dist)`: one run per folder. The main process of a run (all processes of one
   ``torchrun``/``accelerate`` run are one run) takes an exclusive `fcntl.flock` on the folder
-  itself and keeps it until the run ends; the kernel drops it when the process dies, so a
+  itself (a ``.lock`` file inside on file systems that lock only files open for writing) and
+  keeps it until the run ends; the kernel drops it when the process dies, so a
   killed run leaves no stale lock behind and its resume goes ahead. A second sweep into the
   folder while the first runs gets `OptionError` (one line; the CLI exits 2) in every one of
   its processes, before it reads or writes anything there.
@@ -42,7 +43,14 @@ class Lock:
         self.out = Path(out)
         self._fd = os.open(self.out, os.O_RDONLY)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise
+            except OSError:  # file systems that lock only files open for writing (NFS): a lock file inside
+                os.close(self._fd)
+                self._fd = os.open(self.out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
             self._fd = None
