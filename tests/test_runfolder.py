@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,10 +23,17 @@ HOLDER = ("import sys, time\n"
           "time.sleep(600)\n")
 
 
+ROOT = Path(__file__).resolve().parents[1]   # this checkout's package, in every child process
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def _holder(out):
     """Another process that holds ``out`` as a running sweep does (the sweep's own `runfolder.hold`)."""
-    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True,
-                         cwd=os.getcwd())
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True, env=_env())
     assert p.stdout.readline().strip() == "held"
     return p
 
@@ -102,7 +110,7 @@ def test_every_process_of_a_refused_multi_process_run_exits_and_a_free_folder_is
         "    sys.exit(2)\n"
         "print(f'rank {dist.rank} lock {lock is not None}', flush=True)\n"
         "dist.wait()\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = _env()
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     r = subprocess.run([*torchrun, str(tmp_path / "free")], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
