@@ -9,9 +9,10 @@ bootstrap intervals, adds the theory's prediction and writes, in ``out``: ``opti
 Flags map one to one onto `run_sweep`'s keywords (`diffusion_windows.options.OPTIONS`; the
 parser is `diffusion_windows.cli`); ``--dry-run`` prints the resolved options as JSON. Bad
 input: one line ``error: ...`` on stderr and exit code 2, before any model loads. One sweep at
-a time runs into a folder (`diffusion_windows.runfolder`: a lock, the resume check). The work itself is the engine's
-(`diffusion_windows.engine`) on the model's backend (`diffusion_windows.diffusion`); the
-records, theory and files are the analysis' (`diffusion_windows.analysis`).
+a time runs into a folder (`diffusion_windows.runfolder`: a lock, the resume check). The work
+itself is the engine's (`diffusion_windows.engine`) on the model's backend (registered in
+`diffusion_windows.backends`); the records, theory and files are the analysis'
+(`diffusion_windows.analysis`).
 
 Example::
 
