@@ -19,7 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .analysis.records import WindowRecord
-from .options import LIBRARY_DEFAULTS, OptionError, check_values, parse_timesteps
+from .options import LIBRARY_DEFAULTS as _L
+from .options import OptionError, check_values, parse_timesteps
+
+LIBRARY_DEFAULTS = _L
 
 __all__ = ["measure_window", "theory_predictions", "WindowRecord"]
 
@@ -28,13 +31,16 @@ def _backend(pipe, classifier, features, mixture, *, num_inference_steps, eta, p
              class_label=None, height=None, width=None):
     from .diffusion.backend import DiffusionBackend
     from .diffusion.models import conditioning
+    from .diffusion.resolve import is_bundled_pipeline
     from .features import DEFAULT_FEATURES, labels_feature
 
     labels = tuple(classifier.labels)
     if features is None:
         is_digits = labels == tuple(str(d) for d in range(10))
         features = DEFAULT_FEATURES if is_digits else [labels_feature(labels)]
-        if is_digits and mixture is None:
+        # the digits' training split is the theory's data of the bundled pipeline only: another
+        # pipeline classified into digits has other data (mixture=... gives it)
+        if is_digits and mixture is None and is_bundled_pipeline(pipe):
             mixture = "default"
     return DiffusionBackend(pipe, classifier, features, num_inference_steps, eta=eta,
                             conditioning=conditioning(prompt, guidance_scale, class_label), mixture=mixture,
@@ -46,31 +52,33 @@ def measure_window(
     classifier,                     # images [N,C,H,W] in [0,1] -> probabilities [N,K], with .labels
     *,
     features=None,                  # list of features.Feature (None: the default's digit+group, or one per label)
-    samples: int = 8,               # base samples, each with its own seed
-    restarts: int = 8,              # re-samples per base sample and timestep
-    timesteps="0:1000:100",         # "auto", "t1,t2,..." or "START:STOP:STEP" (training timesteps; flow: 1000 sigma)
-    protocol: str = "noise",        # "noise" (re-noise x0) or "branch" (the trajectory's own x_t)
-    num_inference_steps: int = 50,  # N of the sampling grid
-    seed: int = 0,                  # run seed (units derive their own)
-    batch_size: int = 512,          # largest batch per model call (decode and classify too)
-    tolerance: float = 0.1,         # delta at both edges
-    edge_precision: float = 40,     # timesteps, for timesteps="auto": the edge interval it aims at
-    initial_restarts: int | None = None,  # timesteps="auto": re-samples a new (base, timestep) starts with
-    max_evaluations: int | None = None,   # timesteps="auto": a budget of model evaluations (None: none)
-    eta: float | None = None,       # DDIM eta (None: 1.0 for DDIM)
+    samples: int = _L["samples"],   # base samples, each with its own seed
+    restarts: int = _L["restarts"],  # re-samples per base sample and timestep
+    timesteps=_L["timesteps"],      # "auto", "t1,t2,..." or "START:STOP:STEP" (training timesteps; flow: 1000 sigma)
+    protocol: str = _L["protocol"],  # "noise" (re-noise x0) or "branch" (the trajectory's own x_t)
+    num_inference_steps: int = _L["num_inference_steps"],  # N of the sampling grid
+    seed: int = _L["seed"],         # run seed (units derive their own)
+    batch_size: int = _L["batch_size"],  # largest batch per model call (decode and classify too)
+    tolerance: float = _L["tolerance"],  # delta at both edges
+    edge_precision: float = _L["edge_precision"],  # timesteps, for timesteps="auto": the edge interval it aims at
+    initial_restarts: int | None = _L["initial_restarts"],  # timesteps="auto": re-samples a new unit starts with
+    max_evaluations: int | None = _L["max_evaluations"],    # timesteps="auto": a budget of model evaluations
+    eta: float | None = _L["eta"],  # DDIM eta (None: 1.0 for DDIM)
     mixture=None,                   # theory data in model space ("default": the digits training split)
-    prompt: str | None = None,      # text pipelines
-    guidance_scale: float | None = None,
-    class_label=None,               # class-conditional pipelines (DiT): an index or an id2label name
-    height: int | None = None,      # image size in pixels (None: the pipeline's)
-    width: int | None = None,
-    theory=True,                    # False: skip; a Predictions (theory_predictions): reuse; True: compute
-    out=None,                       # a folder: also write windows.json/csv and plots there
+    prompt: str | None = _L["prompt"],  # text pipelines
+    guidance_scale: float | None = _L["guidance_scale"],
+    class_label=_L["class_label"],  # class-conditional pipelines (DiT): an index or an id2label name
+    height: int | None = _L["height"],  # image size in pixels (None: the pipeline's)
+    width: int | None = _L["width"],
+    theory=_L["theory"],            # False: skip; a Predictions (theory_predictions): reuse; True: compute
+    out=_L["out"],                  # a folder: also write windows.json/csv and plots there
 ) -> list[WindowRecord]:
     """The sweep's measurement on ``pipe`` in memory -> one `WindowRecord` per feature value.
 
-    With ``features=None`` and a classifier whose labels are the digits "0".."9", the
-    default features (digit and coarse group) and the default theory data are used.
+    With ``features=None`` and a classifier whose labels are the digits "0".."9", the default
+    features (digit and coarse group) are used, and, on the bundled pipeline
+    (`load_default_pipeline`) only, its theory data (the digits' training split); any other
+    pipeline has theory data only when ``mixture`` is given.
 
     Example::
 
@@ -112,8 +120,9 @@ def measure_window(
     return records
 
 
-def theory_predictions(pipe, classifier, *, timesteps, features=None, mixture=None, num_inference_steps: int = 50,
-                       tolerance: float = 0.1, device=None):
+def theory_predictions(pipe, classifier, *, timesteps, features=None, mixture=None,
+                       num_inference_steps: int = _L["num_inference_steps"],
+                       tolerance: float = _L["tolerance"], device=None):
     """The theory for `measure_window`'s records on the grid ``timesteps``, computed once.
 
     The data is ``mixture`` (or, for the digits classifier, the bundled training split);
@@ -132,7 +141,8 @@ def theory_predictions(pipe, classifier, *, timesteps, features=None, mixture=No
                        protocol="noise", prompt=None, guidance_scale=None)
     data = data_mixture(backend.mixture)
     if data is None:
-        raise OptionError("mixture: theory_predictions needs the data (mixture=...) for a model that is not the default")
+        raise OptionError("mixture: theory_predictions needs the data (mixture=...) for a pipeline other than the "
+                          "bundled one")
     steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler),
                             flow=schedule.is_flow(pipe.scheduler))
     grid = backend.snap(steps) if steps != "auto" else list(backend.grid)

@@ -6,11 +6,13 @@ bootstrap intervals, adds the theory's prediction and writes, in ``out``: ``opti
 (first), ``results.jsonl`` (one line per unit, appended and flushed), ``windows.json``,
 ``windows.csv``, ``window.png``, ``strip.png`` (+ ``strip.safetensors``).
 
-Flags map one to one onto `run_sweep`'s keywords (`diffusion_windows.options.OPTIONS`);
-``--dry-run`` prints the resolved options as JSON. Bad input: one line ``error: ...`` on
-stderr and exit code 2, before any model loads. The work itself is the engine's
-(`diffusion_windows.engine`) on the model's backend (`diffusion_windows.diffusion`); the
-records, theory and files are the analysis' (`diffusion_windows.analysis`).
+Flags map one to one onto `run_sweep`'s keywords (`diffusion_windows.options.OPTIONS`; the
+parser is `diffusion_windows.cli`); ``--dry-run`` prints the resolved options as JSON. Bad
+input: one line ``error: ...`` on stderr and exit code 2, before any model loads. One sweep at
+a time runs into a folder (`diffusion_windows.runfolder`: a lock, the resume check). The work
+itself is the engine's (`diffusion_windows.engine`) on the model's backend (registered in
+`diffusion_windows.backends`); the records, theory and files are the analysis'
+(`diffusion_windows.analysis`).
 
 Example::
 
@@ -26,36 +28,86 @@ import time
 from pathlib import Path
 
 from .engine.engine import RunError
-from .options import OptionError, build_parser, check_resume, join_values, resolve
+from .options import DEFAULTS as _D
+from .options import OptionError, resolve
 
 STRIP_COLS = 10
 SweepError = RunError  # the name earlier versions raised
+__all__ = ["run_sweep", "main", "SweepError", "OptionError"]
 
 
-def run_sweep(*, dry_run: bool = False, quiet: bool = False, **options) -> Path:
-    """Run a sweep with ``options`` (see `diffusion_windows.options.OPTIONS`); returns the output folder.
+def run_sweep(
+    *,
+    model: str = _D["model"],                         # a built-in name, a pipeline or causal LM folder, a hub id
+    prompt: str | None = _D["prompt"],                # text pipelines and language models
+    guidance_scale: float | None = _D["guidance_scale"],
+    class_label: str | None = _D["class_label"],      # class-conditional pipelines (DiT)
+    height: int | None = _D["height"],                # image size in pixels (None: the pipeline's)
+    width: int | None = _D["width"],
+    num_inference_steps: int | None = _D["num_inference_steps"],  # None: the model kind's (20 for built-ins, else 50)
+    scheduler: str | None = _D["scheduler"],          # swap the pipeline's scheduler by name
+    eta: float | None = _D["eta"],                    # DDIM eta (None: 1.0 for DDIM)
+    labels: str | None = _D["labels"],                # CLIP zero-shot labels, comma-separated
+    clip_model: str | None = _D["clip_model"],
+    clip_pretrained: str | None = _D["clip_pretrained"],
+    templates: str | None = _D["templates"],
+    samples: int | None = _D["samples"],              # base samples (with images: the first N of them)
+    images: str | None = _D["images"],                # a folder of real images as base samples
+    protocol: str = _D["protocol"],                   # "noise" or "branch"
+    timesteps: str | list | None = _D["timesteps"],   # in the model's unit (training timesteps, 1000 sigma, fractions)
+    restarts: int | None = _D["restarts"],            # re-samples per base sample and timestep
+    tolerance: float = _D["tolerance"],               # delta at both window edges
+    edge_precision: float | None = _D["edge_precision"],   # timesteps="auto": the edge interval it aims at
+    initial_restarts: int | None = _D["initial_restarts"],
+    max_evaluations: int | None = _D["max_evaluations"],   # timesteps="auto": a budget of model evaluations
+    out: str | None = _D["out"],                      # the output folder (one sweep at a time holds it)
+    seed: int = _D["seed"],
+    device: str = _D["device"],
+    dtype: str = _D["dtype"],
+    batch_size: int | str = _D["batch_size"],         # or "auto" (CUDA)
+    theory: bool = _D["theory"],
+    prompts: str | None = _D["prompts"],              # language models: a JSON-lines file of prompts
+    system: str | None = _D["system"],
+    outcome: str | None = _D["outcome"],
+    max_new_tokens: int | None = _D["max_new_tokens"],
+    temperature: float | None = _D["temperature"],
+    top_p: float | None = _D["top_p"],
+    dry_run: bool = False,                            # print the resolved options as JSON and return
+    quiet: bool = False,                              # no progress bars, loading messages or summary
+) -> Path:
+    """Run a sweep (the keywords are the options of `diffusion_windows.options.OPTIONS`, their defaults
+    the table's; None: set by the model's kind); returns the output folder.
 
-    Raises `OptionError` for a bad option value (before anything is loaded or written).
+    Raises `OptionError` for a bad option value (before anything is loaded or written), and for an
+    output folder another sweep is running into now.
 
     Example::
 
         out = run_sweep(samples=20, restarts=4, timesteps="0:1000:100", out="runs/quick")
     """
-    o = resolve(options)
+    o = resolve({k: v for k, v in locals().items() if k in _D})
     if dry_run:
         print(json.dumps(o, indent=1))
         return Path(o["out"])
     out = Path(o["out"])
-    check_resume(out, o)
+    from . import runfolder
     from .engine import processes
 
     dist = processes.state()
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not (out / "options.json").exists():
-            (out / "options.json").write_text(json.dumps(o, indent=1))
-    dist.wait()
+    lock = runfolder.hold(out, dist)  # every process raises when another sweep holds the folder
+    try:
+        runfolder.check_resume(out, o)
+        if dist.is_main:
+            runfolder.write_options(out, o)
+        dist.wait()
+        _run(o, out, dist, quiet)
+    finally:
+        if lock is not None:
+            lock.release()
+    return out
 
+
+def _run(o: dict, out: Path, dist, quiet: bool):
     from .backends import load_backend
     from .engine import Engine, ResultStore, Settings
 
@@ -73,7 +125,6 @@ def run_sweep(*, dry_run: bool = False, quiet: bool = False, **options) -> Path:
         if dist.is_main:
             finish(backend, o, out, engine, time.perf_counter() - started, quiet=quiet, ahead=ahead)
     dist.wait()
-    return out
 
 
 class TheoryAhead:
@@ -221,24 +272,10 @@ def _quiet_libraries(quiet: bool):
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv=None) -> int:
-    parser = build_parser(description="Measure critical windows of features in a diffusion model, with theory "
-                                      "alongside.")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = vars(parser.parse_args(join_values(argv, parser)))
-        dry, quiet = args.pop("dry_run"), args.pop("quiet")
-        run_sweep(dry_run=dry, quiet=quiet, **args)
-    except OptionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # load errors and failed units: one line, results kept
-        from .backends import ModelLoadError
+    """``python -m diffusion_windows.sweep``: the CLI (`diffusion_windows.cli`) over `run_sweep`."""
+    from .cli import main as cli_main
 
-        if isinstance(e, (ModelLoadError, RunError)):
-            print(f"error: {e}", file=sys.stderr)
-            return 2 if isinstance(e, ModelLoadError) else 1
-        raise
-    return 0
+    return cli_main(argv, run_sweep=run_sweep)
 
 
 if __name__ == "__main__":

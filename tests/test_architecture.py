@@ -49,7 +49,9 @@ def test_backends_satisfy_the_protocol(tiny_ddpm_pipe):
 def test_cli_flags_run_sweep_keywords_and_library_defaults_come_from_one_table():
     from diffusion_windows import measure_window
 
-    parser = options.build_parser()
+    from diffusion_windows.cli import build_parser
+
+    parser = build_parser()
     dests = {a.dest for a in parser._actions} - {"help", "dry_run", "quiet"}
     assert dests == set(options.DEFAULTS) == {o.name for o in options.OPTIONS}
     assert "--no-theory" in parser._option_string_actions

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from diffusion_windows.options import OptionError
 from diffusion_windows.sweep import main
 
 
@@ -61,6 +62,10 @@ CASES = [
     (["--images", "{missing}"], "is not a folder"),
     (["--images", "{empty}"], "holds no image"),
     (["--images", "{imgs}", "--protocol", "branch"], "branch"),
+    (["--images", "{imgs}", "--samples", "2"], "--samples: 2 is more than the 1 images"),
+    # a hub id is read from the local cache (its scheduler: training timesteps, flow or not), never assumed
+    (["--model", "no-such-org/no-such-model", "--labels", "a,b", "--clip-model", "RN50"],
+     "'no-such-org/no-such-model' is not a local folder and is not in the Hugging Face cache"),
     (["--device", "cuda:7"], "cuda:7"),
     (["--device", "toaster"], "'toaster'"),
     (["--out", "{afile}"], "is a file"),
@@ -133,7 +138,8 @@ def test_option_clash_refused_and_folder_untouched(tmp_path, capsys):
 
 
 def test_non_result_options_may_differ(tmp_path):
-    from diffusion_windows.options import check_resume, resolve
+    from diffusion_windows.options import resolve
+    from diffusion_windows.runfolder import check_resume
 
     out = tmp_path / "run"
     out.mkdir()
@@ -156,3 +162,37 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()]
     assert "-10" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_images_samples_takes_the_first_by_name(tmp_path, capsys):
+    from PIL import Image
+
+    from diffusion_windows.engine import fingerprint as fp
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name in ("c.png", "a.png", "b.png"):
+        Image.new("L", (8, 8), color=ord(name[0])).save(imgs / name)
+    assert main(["--images", str(imgs), "--samples", "2", "--dry-run", "--out", str(tmp_path / "x")]) == 0
+    o = json.loads(capsys.readouterr().out)
+    assert o["samples"] == 2
+    assert o["fingerprints"]["images"] == fp.images_fingerprint([imgs / "a.png", imgs / "b.png"])
+    assert main(["--images", str(imgs), "--dry-run", "--out", str(tmp_path / "x")]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 3  # no --samples: every image
+
+
+def test_a_digits_classifier_on_another_pipeline_gets_no_bundled_theory_data(tiny_ddpm_pipe):
+    import copy
+
+    import numpy as np
+
+    from diffusion_windows import load_default_pipeline, theory_predictions
+    from diffusion_windows.classifiers import from_callable
+    from diffusion_windows.diffusion.resolve import is_bundled_pipeline
+
+    digits = from_callable(lambda im: np.full((len(im), 10), 0.1), [str(d) for d in range(10)])
+    with pytest.raises(OptionError, match="mixture"):
+        theory_predictions(tiny_ddpm_pipe, digits, timesteps="0:1000:500", num_inference_steps=5)
+    bundled = load_default_pipeline()
+    assert is_bundled_pipeline(bundled) and is_bundled_pipeline(copy.deepcopy(bundled))
+    assert not is_bundled_pipeline(tiny_ddpm_pipe)

@@ -6,7 +6,8 @@ import torch
 
 from conftest import make_tiny_ddpm_pipe
 from diffusion_windows.engine import fingerprint as fp
-from diffusion_windows.options import OptionError, check_resume, resolve
+from diffusion_windows.options import OptionError, resolve
+from diffusion_windows.runfolder import check_resume
 
 
 def test_folder_fingerprint_sees_retraining_not_copies(tmp_path):

@@ -109,7 +109,7 @@ def test_cli_on_a_saved_flux_pipeline_with_real_images(tmp_path, tiny_clip):
     for i in range(3):
         Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(images / f"{i}.png")
     d = cli(tmp_path / "flux", tmp_path / "run", "--prompt", "a cat", "--height", "8", "--width", "8",
-            "--images", str(images), "--timesteps", "0,333.3,700", clip=tiny_clip)
+            "--images", str(images), "--samples", "3", "--timesteps", "0,333.3,700", clip=tiny_clip)
     assert d["time_unit"] == "1000 sigma" and d["sampler"]["stochastic"] is False and "warning" in d
     assert d["features"][0]["timesteps"] == [0, 333.3, 700] and d["options"]["samples"] == 3
 

@@ -26,12 +26,10 @@ import torch
 __all__ = ["BUILTIN_MODELS", "BUILTIN_STEPS", "DEFAULT_STEPS", "DTYPES", "ModelLoadError", "load_backend",
            "conditioning"]
 
+from ..errors import ModelLoadError  # one error for every kind of model
+from .resolve import BUILTIN_STEPS, DEFAULT_STEPS  # noqa: F401 - the by-model steps (resolve.DEFAULTS)
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-BUILTIN_STEPS = 20  # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
-DEFAULT_STEPS = 50
-
-
-from ..backends import ModelLoadError  # noqa: E402 - one error for every kind of model
 
 
 @dataclass(frozen=True)
@@ -120,8 +118,8 @@ def load_backend(o: dict):
     if o["images"]:
         from .images import load_images
 
-        images = load_images(o["images"], pipe, height, width)
-    steps = o["num_inference_steps"] or (BUILTIN_STEPS if o["model"] in BUILTIN_MODELS else DEFAULT_STEPS)
+        images = load_images(o["images"], pipe, height, width)[:o["samples"]]  # the first --samples, by name
+    steps = o["num_inference_steps"]  # resolved by the kind (`resolve.resolve`)
     try:
         backend = DiffusionBackend(pipe, classifier, features, steps, eta=o["eta"], conditioning=cond,
                                    mixture=mixture, protocol=o["protocol"], images=images, name=o["model"],
@@ -153,7 +151,7 @@ def _from_pretrained(name: str, dtype, device):
     level = logging.get_verbosity()
     logging.set_verbosity_error()  # no "Loading pipeline components" chatter
     try:
-        pipe = DiffusionPipeline.from_pretrained(name, torch_dtype=dtype)
+        pipe = DiffusionPipeline.from_pretrained(name, torch_dtype=dtype, local_files_only=True)  # resolved: local
     except Exception as e:  # diffusers raises many kinds; the user needs one line, and the cause kept
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ModelLoadError(f"--model: cannot load {name!r}: {type(e).__name__}: {msg}".rstrip(": ")) from e

@@ -12,7 +12,8 @@ or a changed ``--images`` folder with the same file count are an option clash.
   the blocks that fall in them.
 - `file_fingerprint(path)`: the same for one file.
 - `images_fingerprint(files)`: sha256 over the bytes of each image file, in order.
-- `hub_snapshot(repo_id)`: ``(revision, folder)`` of a hub model in the local cache, or None.
+- `hub_snapshot(repo_id)`: ``(revision, folder)`` of a hub model in the local cache, or None
+  (offline: the sweep reads a hub model's configs from there and never downloads it).
 """
 from __future__ import annotations
 
@@ -74,6 +75,8 @@ def hub_snapshot(repo_id: str):
         from huggingface_hub import snapshot_download
 
         folder = Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not cached, or not a valid id: loading will say so
+    except ImportError:
+        return None
+    except (OSError, ValueError):  # not cached (LocalEntryNotFoundError), or not a valid id (HFValidationError)
         return None
     return folder.name, folder

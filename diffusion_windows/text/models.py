@@ -7,12 +7,12 @@
   the outcome from ``--outcome`` (labels read off the base responses for open sets).
 
 A folder that is not a causal LM, has no tokenizer or no end-of-sequence token raises
-`backends.ModelLoadError` (one line; the CLI exits 2), as does an empty response set.
+`errors.ModelLoadError` (one line; the CLI exits 2), as does an empty response set.
 """
 from __future__ import annotations
 
-from ..backends import ModelLoadError
-from ..options import DEFAULT_TEXT, read_prompts
+from ..errors import ModelLoadError
+from .resolve import DEFAULT_TEXT, read_prompts
 
 __all__ = ["load_backend"]
 
