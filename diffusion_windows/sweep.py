@@ -82,11 +82,12 @@ class TheoryAhead:
     nor the model, and a process (not a thread) keeps the restarts' Python free of its work. Only
     on Linux, on the CPU, with one torch thread on a machine with more cores (the core the
     restarts leave idle; a GPU run computes the theory at the end, as before). Its times are every
-    time a record can hold (the sampling grid, and the times asked for). The child hands back
-    the backend's theory's answer (`engine.backend.HasTheory`) as JSON (`PredictedWindow.to_dict`; Python's float text round-trips
-    exactly). `result` is None when the run's records hold another time; `finish` then computes
-    the theory itself, as it does for data known only from the run (a model's own base samples).
-    The theory is the same either way: a function of the data, the times and its seed."""
+    time a record can hold (the sampling grid, and the times asked for). Only for a backend whose
+    theory says so (`engine.backend.HasTheory`, ``theory_ahead``). The child hands back its answer
+    as JSON (`PredictedWindow.to_dict`; Python's float text round-trips exactly). `result` is None
+    when the run's records hold another time; `finish` then computes the theory itself, as it does
+    for data known only from the run (a model's own base samples). The theory is the same either
+    way: a function of the data, the times and its seed."""
 
     def __init__(self, call, times, axis):
         import os

@@ -194,3 +194,30 @@ def test_each_capability_is_present_and_works_or_absent_and_refused_in_one_line(
 def test_a_capability_is_checked_by_name_only():
     with pytest.raises(ValueError, match="is not a capability"):
         capable(_synthetic(), Backend)
+
+
+@pytest.mark.slow
+def test_text_base_responses_follow_the_run_seed_and_batch_size_auto_runs(backends, tmp_path, monkeypatch):
+    """``--model default-text --batch-size auto`` runs (it ended in an AttributeError: no probe); its seed-0
+    responses are those of a seed-0 backend built apart, seed 1 draws others, and a backend refuses a run
+    whose seed is not the one its base responses were made with."""
+    from diffusion_windows.backends import load_backend
+    from diffusion_windows.engine import Engine, MemoryStore, Settings
+    from diffusion_windows.options import resolve
+    from diffusion_windows.sweep import main
+    from diffusion_windows.text import report as text_report
+
+    seed0 = backends["text"]
+    monkeypatch.setitem(text_report.report.__kwdefaults__, "localize_budget", 2)  # bisection steps: cheap
+    out = tmp_path / "auto"
+    assert main(["--model", "default-text", "--batch-size", "auto", "--samples", "2", "--restarts", "2",
+                 "--timesteps", "0,0.5", "--no-theory", "--quiet", "--out", str(out)]) == 0
+    o = json.loads((out / "options.json").read_text())
+    assert o["batch_size"] == 512 and o["batch_size_auto"] is True  # on the CPU: the default, kept for a resume
+    responses = [r["response"] for r in json.loads((out / "windows.json").read_text())["responses"]]
+    assert responses == [seed0.text(0), seed0.text(1)]  # same seed, same base responses
+    seed1 = load_backend(resolve(dict(model="default-text", samples=2, seed=1, out="unused")))
+    assert [seed1.text(b) for b in range(2)] != responses  # another seed, other base responses
+    with pytest.raises(ValueError, match=r"^seed: the run's seed is 1, but this text backend made its base "
+                                         r"responses with seed 0: build it with seed=1$"):
+        Engine(seed0, Settings(samples=2, restarts=2, timesteps=[0.0], seed=1), MemoryStore(), quiet=True).run()

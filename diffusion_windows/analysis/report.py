@@ -56,7 +56,7 @@ class RunFacts:
     grid: tuple             # the times a restart can start from
     rounds: tuple           # per round: times, units, re-samples, new samples, evaluations (`Engine.round_summary`)
     nfe: int                # the run's model evaluations
-    edges: dict = field(default_factory=dict)  # --timesteps auto: why each record's edges stopped (`Engine.edge_report`)
+    edges: dict = field(default_factory=dict)  # --timesteps auto: why each record's edges stopped (edge_report)
 
 
 def theory_times(records) -> list:
