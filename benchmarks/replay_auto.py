@@ -52,9 +52,18 @@ class ReplayBackend:
     """The engine's `Backend` over a finished run: the recorded labels of each (base, time), restarts
     ``k0..k1-1`` of them; the model's own grid and cost model."""
 
+    more_samples = True  # base samples beyond --samples come from the recording (`ShortRecording` if too few)
+
     def __init__(self, live, merged):
         self.live, self.merged = live, merged
         self.time_unit, self.labels, self.features, self.grid = live.time_unit, live.labels, live.features, live.grid
+        self.name = f"replay of {live.name}"
+
+    def describe(self):
+        return self.live.describe()
+
+    def schedule_arrays(self):
+        return self.live.schedule_arrays()
 
     def cost(self, time):
         return self.live.cost(time)

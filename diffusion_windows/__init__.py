@@ -31,6 +31,8 @@ _EXPORTS = {
     "measure_window": "library",
     "theory_predictions": "library",
     "WindowRecord": "analysis.records",
+    "load_run": "analysis.runs",
+    "records_frame": "analysis.runs",
     "estimate_window": "analysis.windows",
     "clip_zero_shot": "classifiers",
     "Engine": "engine.engine",

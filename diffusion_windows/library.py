@@ -107,9 +107,9 @@ def measure_window(
                         tolerance=tolerance, edge_precision=edge_precision, initial_restarts=initial_restarts,
                         max_evaluations=max_evaluations)
     engine = Engine(backend, settings, MemoryStore(), quiet=True).run()
-    from .analysis.report import summarize
+    from .engine.results import summarize_run
 
-    records, extra = summarize(backend, engine, tolerance=tolerance, seed=seed, theory=theory)
+    records, extra = summarize_run(backend, engine, tolerance=tolerance, seed=seed, theory=theory)
     if out is not None:
         from . import plotting
         from .analysis.report import write_windows

@@ -133,11 +133,12 @@ class TheoryAhead:
     nor the model, and a process (not a thread) keeps the restarts' Python free of its work. Only
     on Linux, on the CPU, with one torch thread on a machine with more cores (the core the
     restarts leave idle; a GPU run computes the theory at the end, as before). Its times are every
-    time a record can hold (the sampling grid, and the times asked for). The child hands back
-    `backend.theory`'s answer as JSON (`PredictedWindow.to_dict`; Python's float text round-trips
-    exactly). `result` is None when the run's records hold another time; `finish` then computes
-    the theory itself, as it does for data known only from the run (a model's own base samples).
-    The theory is the same either way: a function of the data, the times and its seed."""
+    time a record can hold (the sampling grid, and the times asked for). Only for a backend whose
+    theory says so (`engine.backend.HasTheory`, ``theory_ahead``). The child hands back its answer
+    as JSON (`PredictedWindow.to_dict`; Python's float text round-trips exactly). `result` is None
+    when the run's records hold another time; `finish` then computes the theory itself, as it does
+    for data known only from the run (a model's own base samples). The theory is the same either
+    way: a function of the data, the times and its seed."""
 
     def __init__(self, call, times, axis):
         import os
@@ -165,15 +166,17 @@ class TheoryAhead:
 
         import torch
 
+        from .engine.backend import HasTheory, capable
+
         idle_core = torch.get_num_threads() == 1 and (os.cpu_count() or 1) > 1
-        if (o["theory"] is not True or getattr(backend, "mixture", None) is None or str(o["device"]) != "cpu"
-                or not sys.platform.startswith("linux") or not idle_core):
+        if (o["theory"] is not True or not capable(backend, HasTheory) or not backend.theory_ahead
+                or str(o["device"]) != "cpu" or not sys.platform.startswith("linux") or not idle_core):
             return None
         times = sorted(set(engine.grid) | (set() if engine.auto else set(engine.snap(engine.settings.timesteps))))
         return cls(lambda: backend.theory(None, {}, delta=float(o["tolerance"]), times=times), times, backend.axis())
 
     def result(self, times):
-        """``(Predictions | None, reason)`` as `backend.theory` returns it, or None (not covered)."""
+        """``(Predictions | None, reason)`` as `HasTheory.theory` returns it, or None (not covered)."""
         import os
 
         with os.fdopen(self._read) as f:
@@ -204,11 +207,14 @@ def _theory_from_json(d: dict, axis):
 
 
 def _auto_batch_size(out: Path, o: dict, backend, dist) -> int:
-    """``--batch-size auto`` (`engine.memory`): found once by the main process, kept in options.json."""
+    """``--batch-size auto`` (`engine.memory`): found once by the main process, kept in options.json; a
+    backend that cannot probe memory (`engine.backend.ProbesMemory`) is refused with one line."""
     import torch
 
+    from .engine.backend import ProbesMemory, require
     from .engine.memory import choose_batch_size
 
+    require(backend, ProbesMemory, "--batch-size: 'auto'", error=OptionError, instead="pass an integer")
     if dist.is_main:
         on_cuda = str(o["device"]).startswith("cuda")
         choose_batch_size(out, o, backend.probe, on_cuda, empty_cache=torch.cuda.empty_cache if on_cuda else None)
@@ -221,17 +227,20 @@ def finish(backend, o: dict, out: Path, engine, seconds: float, quiet: bool = Fa
     plots, print the summary."""
     from . import plotting
     from .analysis.counts import merge_units
-    from .analysis.report import allocation_table, summarize, summary_table, write_strip, write_windows
+    from .analysis.report import allocation_table, summary_table, write_strip, write_windows
+    from .engine.backend import Reports, capable
+    from .engine.results import summarize_run
 
-    records, extra = summarize(backend, engine, tolerance=o["tolerance"], seed=o["seed"], theory=o["theory"],
-                               device=o["device"] if o["device"] != "cpu" else None,
-                               ahead=None if ahead is None else ahead.result)
-    if hasattr(backend, "report"):  # what a kind of model adds (language models: per-response jumps, tokens.html)
-        extra.update(backend.report(engine, out))
+    records, extra = summarize_run(backend, engine, tolerance=o["tolerance"], seed=o["seed"], theory=o["theory"],
+                                   device=o["device"] if o["device"] != "cpu" else None,
+                                   ahead=None if ahead is None else ahead.result)
+    merged = merge_units(engine.store.read_all())
+    if capable(backend, Reports):  # what a kind of model adds (language models: per-response jumps, tokens.html)
+        extra.update(backend.report(merged, engine.settings, out))
     extra["seconds"] = round(seconds, 2)
     extra["options"] = o
     write_windows(out, records, extra)
-    write_strip(out, engine.store, merge_units(engine.store.read_all()), backend.features, STRIP_COLS)
+    write_strip(out, engine.store, merged, backend.features, STRIP_COLS)
     plotting.save_plots(out)
     if not quiet:
         print(summary_table(records))

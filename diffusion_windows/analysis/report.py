@@ -1,12 +1,14 @@
 """A run's results as files and text: window records with theory, ``windows.json``/``.csv``, the strip, the summary.
 
-- `summarize(backend, engine, *, tolerance, seed, theory=True) -> (records, extra)`: the window
-  records of every feature value (`analysis.records`), with the theory beside them
-  (`analysis.compare`) when ``theory`` is True (the backend computes it: `backend.theory`) or
-  a precomputed `Predictions`, and the extra keys of ``windows.json`` (the sampler, the
-  schedule for plot axes, the grid, the rounds with their times, units, re-samples, base samples
-  made beyond ``--samples`` and model evaluations, the run's evaluations, edge precision, the
-  theory's summary, a warning for a deterministic sampler). With ``--timesteps auto`` each
+- `summarize(records, declared, run, *, theory=None) -> (records, extra)`: the window records
+  of every feature value (`analysis.records`) with the theory beside them (`analysis.compare`):
+  its answer on `theory_times(records)` or a precomputed `Predictions`, and the extra keys of
+  ``windows.json`` (the sampler, the schedule for plot axes, the grid, the rounds with their
+  times, units, re-samples, base samples made beyond ``--samples`` and model evaluations, the
+  run's evaluations, edge precision, the theory's summary, a warning for a deterministic
+  sampler). It reads plain data only: what the backend declares (`Declared`), what the engine
+  counted (`RunFacts`) and the theory's answer; `engine.results.summarize_run` gathers them from
+  a finished run through the `Backend` protocol. With ``--timesteps auto`` each
   record also says why its edges stopped (``start_stopped_by``, ``end_stopped_by``:
   ``"precision"``, ``"grid"``, ``"budget"``, ``"no-edge"``) and the evaluations they asked for
   (``start_nfe``, ``end_nfe``; `engine.engine.Engine.edge_report`).
@@ -25,51 +27,69 @@ import dataclasses
 import io
 import json
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .compare import Predictions, add_theory
-from .counts import merge_units
-from .records import window_records
 
-__all__ = ["summarize", "write_windows", "write_strip", "summary_table", "edge_widths_in_steps", "finite"]
+__all__ = ["Declared", "RunFacts", "summarize", "theory_times", "write_windows", "write_strip", "summary_table",
+           "edge_widths_in_steps", "finite"]
 
 
-def summarize(backend, engine, *, tolerance: float, seed: int = 0, theory=True, device=None, ahead=None):
-    """Window records with theory, and the extra keys of ``windows.json`` (module docstring).
+@dataclass(frozen=True)
+class Declared:
+    """What a backend declares about itself, as plain data (`engine.results.declared`)."""
 
-    ``ahead(times)``: the theory computed before the records were known (``backend.theory``'s
-    answer), or None when it does not cover ``times``; then it is computed here."""
-    units = engine.store.merge()
-    merged = merge_units(units)
-    records = window_records(merged, backend.features, len(backend.labels), tolerance=tolerance, seed=seed)
+    time_unit: str          # the unit of every time
+    labels: tuple           # the classifier's labels
+    features: tuple         # features.Feature over them
+    sampler: dict           # its `describe()`: at least "name" and "stochastic"
+    schedule: dict          # its `schedule_arrays()`: plot axes ({} for none)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the engine counted, as plain data (`engine.results.run_facts`)."""
+
+    grid: tuple             # the times a restart can start from
+    rounds: tuple           # per round: times, units, re-samples, new samples, evaluations (`Engine.round_summary`)
+    nfe: int                # the run's model evaluations
+    edges: dict = field(default_factory=dict)  # --timesteps auto: why each record's edges stopped (edge_report)
+
+
+def theory_times(records) -> list:
+    """Every time a record holds: where the theory is asked for its prediction."""
+    return sorted({float(t) for r in records for t in r.timesteps})
+
+
+def summarize(records, declared: Declared, run: RunFacts, *, theory=None):
+    """``(records, extra)``: ``records`` with the theory beside them, and the extra keys of ``windows.json``.
+
+    ``theory``: None (not asked for: ``--no-theory``), the theory's answer ``(Predictions | None,
+    reason)`` on `theory_times` (`engine.results.theory_of`), or a precomputed `Predictions`."""
     summary = {"available": False, "reason": "theory=False"}
     if isinstance(theory, Predictions):
         records, summary = add_theory(records, theory), {**theory.summary, "precomputed": True}
-    elif theory:
-        times = sorted({float(t) for r in records for t in r.timesteps})
-        answer = None if ahead is None else ahead(times)
-        if answer is None:
-            answer = backend.theory(engine.store, merged, delta=float(tolerance), times=times, device=device)
-        predictions, reason = answer
+    elif theory is not None:
+        predictions, reason = theory
         if predictions is None:
             summary = {"available": False, "reason": reason}
         else:
             records, summary = add_theory(records, predictions), predictions.summary
-    report = engine.edge_report() if hasattr(engine, "edge_report") else {}
-    if report:  # --timesteps auto: why each edge stopped, and the evaluations it asked for
-        records = [dataclasses.replace(r, extra={**r.extra, **report.get(r.key, {})}) for r in records]
-    spacing = _grid_spacing(sorted({t for r in engine.rounds for t in r}))
+    if run.edges:  # --timesteps auto: why each edge stopped, and the evaluations it asked for
+        records = [dataclasses.replace(r, extra={**r.extra, **run.edges.get(r.key, {})}) for r in records]
+    spacing = _grid_spacing(sorted({t for r in run.rounds for t in r["timesteps"]}))
     widths = edge_widths_in_steps(records, spacing)
-    sampler = backend.describe()
+    sampler = dict(declared.sampler)
     extra = {
-        "time_unit": backend.time_unit,
+        "time_unit": declared.time_unit,
         "sampler": sampler,
-        "schedule": backend.schedule_arrays(),
-        "grid": list(engine.grid),
-        "rounds": engine.round_summary(),
-        "nfe": int(engine.nfe()),
+        "schedule": declared.schedule,
+        "grid": list(run.grid),
+        "rounds": list(run.rounds),
+        "nfe": int(run.nfe),
         "edge_interval_steps": {"median": float(np.median(widths)) if widths else None,
                                 "max": max(widths) if widths else None, "grid_spacing": spacing},
         "theory": summary,

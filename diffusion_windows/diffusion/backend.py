@@ -88,6 +88,17 @@ class DiffusionBackend:
         self._rows = None
 
     @property
+    def more_samples(self) -> bool:
+        """Generated base samples: any number; real images: only those given."""
+        return self.images is None
+
+    @property
+    def theory_ahead(self) -> bool:
+        """The theory's data are known before the run (the bundled digits, a built-in mixture): it
+        reads no record and can run beside the restarts (`sweep.TheoryAhead`)."""
+        return self.mixture is not None
+
+    @property
     def time_unit(self) -> str:
         """The unit of every time: "timestep" (training timesteps), "1000 sigma" (flow matching)."""
         return "1000 sigma" if noise.is_flow(self.pipe.scheduler) else "timestep"

@@ -17,13 +17,22 @@ Seeds come from the run seed, the base, the time and the restart index only
 (`engine.seeds.unit_seed`), so results never depend on batching, rounds, processes or
 interruptions: restart ``k`` is the same re-sample whichever round runs it.
 
+What only some kinds of model can do is a named capability, a Protocol of its own:
+`ProbesMemory` (``--batch-size auto``), `HasTheory` (the theory beside the measurement),
+`Reports` (extra keys of ``windows.json``). A caller checks one with `capable` or `require`
+(one line naming the model and what it cannot do); ``tests/test_backend_protocol.py`` runs the
+same conformance check on every backend.
+
 Example (a backend that replays recorded labels, as ``benchmarks/replay_auto.py`` does)::
 
     class Replay:
-        time_unit, labels, features, grid = "timestep", ("0", "1"), (labels_feature(("0", "1")),), (0.0, 500.0)
+        name, time_unit, labels, grid = "replay", "timestep", ("0", "1"), (0.0, 500.0)
+        features, more_samples = (labels_feature(("0", "1")),), True
+        def describe(self): return {"name": "replay", "stochastic": True}
+        def schedule_arrays(self): return {}
         def cost(self, time): return 1 + int(time > 0)
         def snap(self, times): return sorted(set(float(t) for t in times))
-        def prepare(self, bases, *, total, seed, batch_size): pass
+        def prepare(self, bases, *, total, seed, batch_size, start=0): pass
         def run(self, plan, *, restarts, seed, batch_size, keep=()):
             out = []
             for b in sorted(plan):
@@ -41,7 +50,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Backend", "UnitResult", "restart_slots"]
+__all__ = ["Backend", "ProbesMemory", "HasTheory", "Reports", "CAPABILITIES", "MissingCapability", "capable",
+           "require", "UnitResult", "restart_slots"]
 
 
 @dataclass(frozen=True)
@@ -100,12 +110,17 @@ def restart_slots(entries, restarts: int) -> list:
 
 @runtime_checkable
 class Backend(Protocol):
-    """A kind of model, as the engine sees it."""
+    """A kind of model, as the engine, the sweep and the reports see it: every member they read.
 
+    What only some kinds of model can do is a capability of its own (`ProbesMemory`,
+    `HasTheory`, `Reports`), checked by `capable` or `require`, never by looking for attributes."""
+
+    name: str                 # the model, for messages ("default", "default-text", a folder)
     time_unit: str            # the unit of every time: "timestep", "1000 sigma", "fraction removed"
     labels: tuple             # the classifier's labels; a restart's label is an index into them
     features: tuple           # diffusion_windows.features.Feature over those labels
     grid: tuple               # the times a restart can start from, ascending
+    more_samples: bool        # --timesteps auto may make base samples beyond --samples (`prepare`'s blocks)
 
     def cost(self, time: float) -> int:
         """Model evaluations of one restart from ``time`` (the adaptive search's cost model)."""
@@ -116,13 +131,79 @@ class Backend(Protocol):
     def prepare(self, bases, *, total: int, seed: int, batch_size: int, start: int = 0) -> None:
         """Make the base samples ``bases`` (of the block ``[start, total)``) if not made yet, in
         fixed chunks ``[start + c * batch_size, ...)`` of the block: a base sample is always made
-        in the same batch. ``--timesteps auto`` makes base samples beyond ``--samples`` in blocks
-        of their own."""
+        in the same batch, from the run seed ``seed``. ``--timesteps auto`` makes base samples
+        beyond ``--samples`` in blocks of their own."""
 
     def run(self, plan: dict, *, restarts: int, seed: int, batch_size: int, keep=()) -> list:
         """One batch group: ``plan`` maps base -> entries (a time, or a slot ``(time, k0, k1)``,
         `restart_slots`; an empty list only labels the base sample); returns one `UnitResult`
         per base, in base order. Bases in ``keep`` also return their display arrays (the strip's rows)."""
+
+    def describe(self) -> dict:
+        """The sampler, for ``windows.json``: at least ``name`` and ``stochastic``."""
+
+    def schedule_arrays(self) -> dict:
+        """Arrays for plot axes (diffusion: timestep, alpha_bar, ou_time over the schedule); ``{}`` for none."""
+
+
+@runtime_checkable
+class ProbesMemory(Protocol):
+    """``--batch-size auto`` (`engine.memory`): the heaviest single steps of a restart at a batch size."""
+
+    def probe(self, batch_size: int) -> None:
+        """Run them at ``batch_size``; an out-of-memory error propagates (`memory.find_batch_size` halves)."""
+
+
+@runtime_checkable
+class HasTheory(Protocol):
+    """The theory's prediction beside the measurement (`analysis.compare`)."""
+
+    theory_ahead: bool        # the theory reads no record (its data are known before the run) and is worth
+                              # computing beside the restarts (`sweep.TheoryAhead`)
+
+    def axis(self):
+        """The map between the backend's times and the theory's (``to_theory``, ``from_theory``)."""
+
+    def theory(self, store, merged, *, delta: float, times, device=None) -> tuple:
+        """``(Predictions, None)`` on ``times``, or ``(None, reason)`` when the data are unknown; ``store``
+        (kept arrays) and ``merged`` (`analysis.counts.merge_units`) are the run's (None, {} ahead)."""
+
+
+@runtime_checkable
+class Reports(Protocol):
+    """What a kind of model adds to ``windows.json`` (language models: per-response jumps, ``tokens.html``)."""
+
+    def report(self, merged: dict, settings, out) -> dict:
+        """Extra keys of ``windows.json`` from the run's merged units (``out``: its folder, or None)."""
+
+
+CAPABILITIES = {ProbesMemory: "probe memory", HasTheory: "compute the theory", Reports: "report per sample"}
+
+
+class MissingCapability(TypeError):
+    """A backend lacks a capability a caller needs; one line."""
+
+
+def capable(backend, capability) -> bool:
+    """Whether ``backend`` has ``capability`` (one of `CAPABILITIES`): every member of it present."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"{capability!r} is not a capability; known: {[c.__name__ for c in CAPABILITIES]}")
+    return isinstance(backend, capability)
+
+
+def require(backend, capability, needs: str, *, error=MissingCapability, instead: str = ""):
+    """``backend`` when it has ``capability``, else ``error`` with one line: what ``needs`` it, why not,
+    and what to do ``instead``.
+
+    Example::
+
+        require(backend, ProbesMemory, "--batch-size: 'auto'", error=OptionError, instead="pass an integer")
+        # --batch-size: 'auto' needs a model that can probe memory; synthetic cannot: pass an integer
+    """
+    if capable(backend, capability):
+        return backend
+    raise error(f"{needs} needs a model that can {CAPABILITIES[capability]}; {backend.name} cannot"
+                + (f": {instead}" if instead else ""))
 
 
 def as_array(x) -> np.ndarray:

@@ -290,7 +290,7 @@ class Engine:
         fit in ``budget`` (None when not even one does)."""
         s = self.settings
         wanting = sorted({e.key for e in self.edges.values() if e.stopped_by == "grid" and e.more_samples}, key=str)
-        if not wanting or not getattr(self.backend, "more_samples", True):
+        if not wanting or not self.backend.more_samples:
             return None
         per_base = {}
         for key in wanting:
@@ -318,7 +318,7 @@ class Engine:
         for e, st in self.edges.items():
             if st.stopped_by is None:
                 self.stopped[e] = "budget" if budgeted else "grid"
-            elif st.stopped_by == "grid" and st.more_samples and budgeted and getattr(self.backend, "more_samples", True):
+            elif st.stopped_by == "grid" and st.more_samples and budgeted and self.backend.more_samples:
                 self.stopped[e] = "budget"
             else:
                 self.stopped[e] = st.stopped_by

@@ -9,6 +9,8 @@ from the base rates, so the measured curve of a value with base rate ``w`` is
 ``p(t) + (1 - p(t)) w`` with known edges and a known binomial noise. Each restart draws from its
 own seed (``unit_seed(seed, "synthetic", b, t, k)``), so results never depend on batching,
 rounds, processes or interruptions. A restart from the ``k``-th grid time costs ``k`` evaluations.
+It has no capability beyond the `Backend` protocol (no memory probe, no theory, no report): a
+sweep's report says "no theory" for it.
 
 Example::
 
@@ -29,7 +31,9 @@ __all__ = ["SyntheticBackend"]
 class SyntheticBackend:
     """Labels drawn from known retention curves (module docstring)."""
 
+    name = "synthetic"
     time_unit = "timestep"
+    more_samples = True  # any base sample index has a label: --timesteps auto may add blocks
 
     def __init__(self, retention, labels, features, grid, base_labels=None, base_shift=None):
         self.retention = retention
@@ -76,6 +80,3 @@ class SyntheticBackend:
 
     def schedule_arrays(self) -> dict:
         return {}
-
-    def theory(self, store, merged, *, delta, times, device=None):
-        return None, "synthetic backend: no data"

@@ -23,7 +23,12 @@ cutting rule; ``t = 0`` keeps it whole, ``t = 1`` only the prompt) and samples t
   ``(k0, k1)``; its label is the outcome of the kept tokens plus the continuation; ``nfe``
   counts the tokens sampled;
 - `cost(t)`: tokens to sample from ``t``: about ``t`` times the mean response length;
-- theory: exact for the story language of the bundled default (`theory.text`), in fractions.
+- theory: exact for the story language of the bundled default (`theory.text`), in fractions;
+- `probe(batch_size)`: ``--batch-size auto`` (one forward pass at the longest sequence);
+  `report(merged, settings, out)`: per-response jumps and ``tokens.html`` (`text.report`).
+
+Base responses are made when the backend is built (``seed``: the run seed); `prepare` refuses a
+run whose seed is another (one line), so they always follow the run's seed.
 
 Example::
 
@@ -90,6 +95,7 @@ class TextBackend:
         self.grid = tuple(sorted({float(t) for t in grid}))
         self.outcome = make_outcome(outcome)
         self._check_context()
+        self.seed = int(seed)  # the run seed the base responses (and an open label set) are made from
         self.bases = self._generate(samples, seed, batch_size)
         if self.bases and not any(self.length(b) for b in range(len(self.bases))):
             raise ValueError(f"every base response is empty: the model ends at once after {self.prompts[0].text!r}")
@@ -114,13 +120,13 @@ class TextBackend:
 
     def _check_context(self):
         """A prompt and ``max_new_tokens`` must fit in the model's positions (past them it fails deep inside)."""
+        self._longest = max(len(lm.prompt_ids(self.tokenizer, p.text, system=self.system)) for p in self.prompts)
         cfg = self.model.config
         limit = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
         if not limit:
             return
-        longest = max(len(lm.prompt_ids(self.tokenizer, p.text, system=self.system)) for p in self.prompts)
-        if longest + self.max_new_tokens > limit:
-            raise ValueError(f"--max-new-tokens: {self.max_new_tokens} tokens after a prompt of {longest} exceed "
+        if self._longest + self.max_new_tokens > limit:
+            raise ValueError(f"--max-new-tokens: {self.max_new_tokens} tokens after a prompt of {self._longest} exceed "
                              f"the model's {limit} positions")
 
     def _generate(self, samples, seed, batch_size):
@@ -176,6 +182,11 @@ class TextBackend:
 
     # ------------------------------------------------------------------ restarts
     def prepare(self, bases, *, total, seed, batch_size, start=0):
+        """Base responses are made when the backend is built, from its ``seed`` (an open label set is read
+        off them): a run with another seed is refused, never run on responses of the wrong seed."""
+        if int(seed) != self.seed:
+            raise ValueError(f"seed: the run's seed is {seed}, but this text backend made its base responses "
+                             f"with seed {self.seed}: build it with seed={seed}")
         if any(b >= len(self.bases) for b in bases):
             raise ValueError(f"base samples {sorted(b for b in bases if b >= len(self.bases))} beyond the "
                              f"{len(self.bases)} made when the text backend was built")
@@ -218,13 +229,30 @@ class TextBackend:
             pos += n
         return results
 
-    def report(self, engine, out) -> dict:
+    def probe(self, batch_size: int) -> None:
+        """The heaviest single step of a restart at ``batch_size`` (`engine.memory`): one forward pass over
+        ``batch_size`` rows of the longest prompt plus ``max_new_tokens`` (no decoding step's cache is longer)."""
+        import torch
+
+        device = next(self.model.parameters()).device
+        ids = torch.zeros((int(batch_size), self._longest + self.max_new_tokens), dtype=torch.long, device=device)
+        with torch.inference_mode():
+            self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def report(self, merged, settings, out) -> dict:
         """Per-response jumps and critical tokens, ``tokens.html`` (`text.report`): extra keys of ``windows.json``."""
         from .report import report
 
-        return report(self, engine, out)
+        return report(self, merged, settings, out)
 
     # ------------------------------------------------------------------ theory
+    theory_ahead = False  # the story language's exact sums take a second: no process beside the run
+
+    def axis(self):
+        return FractionAxis()
+
     def theory(self, store, merged, *, delta: float, times, device=None):
         """The story language's exact theory (`theory.text`) when the run has one, else ``(None, reason)``."""
         if self.story is None:

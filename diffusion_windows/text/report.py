@@ -12,7 +12,7 @@
 - `write_tokens_html(out, rows)`: each response's tokens coloured by the retention of the prefix
   that ends with them, the critical token outlined, its interval underlined.
 
-`report(backend, engine, out)` runs them for the sweep and returns the extra keys of
+`report(backend, merged, settings, out)` runs them for the sweep and returns the extra keys of
 ``windows.json`` (``responses``, ``jumps``).
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.counts import merge_units
 from ..analysis.windows import jump_window
 from ..theory.text import kept_tokens
 from .localize import localize
@@ -148,10 +147,12 @@ body{font:14px/1.5 system-ui,sans-serif;margin:24px;max-width:1100px;color:#111}
     return path
 
 
-def report(backend, engine, out, *, localize_budget: int = 12) -> dict:
-    """Per-response rows, jump rates and ``tokens.html`` (when ``out`` is a folder): the extra keys of ``windows.json``."""
-    merged = merge_units(engine.store.read_all())
-    s = engine.settings
+def report(backend, merged, settings, out, *, localize_budget: int = 12) -> dict:
+    """Per-response rows, jump rates and ``tokens.html`` (when ``out`` is a folder): the extra keys of ``windows.json``.
+
+    ``merged``: the run's units (`analysis.counts.merge_units`); ``settings``: its `engine.Settings`
+    (restarts, seed and batch size of the localization's restarts)."""
+    s = settings
     cache = Path(out) / "responses.json" if out is not None else None
     if cache is not None and cache.exists():  # localization is seeded: a rerun into the folder reuses it
         rows = json.loads(cache.read_text())
