@@ -18,8 +18,10 @@ and compares each record's edges with the truth:
 
 Per record kind (``value``: a value against everything; ``group``: a value of a coarser
 feature; ``nested``: a value inside its parent) and side (``start``, ``end``): the share of
-intervals that hold the truth (an edge reported as None, or without interval, while the truth
-has one, counts as a miss; edges the truth does not have are left out and counted), the
+intervals that hold the truth (an edge without interval while the truth has one counts as a
+miss; an edge reported as None whose interval, from the draws that have it, holds the truth
+counts as covered, and is counted apart; edges the truth does not have are left out and
+counted), the
 median interval width and the median and mean absolute error of the edge in grid steps
 (positions on the grid the truth is read on: the requested uniform grid, or the full grid
 that ``--timesteps auto`` refines), and the model evaluations per run.
@@ -146,7 +148,7 @@ def score(records, grid, truths: dict, coarse: set) -> list:
                 if true is None:
                     row["covered"] = None
                 else:
-                    row["covered"] = bool(ci is not None and edge is not None and ci[0] <= true <= ci[1])
+                    row["covered"] = bool(ci is not None and ci[0] <= true <= ci[1])
                     row["error_steps"] = None if edge is None else steps(edge) - steps(true)
                 row["width_steps"] = None if ci is None else steps(ci[1]) - steps(ci[0])
                 rows.append(row)

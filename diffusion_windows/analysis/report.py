@@ -43,7 +43,9 @@ def summarize(backend, engine, *, tolerance: float, seed: int = 0, theory=True, 
     answer), or None when it does not cover ``times``; then it is computed here."""
     units = engine.store.merge()
     merged = merge_units(units)
-    records = window_records(merged, backend.features, len(backend.labels), tolerance=tolerance, seed=seed)
+    auto_grid = list(engine.grid) if getattr(engine, "auto", False) else None  # intervals span its unmeasured times
+    records = window_records(merged, backend.features, len(backend.labels), tolerance=tolerance, seed=seed,
+                             grid=auto_grid)
     summary = {"available": False, "reason": "theory=False"}
     if isinstance(theory, Predictions):
         records, summary = add_theory(records, theory), {**theory.summary, "precomputed": True}
