@@ -126,6 +126,7 @@ class RecordCounts:
     bases: list
     base_rate: float            # the value's share of all base samples
     floor: float                # retention's floor: base_rate, or w(value)/w(parent) nested
+    floor_bases: int | None = None  # the base samples the floor is a share of (the feature's, or the parent's)
 
 
 def record_counts(merged: dict, features, n_labels: int) -> list[RecordCounts]:
@@ -137,12 +138,12 @@ def record_counts(merged: dict, features, n_labels: int) -> list[RecordCounts]:
     for f in features:
         for v, (ts, kept, total, bases) in counts[f.name].items():
             rate = n_value[f.name][v] / max(n_total[f.name], 1)
-            out.append(RecordCounts(f.name, v, None, None, ts, kept, total, bases, rate, rate))
+            out.append(RecordCounts(f.name, v, None, None, ts, kept, total, bases, rate, rate, n_total[f.name] or None))
     for fine, v, coarse, parent in nested_pairs(features):
         ts, kept, total, bases = counts[fine.name][v]
         n, n_parent = n_value[fine.name][v], n_value[coarse.name][parent]
         out.append(RecordCounts(fine.name, v, parent, coarse.name, ts, kept, total, bases,
-                                n / max(n_total[fine.name], 1), n / n_parent if n_parent else 0.0))
+                                n / max(n_total[fine.name], 1), n / n_parent if n_parent else 0.0, n_parent or None))
     return out
 
 

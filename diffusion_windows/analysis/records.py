@@ -20,6 +20,7 @@ import dataclasses
 import json
 
 from .counts import RecordCounts, record_counts
+from .bootstrap import bootstrap_seed
 from .windows import estimate_window
 
 __all__ = ["WindowRecord", "window_records"]
@@ -101,18 +102,23 @@ def _tuple(v):
 
 
 def window_records(merged: dict, features, n_labels: int, *, tolerance: float, seed: int = 0,
-                   n_boot: int = 1000) -> list[WindowRecord]:
-    """Window records for every feature value and every nested pair (module docstring)."""
-    return [_record(c, tolerance, seed, n_boot) for c in record_counts(merged, features, n_labels)]
+                   n_boot: int = 1000, grid=None) -> list[WindowRecord]:
+    """Window records for every feature value and every nested pair (module docstring).
+
+    Each record's bootstrap has its own stream, from the run ``seed`` and the record's identity
+    (`analysis.bootstrap.bootstrap_seed`), and redraws the record's floor in each end draw;
+    ``grid``: the full grid a ``--timesteps auto`` run measured part of (`estimate_window`)."""
+    return [_record(c, tolerance, seed, n_boot, grid) for c in record_counts(merged, features, n_labels)]
 
 
-def _record(c: RecordCounts, tolerance, seed, n_boot) -> WindowRecord:
+def _record(c: RecordCounts, tolerance, seed, n_boot, grid=None) -> WindowRecord:
     head = dict(feature=c.feature, value=c.value, parent=c.parent, parent_feature=c.parent_feature,
                 n_base=int(c.kept.shape[0]))
     if c.kept.shape[0] == 0:
         return WindowRecord(**head, floor=float(c.floor), tolerance=tolerance, timesteps=tuple(c.timesteps.tolist()))
     est = estimate_window(c.timesteps, c.kept, c.total, c.base_rate, tolerance=tolerance, floor=min(c.floor, 1.0),
-                          seed=seed, n_boot=n_boot)
+                          seed=bootstrap_seed(seed, c.feature, c.value, c.parent), n_boot=n_boot,
+                          floor_bases=c.floor_bases, grid=grid)
     d = est.to_dict()
     d.pop("n_base", None)
     return WindowRecord.from_dict({**head, **d})

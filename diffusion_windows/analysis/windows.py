@@ -1,32 +1,31 @@
-"""Retention curves, window edges and jump detection from forward–reverse counts.
+"""Retention curves with bootstrap bands and window edges with intervals: `estimate_window`.
 
 Input is, per feature value, a count matrix over base samples and grid timesteps:
 ``kept[i, g]`` re-samples of base sample ``i`` restarted at training ``timestep``
-``timesteps[g]`` kept the base sample's feature value, out of ``total[i, g]``.
-Re-samples of one base sample are correlated, so every interval here comes from a
-bootstrap over base samples (DESIGN.md, "The measurement"); a Wilson interval is used
-only within a single base sample.
+``timesteps[g]`` kept the base sample's feature value, out of ``total[i, g]``. The edge rules
+are `analysis.edges`' (THEORY.md, "Empirical window edges"), the draws `analysis.bootstrap`'s;
+this module re-exports both, so ``from diffusion_windows.analysis.windows import X`` works for
+every name of its ``__all__``. A Wilson interval is used only within a single base sample.
 
-Edges follow THEORY.md, "Empirical window edges", with tolerance ``delta``:
-
-- start (late-generation edge, small timestep, pairs with ``T_after``): the largest
-  grid timestep ``t`` such that ``P(t') >= 1 - delta`` for every grid ``t' <= t``;
-- end (early-generation edge, large timestep, pairs with ``T_before``): the smallest
-  grid timestep ``t`` with ``P(t) <= floor + delta``, exactly as THEORY.md states it.
-
-For a monotone curve the start is exactly THEORY.md's "largest t with P >= 1 - delta".
-For a noisy, non-monotone curve the start is the last point of the run above threshold
-that begins at the smallest timestep, so a stray bump far from the window cannot move
-it. The end is the first crossing read toward more noise: the retention's tail
-approaches the floor slowly and hovers near ``floor + delta``, so a rule that let
-excursions in the tail move the end ("the final run below threshold") makes its
-interval span the whole tail, while early dips below the threshold are rare where
-retention is still high. An edge is ``None`` when the curve never crosses.
-Grid points with no data (all totals 0) are skipped. The
-start's run lies above ``1 - delta`` and the end at or below ``floor + delta``; whenever
-``floor + delta < 1 - delta`` the end therefore lies after the run, so ``start < end``;
-otherwise the window is undefined and both edges are ``None``. The bootstrap applies
-the same rule to every resampled curve.
+What an edge interval means. The quantity estimated is the edge of the retention curve of
+the model's own population on this grid: with ``R(t)`` the probability that a restart at ``t``
+of a base sample drawn from the model keeps its value (averaged over the model's base samples
+of that value) and ``w`` the value's share of the model's samples (nested: its share of its
+parent's), the start is the last grid timestep of ``R >= 1 - delta`` from ``t = 0`` and the end
+the first grid timestep with ``R <= w + delta``. The 95% interval resamples the run's base
+samples: the value's base samples with their re-samples (the clustered design: a base sample's
+re-samples are not independent), and, for the end, the floor ``w`` as well (the value's share
+of the drawn base samples, ``floor_bases``), so that the floor's error, which moves the end's
+threshold, is inside the interval. It covers that population edge about 95% of the time
+(``benchmarks/bench_calibration.py`` measures it on the exact models); it does not cover
+  - the theory's ``T_after``/``T_before`` or an ideal denoiser's edge: a trained model, or a
+    sampler with few steps, has a population curve of its own (a large run measures it);
+  - an edge between grid timesteps: edges and intervals are grid timesteps; the true crossing
+    of the continuous curve lies within one grid step before the end (after the start);
+  - the classifier's errors: labels are taken as given.
+With ``grid`` (``--timesteps auto``), where ``timesteps`` is a subset of ``grid``, an edge is
+still reported at a measured timestep, and its interval also spans the unmeasured grid
+timesteps its crossing may lie in (`analysis.edges`), so that it covers the full grid's edge.
 """
 
 from __future__ import annotations
@@ -36,6 +35,11 @@ import math
 
 import numpy as np
 from scipy.special import ndtri
+
+from .bootstrap import (bootstrap_retention, bootstrap_seed, bootstrap_weights, edge_bootstrap, edge_draws,
+                        floor_draws, weighted_curves)
+from .edges import (_edge_indices, _edge_summary, base_fractions, edge_indices, edge_interval, edge_interval_widths,
+                    edge_summary, jump_window, mean_retention, window_edges)
 
 __all__ = [
     "WindowEstimate",
@@ -52,7 +56,12 @@ __all__ = [
     "edge_interval",
     "bootstrap_weights",
     "weighted_curves",
+    "bootstrap_seed",
+    "floor_draws",
+    "edge_indices",
+    "edge_summary",
 ]
+_ = (_edge_indices, _edge_summary)  # still importable from here (engine.adaptive imports one)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,55 +146,6 @@ def wilson_interval(k, n, confidence: float = 0.95):
     return low, high
 
 
-def base_fractions(kept, total):
-    """``(kept / total, total > 0)`` [n_base, G]: each base sample's kept fraction (0 where it has no
-    re-samples) and where it has any."""
-    kept = np.asarray(kept, dtype=np.float64)
-    total = np.asarray(total, dtype=np.float64)
-    valid = total > 0
-    return np.where(valid, kept / np.where(valid, total, 1), 0.0), valid
-
-
-def mean_retention(kept, total) -> np.ndarray:
-    """``P`` per grid point: the mean over base samples of ``kept / total`` [n_base, G]
-    (base samples without counts there skipped; NaN where no base sample has any)."""
-    frac, valid = base_fractions(kept, total)
-    counts = valid.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, frac.sum(axis=0) / counts, np.nan)
-
-
-def _edge_indices(curves: np.ndarray, start_thr: float, end_thr: float):
-    """Grid indices of the start and end edges of each row of ``curves`` [B, G]; -1 = None."""
-    nan = np.isnan(curves)
-    with np.errstate(invalid="ignore"):
-        above = (curves >= start_thr) | nan
-        below = (curves <= end_thr) | nan
-    # start: last non-missing point of the run above threshold from the smallest timestep
-    run = np.logical_and.accumulate(above, axis=1) & ~nan
-    G = curves.shape[1]
-    idx = np.arange(G)
-    start = np.where(run.any(axis=1), np.where(run, idx, -1).max(axis=1), -1)
-    # end: first non-missing point at or below threshold (reading toward more noise); it
-    # lies after the start's run, whose points are all above floor + delta < 1 - delta
-    first = below & ~nan
-    end = np.where(first.any(axis=1), np.where(first, idx, G).min(axis=1), -1)
-    return start, end
-
-
-def _edge_summary(edges_idx: np.ndarray, timesteps: np.ndarray, confidence: float):
-    """Percentile interval (grid-valued: outward rounding) and None fraction of edges."""
-    ok = edges_idx >= 0
-    none_fraction = float(1.0 - ok.mean())
-    if not ok.any():
-        return None, none_fraction
-    t = timesteps[edges_idx[ok]]
-    a = (1.0 - confidence) / 2.0
-    lo = float(np.quantile(t, a, method="lower"))
-    hi = float(np.quantile(t, 1.0 - a, method="higher"))
-    return (lo, hi), none_fraction
-
-
 def _check_inputs(timesteps, kept, total, base_rate, tolerance, floor, confidence, n_boot):
     timesteps = np.asarray(timesteps, dtype=np.float64)
     if timesteps.ndim != 1 or timesteps.size == 0:
@@ -227,7 +187,9 @@ def estimate_window(
     floor: float | None = None,  # retention's floor; base_rate, or w(S_after)/w(S_before) nested
     confidence: float = 0.95,   # level of every interval
     n_boot: int = 1000,         # bootstrap draws over base samples
-    seed: int = 0,              # seeds numpy's Generator; results reproducible bit for bit
+    seed=0,                     # an int or a sequence of ints (`bootstrap_seed`): numpy's Generator
+    floor_bases: int | None = None,  # base samples the floor is a share of: redrawn in each end draw
+    grid=None,                  # the full grid `timesteps` is a subset of (--timesteps auto)
 ) -> WindowEstimate:
     """Retention curve, its band and window edges (THEORY.md, "Empirical window edges").
 
@@ -238,7 +200,12 @@ def estimate_window(
     widened to cover the pooled Wilson interval, which matters where the bootstrap
     collapses because every re-sample agrees); with a single
     base sample the band is Wilson and the edges resample its re-samples (binomial).
-    Edge rules for noisy curves: see the module docstring.
+    With ``floor_bases`` (the floor is the value's share of that many base samples: the
+    feature's, or nested, the parent's) each end draw reads its edge against its own redrawn
+    floor (`analysis.bootstrap.floor_draws`); without it the floor is held fixed, as for a floor
+    known exactly. With ``grid``, intervals span the unmeasured grid timesteps an edge's
+    crossing may lie in. What the interval covers: the module docstring.
+    Edge rules for noisy curves: `analysis.edges`.
 
     Example::
 
@@ -249,6 +216,12 @@ def estimate_window(
     timesteps, kept, total = _check_inputs(
         timesteps, kept, total, base_rate, tolerance, floor, confidence, n_boot
     )
+    if floor_bases is not None and int(floor_bases) < 1:
+        raise ValueError(f"floor_bases must be >= 1 or None, got {floor_bases!r}")
+    if grid is not None:
+        grid = np.asarray(grid, dtype=np.float64)
+        if not np.isin(timesteps, grid).all():
+            raise ValueError(f"timesteps {timesteps.tolist()} are not all on the grid {grid.tolist()}")
     n_base = kept.shape[0]
     retention = mean_retention(kept, total)
 
@@ -270,13 +243,17 @@ def estimate_window(
 
     start_thr, end_thr = 1.0 - tolerance, floor + tolerance
     if end_thr < start_thr:
-        s_idx, e_idx = _edge_indices(retention[None, :], start_thr, end_thr)
-        bs, be = _edge_indices(boot, start_thr, end_thr)
-    else:  # thresholds overlap: no window is defined (see module docstring)
+        s_idx, e_idx = edge_indices(retention[None, :], start_thr, end_thr)
+        bs, be = edge_indices(boot, start_thr, end_thr)
+        if floor_bases is not None:  # each end draw against its own floor (analysis.bootstrap)
+            draw_thr = floor_draws(floor, floor_bases, n_boot, rng) + tolerance
+            be = np.where(draw_thr < start_thr, edge_indices(boot, start_thr, draw_thr)[1], -1)
+    else:  # thresholds overlap: no window is defined (analysis.edges)
         s_idx = e_idx = np.array([-1])
         bs = be = np.full(n_boot, -1)
-    start_ci, start_none = _edge_summary(bs, timesteps, confidence)
-    end_ci, end_none = _edge_summary(be, timesteps, confidence)
+    measured = ~np.isnan(retention)
+    start_ci, start_none = edge_summary(bs, timesteps, confidence, side="start", grid=grid, measured=measured)
+    end_ci, end_none = edge_summary(be, timesteps, confidence, side="end", grid=grid, measured=measured)
 
     def _t(i):
         return None if i < 0 else float(timesteps[i])
@@ -300,169 +277,3 @@ def estimate_window(
         end_none_fraction=end_none,
         jump=jump_window(timesteps, retention),
     )
-
-
-def bootstrap_retention(kept, total, n_boot: int, rng) -> np.ndarray:
-    """``n_boot`` bootstrap curves [n_boot, G] of `mean_retention` (NaN where a draw has no counts).
-
-    Over base samples (each draw resamples the rows of ``kept``/``total`` [n_base, G]); with a
-    single base sample, over its re-samples (binomial). ``rng``: a numpy Generator; the draws
-    are a fixed function of it (bit for bit).
-    """
-    kept = np.asarray(kept, dtype=np.int64)
-    total = np.asarray(total, dtype=np.int64)
-    n_base, G = kept.shape
-    frac, valid = base_fractions(kept, total)
-    if n_base > 1:
-        return weighted_curves(bootstrap_weights(n_base, n_boot, rng), frac, valid)
-    p = np.where(valid[0], frac[0], 0.0)
-    boot = rng.binomial(total[0][None, :], p[None, :], size=(n_boot, G)) / np.where(valid[0], total[0], 1)
-    return np.where(valid[0][None, :], boot, np.nan)
-
-
-def bootstrap_weights(n_base: int, n_boot: int, rng) -> np.ndarray:
-    """[n_boot, n_base]: how often each base sample appears in each draw of `bootstrap_retention`."""
-    idx = rng.integers(0, n_base, size=(n_boot, n_base))
-    flat = (np.arange(n_boot)[:, None] * n_base + idx).ravel()
-    return np.bincount(flat, minlength=n_boot * n_base).reshape(n_boot, n_base).astype(float)
-
-
-def weighted_curves(weights, frac, valid) -> np.ndarray:
-    """Curves [n_boot, G]: per draw, the mean of the per-base fractions ``frac`` [n_base, G] with
-    ``weights`` [n_boot, n_base], over the base samples ``valid`` there (NaN: none)."""
-    # einsum without BLAS: a fixed summation order, hence bit-for-bit reproducible
-    num = np.einsum("bi,ig->bg", weights, frac, optimize=False)
-    den = np.einsum("bi,ig->bg", weights, np.asarray(valid, dtype=np.float64), optimize=False)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-
-def edge_interval(timesteps, curves, start_threshold, end_threshold, side: str, confidence: float = 0.95):
-    """The percentile interval (timesteps) of the ``side`` edge over bootstrap ``curves`` [n_boot, G]
-    by the module's edge rules (None: no draw has the edge), as `estimate_window` reports it;
-    curves [C, n_boot, G]: a list of C intervals."""
-    curves = np.asarray(curves)
-    t = np.asarray(timesteps, dtype=np.float64)
-    start, end = _edge_indices(curves.reshape(-1, curves.shape[-1]), start_threshold, end_threshold)
-    idx = (start if side == "start" else end).reshape(curves.shape[:-1])
-    if curves.ndim == 2:
-        return _edge_summary(idx, t, confidence)[0]
-    return [_edge_summary(row, t, confidence)[0] for row in idx]
-
-
-def edge_draws(timesteps, kept, total, start_threshold, end_threshold, *, n_boot: int, rng,
-               confidence: float = 0.95, restarts_too: bool = False, boot=None):
-    """One curve's edges, their bootstrap intervals and None fractions, by the module's edge rules.
-
-    ``start_threshold`` (``1 - delta``) and ``end_threshold`` (``floor + delta``, or ``-inf``: no
-    end); returns ``{"start": (index, (lo, hi) | None, none_fraction), "end": (...)}`` with the
-    point estimate's index into ``timesteps`` (-1: no edge) and the interval in timesteps.
-    ``restarts_too``: each draw also redraws every chosen base sample's re-samples (binomial,
-    from its kept fraction with one pseudo re-sample at the pooled retention), so that a curve measured with few
-    re-samples, or on very few base samples, cannot claim a narrow interval from the little it
-    saw. What the adaptive search reads of the curve measured so far (`engine.allocation`).
-    ``boot``: draws made before by `edge_bootstrap` (then ``n_boot``, ``rng`` and ``restarts_too``
-    are not used), so that every threshold read from one curve shares them.
-    """
-    t = np.asarray(timesteps, dtype=np.float64)
-    p = mean_retention(kept, total)
-    if boot is None:
-        boot = edge_bootstrap(kept, total, n_boot, rng, restarts_too=restarts_too)
-    s, e = _edge_indices(p[None, :], start_threshold, end_threshold)
-    bs, be = _edge_indices(boot, start_threshold, end_threshold)
-    out = {}
-    for side, point, draws in (("start", s, bs), ("end", e, be)):
-        ci, none = _edge_summary(draws, t, confidence)
-        out[side] = (int(point[0]), ci, none)
-    return out
-
-
-def edge_bootstrap(kept, total, n_boot: int, rng, *, restarts_too: bool = False) -> np.ndarray:
-    """The bootstrap curves [n_boot, G] that `edge_draws` reads edges from (see there)."""
-    if restarts_too:
-        return _two_level_bootstrap(kept, total, n_boot, rng)
-    return bootstrap_retention(kept, total, n_boot, rng)
-
-
-def _two_level_bootstrap(kept, total, n_boot: int, rng) -> np.ndarray:
-    """Curves [n_boot, G]: base samples drawn with replacement, then each one's re-samples redrawn."""
-    kept = np.asarray(kept, dtype=np.int64)
-    total = np.asarray(total, dtype=np.int64)
-    n_base = kept.shape[0]
-    idx = rng.integers(0, n_base, size=(n_boot, n_base))
-    k = total[idx]                                       # [n_boot, n_base, G]
-    pooled = (kept.sum(axis=0) + 0.5) / (total.sum(axis=0) + 1.0)
-    f = (kept + pooled) / (total + 1.0)                  # one pseudo re-sample at the pooled retention
-    x = rng.binomial(k, f[idx]) / np.maximum(k, 1)
-    valid = k > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(valid.any(axis=1), np.where(valid, x, 0.0).sum(axis=1) / valid.sum(axis=1), np.nan)
-
-
-def window_edges(timesteps, retention, floor: float, tolerance: float = 0.1):
-    """``(start, end)`` training timesteps of one curve by the module's edge rules.
-
-    No interval: for curves without counts (an ideal denoiser's, a mean of curves).
-    ``None`` for an edge the curve never reaches, or both when the thresholds overlap.
-    """
-    t = np.asarray(timesteps, dtype=np.float64)
-    p = np.asarray(retention, dtype=np.float64)
-    if t.shape != p.shape or t.ndim != 1:
-        raise ValueError(f"timesteps {t.shape} and retention {p.shape} must be equal 1-D shapes")
-    if np.any(np.diff(t) <= 0):
-        raise ValueError(f"timesteps must be strictly ascending, got {t.tolist()}")
-    if floor + tolerance >= 1.0 - tolerance:
-        return None, None
-    s, e = _edge_indices(p[None, :], 1.0 - tolerance, floor + tolerance)
-    return (None if s[0] < 0 else float(t[s[0]])), (None if e[0] < 0 else float(t[e[0]]))
-
-
-def jump_window(timesteps, retention, *, rise: float = 0.5, drop: float = -0.3):
-    """The paper's LM jump criterion (THEORY.md, end of "Empirical window edges").
-
-    Read the grid toward less noise (decreasing training timestep): a window is a rise
-    of retention by more than ``rise`` between consecutive grid points, provided no
-    change anywhere is below ``drop``. Returns ``(upper, lower)`` timesteps of the
-    largest rise, or ``None``. Grid points with NaN retention are skipped.
-    """
-    t = np.asarray(timesteps, dtype=np.float64)
-    p = np.asarray(retention, dtype=np.float64)
-    if t.shape != p.shape or t.ndim != 1:
-        raise ValueError(f"timesteps {t.shape} and retention {p.shape} must be equal 1-D shapes")
-    ok = ~np.isnan(p)
-    t, p = t[ok], p[ok]
-    if t.size < 2:
-        return None
-    order = np.argsort(t)[::-1]  # decreasing timestep: the direction of generation
-    t, p = t[order], p[order]
-    change = np.diff(p)  # change[i]: from t[i] to the less noisy t[i + 1]
-    if change.min() < drop or change.max() <= rise:
-        return None
-    i = int(np.argmax(change))
-    return float(t[i]), float(t[i + 1])
-
-
-def edge_interval_widths(estimate: WindowEstimate):
-    """Widths, in timesteps, of the ranges where each edge's crossing may lie.
-
-    The true crossing of the start lies between the start and the next grid timestep
-    above it, of the end between the previous grid timestep and the end, so each
-    bootstrap interval is widened by the grid's resolution on that side. Returns
-    ``(start_width, end_width)``; ``None`` for an edge without interval. Used by the
-    adaptive search to decide where to refine the grid.
-    """
-    t = np.asarray(estimate.timesteps, dtype=np.float64)
-
-    def width(ci, side):
-        if ci is None:
-            return None
-        lo, hi = ci
-        if side > 0:
-            above = t[t > hi]
-            hi = float(above[0]) if above.size else hi
-        else:
-            below = t[t < lo]
-            lo = float(below[-1]) if below.size else lo
-        return float(hi - lo)
-
-    return width(estimate.start_ci, +1), width(estimate.end_ci, -1)

@@ -59,7 +59,9 @@ def summarize_run(backend, engine, *, tolerance: float, seed: int = 0, theory=Tr
 
     merged = merge_units(engine.store.merge())
     info = declared(backend)
-    records = window_records(merged, info.features, len(info.labels), tolerance=tolerance, seed=seed)
+    auto_grid = list(engine.grid) if engine.auto else None  # auto's intervals span its unmeasured times
+    records = window_records(merged, info.features, len(info.labels), tolerance=tolerance, seed=seed,
+                             grid=auto_grid)
     answer = None
     if isinstance(theory, Predictions):
         answer = theory
