@@ -255,6 +255,9 @@ def parse_timesteps(spec, num_train_timesteps: int, flow: bool = False):
     (a range steps by any positive number; whole values stay ints).
     """
     T = num_train_timesteps
+    auto = _auto(spec, lambda grid: parse_timesteps(grid, T, flow))  # "auto" or "auto:START:STOP:STEP"
+    if auto is not None:
+        return auto
     parts = _spec_parts(spec, _flow_number if flow else _int)
     if parts == "auto":
         return "auto"
@@ -288,6 +291,17 @@ def parse_timesteps(spec, num_train_timesteps: int, flow: bool = False):
         if not flow and v >= T:
             raise OptionError(f"--timesteps: {v} is not below num_train_timesteps={T}")
     return sorted(set(values))
+
+
+def _auto(spec, parse_grid):
+    """``--timesteps auto[:GRID]`` -> "auto" or "auto:t1,t2,..." (GRID read by ``parse_grid``); None: not auto."""
+    from .engine.adaptive import auto_spec, parse_auto_spec
+
+    try:
+        grid = parse_auto_spec(spec)
+    except ValueError as e:
+        raise OptionError(str(e)) from None
+    return grid if grid in (None, "auto") else auto_spec(parse_grid(grid))
 
 
 def _spec_parts(spec, number):
@@ -577,8 +591,9 @@ def parse_fractions(spec):
         values = [float(v) for v in spec]
     else:
         spec = str(spec).strip()
-        if spec == "auto":
-            return "auto"
+        auto = _auto(spec, parse_fractions)  # "auto" or "auto:START:STOP:STEP"
+        if auto is not None:
+            return auto
         try:
             if ":" in spec:
                 start, stop, step = (float(p) for p in spec.split(":"))
