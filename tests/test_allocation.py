@@ -204,6 +204,18 @@ def test_windows_json_reports_why_each_edge_stopped_and_what_it_cost(tmp_path):
     uni_recs = uni["features"]
     assert not any("start_stopped_by" in r for r in uni_recs)
     assert len(uni["rounds"]) == 1 and uni["rounds"][0]["nfe"] == uni["nfe"]
+    assert auto["auto"]["name"] == "sequential-test" and auto["auto"]["grid_source"] == "sampling"
+    assert "auto" not in uni
+    # flow: auto:START:STOP:STEP refines the grid the uniform run measures, not the shifted sampling grid
+    flow = dict(opts, model="gaussian-mixture-flow")
+    runs = {spec: json.loads((run_sweep(out=str(tmp_path / name), timesteps=spec, edge_precision=100, **flow)
+                              / "windows.json").read_text())
+            for name, spec in (("fu", "0:1000:100"), ("fa", "auto:0:1000:100"))}
+    asked = runs["auto:0:1000:100"]["auto"]
+    assert asked["grid_source"] == "asked" and asked["grid"] == runs["0:1000:100"]["options"]["timesteps"]
+    assert runs["auto:0:1000:100"]["options"]["timesteps"].startswith("auto:0,100,200")
+    measured = {t for r in runs["auto:0:1000:100"]["features"] for t in r["timesteps"]}
+    assert measured <= set(asked["grid"])
 
 
 def known_edges(backend, n_base):
@@ -292,6 +304,12 @@ def test_auto_on_an_asked_grid_measures_only_its_times():
     restarts from is one of those, and its edges are within one of its steps of that uniform run's."""
     from diffusion_windows.options import parse_timesteps
 
+    from diffusion_windows.options import OptionError
+
+    with pytest.raises(OptionError, match="auto:"):
+        parse_timesteps("auto:", 1000)
+    with pytest.raises(OptionError, match="2000"):
+        parse_timesteps("auto:0:2000:40", 1000)
     spec = parse_timesteps("auto:0:1000:40", 1000)
     uniform_times = parse_timesteps("0:1000:40", 1000)
     assert spec == "auto:" + ",".join(str(t) for t in uniform_times)
