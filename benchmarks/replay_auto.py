@@ -136,7 +136,8 @@ def main(argv=None):
     first = {b: e for b, e in merged.items() if b < samples}  # the uniform run the search is compared with
     spacing = float(np.median(np.diff(grid)))
     precision = a.precision or spacing
-    settings = Settings.from_options({**o, "samples": samples, "timesteps": auto_spec(grid), "edge_precision": precision,
+    settings = Settings.from_options({**o, "samples": samples, "timesteps": auto_spec(grid),
+                                      "edge_precision": precision,
                                       "initial_restarts": a.initial_restarts, "max_evaluations": a.max_evaluations})
     try:
         engine = Engine(ReplayBackend(live, merged), settings, MemoryStore(), quiet=True).run()

@@ -23,8 +23,8 @@ edge stands (`EdgeState`). Per value and edge (the start at ``1 - delta``; an en
 2. its interval: a bootstrap over base samples that also redraws each base sample's re-samples
    (`analysis.windows.edge_draws`, ``restarts_too``); within ``precision`` -> ``"precision"``;
 3. the test: at each measured point ``j`` whose flip to the other side of ``h`` would move the edge
-   by more than ``precision`` (at least one grid step, `_moves`), the chance ``q_j`` that the full grid's reading lies on
-   the other side, from the binomial spread its missing re-samples add (`_predictive_sd`; the
+   by more than ``precision`` (at least one grid step, `_moves`), the chance ``q_j`` that the full
+   grid's reading lies on the other side, from the binomial spread its missing re-samples add (`_predictive_sd`; the
    base samples are the same). The points left unresolved are the dearest per unit of ``q`` (cost:
    the backend's own ``cost(time)`` of the re-samples they need) while their ``q`` sum to at most
    ``MISS`` (`_tested`); each other point gets the re-samples per base sample that bring its
@@ -60,7 +60,7 @@ from ..analysis.windows import edge_bootstrap, edge_draws, mean_retention
 from .adaptive import Curve, curve_se, locate
 from .seeds import unit_seed
 
-__all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "one_sided_z", "policy", "POLICY", "STOPS"]
+__all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "one_sided_z", "policy", "POLICY", "MISS", "STOPS"]
 
 POLICY = "sequential-test"  # the method's name in windows.json
 MISS = 0.2  # the chance an edge may end farther than the precision from the full grid's (module docstring)

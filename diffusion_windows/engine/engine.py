@@ -227,7 +227,8 @@ class Engine:
 
         asks, self.edges = plan_values(self.grid, values, precision=float(s.edge_precision), restarts=s.restarts,
                                        initial=s.initial, cost=self.backend.cost, seed=s.seed)
-        catch_up = [a for key in sorted(pending, key=str) for a in _catch_up(key, members.get(key, []), merged, self.edges)]
+        catch_up = [a for key in sorted(pending, key=str)
+                    for a in _catch_up(key, members.get(key, []), merged, self.edges)]
         targets, budget = self._take(round_, catch_up + self._ranked(asks, bases, merged), bases, merged, budget)
         plan = {}
         for (b, t), k in sorted(targets.items()):
