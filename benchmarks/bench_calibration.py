@@ -65,7 +65,6 @@ def seeds_of(text: str) -> list:
 def run(model: str, *, samples: int, restarts: int, timesteps: str, seed: int, tolerance: float, extra=None):
     """One run in memory: ``(backend, engine, records)`` with the records a sweep would write."""
     from diffusion_windows.analysis.report import summarize
-    from diffusion_windows.backends import load_backend
     from diffusion_windows.engine import Engine, MemoryStore, Settings
     from diffusion_windows.options import resolve
 
@@ -77,21 +76,12 @@ def run(model: str, *, samples: int, restarts: int, timesteps: str, seed: int, t
     return backend, engine, records
 
 
-_BACKENDS = {}
-
-
 def _backend(o):
-    """The backend of resolved options ``o``; a language model's base responses depend on the seed and
-    the number of samples, so only a diffusion model's backend is reused across seeds."""
+    """The backend of resolved options ``o``: a fresh one per run (a backend keeps the base samples it
+    made, so one reused across seeds would measure the first seed's base samples again)."""
     from diffusion_windows.backends import load_backend
-    from diffusion_windows.options import model_kind
 
-    if model_kind(o["model"]) == "text":
-        return load_backend(o)
-    key = (o["model"], o["num_inference_steps"], o.get("scheduler"))
-    if key not in _BACKENDS:
-        _BACKENDS[key] = load_backend(o)
-    return _BACKENDS[key]
+    return load_backend(o)
 
 
 def kind_of(record, coarse: set) -> str:
