@@ -32,7 +32,9 @@ that ``--timesteps auto`` refines), and the model evaluations per run.
     python benchmarks/bench_calibration.py --timesteps auto --seeds 100-129   # auto's rows
 
 Prints the JSON (and writes it to ``--out``); progress goes to stderr. One seed costs about
-4 s per Gaussian-mixture model and 37 s for default-text (300 x 4, 2 shared CPU cores).
+4 s per Gaussian-mixture model and 37 s for default-text (300 x 4, 2 CPU cores, idle; 20 s and
+150 s when the cores are shared). A run of the toolkit as it was is measured by running this
+file from that checkout (it imports the package beside it).
 """
 from __future__ import annotations
 
