@@ -6,8 +6,8 @@ Runs the same measurement on the bundled default model three ways in one process
    grid, ``scheduler.add_noise`` then a plain scheduler loop over a batch of K restarts
    (written out below), then the classifier;
 2. ``uniform``: the toolkit (staircase batching) on the same 50 timesteps;
-3. ``auto``: the toolkit with ``timesteps="auto"`` (`diffusion_windows.adaptive`), at the
-   uniform grid's own edge precision: every edge bracketed by adjacent grid timesteps.
+3. ``auto``: the toolkit with ``timesteps="auto:0:1000:STEP"`` (`diffusion_windows.adaptive` on the
+   same grid), at the uniform grid's own edge precision: every edge bracketed by adjacent grid timesteps.
 
 Prints one JSON object as its last line: ``baseline_s``, ``uniform_s``, ``auto_s``,
 ``nfe_uniform``, ``nfe_auto``, ``nfe_ratio`` (uniform / auto), ``speedup`` (baseline / auto),
@@ -161,7 +161,8 @@ def main(argv=None):
                   precision=precision)
     uni_s, nfe_uni, share_uni, rec_uni, _ = toolkit(pipe, classifier, timer,
                                                     timesteps=f"0:1000:{spacing}", **common)
-    auto_s, nfe_auto, share_auto, rec_auto, rounds = toolkit(pipe, classifier, timer, timesteps="auto", **common)
+    auto_s, nfe_auto, share_auto, rec_auto, rounds = toolkit(pipe, classifier, timer,
+                                                             timesteps=f"auto:0:1000:{spacing}", **common)
     within1, within2, n_edges, inside = compare_edges(rec_uni, rec_auto, spacing)
     result = {
         "device": a.device, "dtype": a.dtype, "samples": a.samples, "restarts": a.restarts,

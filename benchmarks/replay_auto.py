@@ -11,6 +11,10 @@ behaviour on many seeds cheap to measure: one uniform run per seed.
         --samples 60 --restarts 8 --seed 1 --out runs/u50-seed1
     python benchmarks/replay_auto.py runs/u50-seed1 --precision 20
 
+The search refines the recording's own grid (``--timesteps auto:START:STOP:STEP`` on the
+times the uniform run measured), so a flow model's uniform run in ``1000 sigma`` and a language
+model's fraction grid replay like for like too.
+
 Base samples: the search starts on the first ``--samples`` base samples of the recording (all
 of them by default), and the uniform run it is compared with is the recording's restarts of
 those same base samples. With ``--max-evaluations`` the search may make more base samples
@@ -27,7 +31,8 @@ half of its re-samples: how well the edges reproduce at half the uniform grid's 
 floor the search's agreement is to be read against), ``edges_agree``, ``auto_rounds``,
 ``median_interval_auto``/``median_interval_uniform`` (bootstrap edge intervals, timesteps),
 ``stopped_by`` (edges per reason) and ``nfe_by_side`` (evaluations asked for by start and end
-edges). The folder must hold every timestep of the sampling grid (exit 2 otherwise).
+edges), and ``policy`` (the policy's name and parameters, as ``windows.json`` records them). The
+folder must hold every one of its grid's times on every base sample (exit 2 otherwise).
 """
 from __future__ import annotations
 
@@ -109,8 +114,9 @@ def main(argv=None):
 
     from diffusion_windows.analysis.counts import BaseLabels, merge_units
     from diffusion_windows.analysis.records import window_records
-    from diffusion_windows.diffusion.models import load_backend
+    from diffusion_windows.backends import load_backend
     from diffusion_windows.engine import Engine, MemoryStore, ResultStore, Settings
+    from diffusion_windows.engine.adaptive import auto_spec
 
     folder = Path(a.folder)
     if not (folder / "options.json").exists():
@@ -118,7 +124,10 @@ def main(argv=None):
         return 2
     o = json.loads((folder / "options.json").read_text())
     live = load_backend(o)
-    grid = np.asarray(live.grid)
+    if not isinstance(o["timesteps"], list):
+        print(f"error: {folder} is not a uniform run (--timesteps {o['timesteps']})", file=sys.stderr)
+        return 2
+    grid = np.asarray(live.snap(o["timesteps"]))  # the recorded grid: what auto refines
     records = ResultStore(folder).read_all()
     merged = merge_units(records)
     missing = [t for t in grid if any(float(t) not in e.labels for e in merged.values())]
@@ -136,7 +145,8 @@ def main(argv=None):
     first = {b: e for b, e in merged.items() if b < samples}  # the uniform run the search is compared with
     spacing = float(np.median(np.diff(grid)))
     precision = a.precision or spacing
-    settings = Settings.from_options({**o, "samples": samples, "timesteps": "auto", "edge_precision": precision,
+    settings = Settings.from_options({**o, "samples": samples, "timesteps": auto_spec(grid),
+                                      "edge_precision": precision,
                                       "initial_restarts": a.initial_restarts, "max_evaluations": a.max_evaluations})
     try:
         engine = Engine(ReplayBackend(live, merged), settings, MemoryStore(), quiet=True).run()
@@ -170,7 +180,7 @@ def main(argv=None):
               "median_interval_auto": float(np.median(interval_widths(rec_auto))),
               "median_interval_uniform": float(np.median(interval_widths(rec_uni))),
               "stopped_by": dict(sorted(stops.items())), "nfe_first_round": engine.round_summary()[0]["nfe"],
-              "nfe_by_side": by_side}
+              "nfe_by_side": by_side, "policy": engine.policy_report()}
     print(json.dumps(result))
     return 0
 

@@ -29,7 +29,7 @@ from . import backends
 from .errors import OptionError
 
 __all__ = ["Option", "OPTIONS", "BY_NAME", "DEFAULTS", "LIBRARY_DEFAULTS", "NON_RESULT_OPTIONS", "OptionError",
-           "check_values", "parse_timesteps", "parse_labels", "list_images", "resolve", "show", "int_or_auto"]
+           "check_values", "parse_timesteps", "parse_labels", "list_images", "resolve", "show", "int_or_auto", "parse_auto"]
 
 PROTOCOLS = ("noise", "branch")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -151,7 +151,8 @@ OPTIONS: tuple = (
            shown="none: the model's own samples"),
     Option("protocol", "noise", str, "noise: re-noise x0 each restart; branch: restart from the trajectory's own x_t",
            check=_one_of(lambda: PROTOCOLS)),
-    Option("timesteps", None, None, "'auto', 't1,t2,...' or START:STOP:STEP: training timesteps, STOP excluded "
+    Option("timesteps", None, None, "'auto', 'auto:START:STOP:STEP' (auto on that grid), 't1,t2,...' or "
+           "START:STOP:STEP: training timesteps, STOP excluded "
            "(flow-matching models: 1000 sigma in [0, 1000], fractions allowed); language models: fractions of the "
            "response removed, STOP included", library="0:1000:100"),
     Option("restarts", None, int, "re-samples per base sample and timestep, with --timesteps auto: at most",
@@ -161,10 +162,8 @@ OPTIONS: tuple = (
            "the widest bracket of timesteps left around it (diffusion models: timesteps; language models: a "
            "fraction of the response)", library=40, check=_positive),
     Option("initial_restarts", None, int, "with --timesteps auto: re-samples a new (base sample, timestep) starts "
-           "with; more are added, up to --restarts, where they move an edge, or narrow its interval, the most per "
-           "model evaluation", check=_at_least(1),
-           shown="a quarter of --restarts, at least 1 and at most 2; a timestep inside or below an edge's bracket "
-           "starts with one"),
+           "with; more are added, up to --restarts, where the sequential test of a grid point against its edge's "
+           "threshold is not yet decided", check=_at_least(1), shown="1"),
     Option("max_evaluations", None, int, "with --timesteps auto: a budget of model evaluations (re-samples, and "
            "base samples made beyond --samples); the search stops when its edges reach --edge-precision or the "
            "budget is spent, and spends what is left on more re-samples and base samples where they narrow an "
@@ -236,6 +235,9 @@ def parse_timesteps(spec, num_train_timesteps: int, flow: bool = False):
     (a range steps by any positive number; whole values stay ints).
     """
     T = num_train_timesteps
+    auto = parse_auto(spec, lambda grid: parse_timesteps(grid, T, flow))  # "auto" or "auto:START:STOP:STEP"
+    if auto is not None:
+        return auto
     parts = _spec_parts(spec, _flow_number if flow else _int)
     if parts == "auto":
         return "auto"
@@ -269,6 +271,17 @@ def parse_timesteps(spec, num_train_timesteps: int, flow: bool = False):
         if not flow and v >= T:
             raise OptionError(f"--timesteps: {v} is not below num_train_timesteps={T}")
     return sorted(set(values))
+
+
+def parse_auto(spec, parse_grid):
+    """``--timesteps auto[:GRID]`` -> "auto" or "auto:t1,t2,..." (GRID read by ``parse_grid``); None: not auto."""
+    from .engine.adaptive import auto_spec, parse_auto_spec
+
+    try:
+        grid = parse_auto_spec(spec)
+    except ValueError as e:
+        raise OptionError(str(e)) from None
+    return grid if grid in (None, "auto") else auto_spec(parse_grid(grid))
 
 
 def _spec_parts(spec, number):

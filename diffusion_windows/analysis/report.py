@@ -94,6 +94,9 @@ def summarize(records, declared: Declared, run: RunFacts, *, theory=None):
                                 "max": max(widths) if widths else None, "grid_spacing": spacing},
         "theory": summary,
     }
+    auto = engine.policy_report() if hasattr(engine, "policy_report") else {}
+    if auto:  # --timesteps auto: the policy's name and parameters, and the grid it refines
+        extra["auto"] = auto
     if not sampler.get("stochastic", True):
         msg = (f"{sampler['name']} is deterministic here: the measured retention is not the theory's "
                "forward-reverse quantity (THEORY.md, samplers)")

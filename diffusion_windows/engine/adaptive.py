@@ -11,6 +11,11 @@ asked for them, then `next_timesteps` again, until it returns nothing).
   the start threshold ``1 - delta`` and its end thresholds ``floor + delta`` (one per
   record that reads the curve: the value against everything, and inside each coarser value).
 - `next_timesteps(grid, curves, precision, *, z) -> {key: [timesteps]}`.
+- `parse_auto_spec(spec)`, `auto_spec(times)`, `auto_times(spec)`: ``--timesteps auto`` refines the
+  backend's own sampling grid; ``auto:START:STOP:STEP`` (or ``auto:t1,t2,...``) refines exactly the
+  times ``--timesteps START:STOP:STEP`` would measure, so the two runs compare like for like (on flow
+  models the sampling grid is the scheduler's shifted one). Resolved options hold it as
+  ``"auto:t1,t2,..."`` (`auto_spec`), which the engine reads back with `auto_times`.
 
 The search targets the edges that the full grid would give, under the edge rules of
 `diffusion_windows.windows` (start: end of the run of ``P >= 1 - delta`` from ``t = 0``;
@@ -47,7 +52,46 @@ import numpy as np
 
 from ..analysis.windows import _edge_indices, mean_retention
 
-__all__ = ["Curve", "coarse_grid", "first_round", "next_timesteps", "locate", "curve_se"]
+__all__ = ["Curve", "coarse_grid", "first_round", "next_timesteps", "locate", "curve_se", "parse_auto_spec",
+           "auto_spec", "auto_times", "is_auto"]
+
+
+def parse_auto_spec(spec):
+    """A ``--timesteps`` value -> ``"auto"`` (the backend's own grid), the grid part of ``"auto:GRID"``
+    (``START:STOP:STEP`` or ``t1,t2,...``, to be read by the model kind's own parser), or None (not auto).
+
+    Example::
+
+        parse_auto_spec("auto:0:1000:50")   # "0:1000:50"
+    """
+    if not isinstance(spec, str):
+        return None
+    text = spec.strip()
+    if text == "auto":
+        return "auto"
+    if text.startswith("auto:"):
+        grid = text[len("auto:"):].strip()
+        if not grid:
+            raise ValueError(f"--timesteps: {spec!r}: 'auto:' needs a grid, e.g. auto:0:1000:50")
+        return grid
+    return None
+
+
+def auto_spec(times) -> str:
+    """Parsed grid times -> the resolved option ``"auto:t1,t2,..."`` (exact: whole numbers as ints)."""
+    return "auto:" + ",".join(str(int(t)) if float(t) == int(t) else repr(float(t)) for t in times)
+
+
+def is_auto(spec) -> bool:
+    """Whether a resolved ``--timesteps`` value asks for the adaptive search."""
+    return isinstance(spec, str) and (spec == "auto" or spec.startswith("auto:"))
+
+
+def auto_times(spec):
+    """A resolved ``"auto:t1,t2,..."`` -> its times (floats, ascending); ``"auto"`` -> None (the backend's grid)."""
+    if not is_auto(spec) or spec == "auto":
+        return None
+    return sorted({float(x) for x in spec[len("auto:"):].split(",") if x.strip()})
 
 
 @dataclass(frozen=True)

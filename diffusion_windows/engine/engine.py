@@ -49,7 +49,7 @@ class Settings:
     batch_size: int = 512
     tolerance: float = 0.1
     edge_precision: float = 40
-    initial_restarts: int | None = None   # "auto": re-samples a new (base, time) starts with (None: min(2, restarts))
+    initial_restarts: int | None = None   # "auto": re-samples a new (base, time) starts with (None: 1)
     max_evaluations: int | None = None    # "auto": model evaluations at most (None: stop on precision only)
 
     @classmethod
@@ -58,12 +58,11 @@ class Settings:
 
     @property
     def initial(self) -> int:
-        """Re-samples a new (base, time) of ``--timesteps auto`` starts with: ``initial_restarts``, else a
-        quarter of ``restarts``, at least 1 and at most 2 (2 of 8 on the replays that chose it; 1 of the
-        default 4, where 30 base samples per value already give each point's side of a threshold)."""
+        """Re-samples a new (base, time) of ``--timesteps auto`` starts with: ``initial_restarts``, else 1,
+        the sequential test's first look (`engine.allocation`: it doubles them where a side is in doubt)."""
         if self.initial_restarts is not None:
             return int(self.initial_restarts)
-        return max(1, min(2, self.restarts // 4))
+        return 1
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,10 @@ class Engine:
     def __init__(self, backend, settings: Settings, store, dist: Dist | None = None, quiet: bool = False):
         self.backend, self.settings, self.store = backend, settings, store
         self.dist, self.quiet = dist or Dist(), quiet
-        self.grid = sorted(float(t) for t in backend.grid)
+        from .adaptive import auto_times
+
+        asked = auto_times(settings.timesteps)  # "auto:t1,t2,...": the search refines exactly these times
+        self.grid = sorted(float(t) for t in (backend.grid if asked is None else self.snap(asked)))
         self.rounds = []
         self.blocks = []        # base samples made beyond `samples` (auto, with a budget)
         self.edges = {}         # edge -> allocation.EdgeState after the last round
@@ -94,7 +96,9 @@ class Engine:
 
     @property
     def auto(self) -> bool:
-        return isinstance(self.settings.timesteps, str) and self.settings.timesteps == "auto"
+        from .adaptive import is_auto
+
+        return is_auto(self.settings.timesteps)
 
     def snap(self, times) -> list:
         """Requested times -> the grid times they restart from (a warning when several share one)."""
@@ -183,16 +187,14 @@ class Engine:
         Each feature value's curve asks (`allocation.plan_values`) for new times and for more
         re-samples, measured on the base samples of that value only; a curve carries the end
         threshold of every record that reads it (the value against everything, and inside each
-        coarser value). Asks are taken locating first, then re-samples by benefit per evaluation,
-        while they fit in ``max_evaluations``; a re-sample must be worth `allocation.PRICE` in edge shift
-        (or in narrowing of the edge's interval, at `allocation.NARROWING`, more on a value with
-        more base samples). Under a budget, once nothing is worth that price, the rest goes to every
-        re-sample that could move an edge (price 0, best per evaluation first); where restarts can do
-        no more, a block of new base samples is made for the values that need them, and their
-        restarts catch up with the others' next round.
+        coarser value). Asks are taken locating first, then re-samples by benefit per evaluation
+        (expected edge shift per evaluation of the backend's ``cost``), while they fit in
+        ``max_evaluations``. Under a budget, where re-samples can do no more, a block of new base
+        samples is made for the values that need them, and their restarts catch up with the others'
+        next round.
         """
         from ..analysis.counts import merge_units, record_counts
-        from .allocation import plan_values, price_per_evaluation
+        from .allocation import plan_values
 
         s = self.settings
         merged = merge_units(r for r in self.store.read_all() if r.round <= round_)
@@ -220,16 +222,11 @@ class Engine:
             new = pending.get(ask.key, [])
             return new if ask.kind == "samples" else members.get(ask.key, []) + new
 
-        # at the price first; under a budget, once nothing is worth it, every re-sample that could
-        # move an edge (best per evaluation first), then more base samples
-        for price in (price_per_evaluation(self.grid, self.backend.cost),) + ((0.0,) if budget < math.inf else ()):
-            asks, self.edges = plan_values(self.grid, values, precision=float(s.edge_precision),
-                                           restarts=s.restarts, initial=s.initial, cost=self.backend.cost, price=price)
-            catch_up = [a for key in sorted(pending, key=str)
-                        for a in _catch_up(key, members.get(key, []), merged, self.edges)]
-            targets, budget = self._take(round_, catch_up + self._ranked(asks, bases, merged), bases, merged, budget)
-            if targets:
-                break
+        asks, self.edges = plan_values(self.grid, values, precision=float(s.edge_precision), restarts=s.restarts,
+                                       initial=s.initial, cost=self.backend.cost, seed=s.seed)
+        catch_up = [a for key in sorted(pending, key=str)
+                    for a in _catch_up(key, members.get(key, []), merged, self.edges)]
+        targets, budget = self._take(round_, catch_up + self._ranked(asks, bases, merged), bases, merged, budget)
         plan = {}
         for (b, t), k in sorted(targets.items()):
             plan.setdefault(b, []).append((t, len(merged[b].labels.get(t, ())), k))
@@ -324,6 +321,19 @@ class Engine:
                 self.stopped[e] = st.stopped_by
 
     # ------------------------------------------------------------------ reports
+    def policy_report(self) -> dict:
+        """``windows.json``'s ``auto`` block: the policy's name and parameters, and the grid it refines
+        (``"asked"``: the times of ``auto:START:STOP:STEP``; ``"sampling"``: the backend's own grid)."""
+        from .adaptive import auto_times
+        from .allocation import policy
+
+        if not self.auto:
+            return {}
+        s = self.settings
+        return {**policy(self.grid, precision=float(s.edge_precision), restarts=s.restarts, initial=s.initial),
+                "grid": list(self.grid), "grid_source": "sampling" if auto_times(s.timesteps) is None else "asked",
+                "max_evaluations": s.max_evaluations}
+
     def nfe(self) -> int:
         """Model evaluations: every unit's in the store, and the generation of base samples beyond ``samples``."""
         return int(sum(r.nfe for r in self.store.read_all()) + sum(k.nfe for k in self.blocks))

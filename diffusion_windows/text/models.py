@@ -52,6 +52,9 @@ def _load(folder, o):
 
 def _grid(o):
     """The fractions a restart may start from: the requested ones, or (auto) a grid of twentieths."""
+    from ..engine.adaptive import auto_times
+
     if o["timesteps"] == "auto":
         return tuple(round(i / 20, 6) for i in range(21))
-    return tuple(o["timesteps"])
+    asked = auto_times(o["timesteps"])  # "auto:START:STOP:STEP": that grid
+    return tuple(o["timesteps"] if asked is None else asked)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError
+from ..options import parse_auto
 
 __all__ = ["BUILTINS", "MODELS", "NOUN", "ABOUT", "OPTIONS", "DEFAULTS", "BUILTIN_DEFAULTS", "claims", "resolve",
            "fingerprints", "parse_fractions", "read_prompts", "default_lm_folder"]
@@ -100,8 +101,9 @@ def parse_fractions(spec):
         values = [float(v) for v in spec]
     else:
         spec = str(spec).strip()
-        if spec == "auto":
-            return "auto"
+        auto = parse_auto(spec, parse_fractions)  # "auto" or "auto:START:STOP:STEP"
+        if auto is not None:
+            return auto
         try:
             if ":" in spec:
                 start, stop, step = (float(p) for p in spec.split(":"))
