@@ -54,7 +54,7 @@ def measure_window(
     features=None,                  # list of features.Feature (None: the default's digit+group, or one per label)
     samples: int = _L["samples"],   # base samples, each with its own seed
     restarts: int = _L["restarts"],  # re-samples per base sample and timestep
-    timesteps=_L["timesteps"],      # "auto", "t1,t2,..." or "START:STOP:STEP" (training timesteps; flow: 1000 sigma)
+    timesteps=_L["timesteps"],      # "auto", "auto:START:STOP:STEP", "t1,..." or START:STOP:STEP
     protocol: str = _L["protocol"],  # "noise" (re-noise x0) or "branch" (the trajectory's own x_t)
     num_inference_steps: int = _L["num_inference_steps"],  # N of the sampling grid
     seed: int = _L["seed"],         # run seed (units derive their own)
@@ -136,6 +136,7 @@ def theory_predictions(pipe, classifier, *, timesteps, features=None, mixture=No
     """
     from .diffusion import schedule
     from .diffusion.theory import data_mixture
+    from .engine.adaptive import auto_times, is_auto
 
     backend = _backend(pipe, classifier, features, mixture, num_inference_steps=num_inference_steps, eta=None,
                        protocol="noise", prompt=None, guidance_scale=None)
@@ -145,7 +146,10 @@ def theory_predictions(pipe, classifier, *, timesteps, features=None, mixture=No
                           "bundled one")
     steps = parse_timesteps(timesteps, schedule.num_train_timesteps(pipe.scheduler),
                             flow=schedule.is_flow(pipe.scheduler))
-    grid = backend.snap(steps) if steps != "auto" else list(backend.grid)
+    if is_auto(steps):  # the grid auto refines: the one asked for ("auto:START:STOP:STEP"), else the sampling grid
+        grid = backend.snap(auto_times(steps)) if auto_times(steps) is not None else list(backend.grid)
+    else:
+        grid = backend.snap(steps)
     return backend.predictions(data, delta=float(tolerance), times=grid, device=device)
 
 
