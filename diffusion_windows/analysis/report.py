@@ -57,6 +57,7 @@ class RunFacts:
     rounds: tuple           # per round: times, units, re-samples, new samples, evaluations (`Engine.round_summary`)
     nfe: int                # the run's model evaluations
     edges: dict = field(default_factory=dict)  # --timesteps auto: why each record's edges stopped (edge_report)
+    auto: dict = field(default_factory=dict)   # --timesteps auto: the policy, its parameters, its grid (policy_report)
 
 
 def theory_times(records) -> list:
@@ -94,9 +95,8 @@ def summarize(records, declared: Declared, run: RunFacts, *, theory=None):
                                 "max": max(widths) if widths else None, "grid_spacing": spacing},
         "theory": summary,
     }
-    auto = engine.policy_report() if hasattr(engine, "policy_report") else {}
-    if auto:  # --timesteps auto: the policy's name and parameters, and the grid it refines
-        extra["auto"] = auto
+    if run.auto:  # --timesteps auto: the policy's name and parameters, and the grid it refines
+        extra["auto"] = dict(run.auto)
     if not sampler.get("stochastic", True):
         msg = (f"{sampler['name']} is deterministic here: the measured retention is not the theory's "
                "forward-reverse quantity (THEORY.md, samplers)")

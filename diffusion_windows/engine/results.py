@@ -36,7 +36,8 @@ def run_facts(engine):
     """What ``engine`` counted, as `analysis.report.RunFacts`."""
     from ..analysis.report import RunFacts
 
-    return RunFacts(tuple(engine.grid), tuple(engine.round_summary()), int(engine.nfe()), engine.edge_report())
+    return RunFacts(tuple(engine.grid), tuple(engine.round_summary()), int(engine.nfe()), engine.edge_report(),
+                    engine.policy_report())
 
 
 def theory_of(backend, store, merged, *, delta: float, times, device=None) -> tuple:
