@@ -1,4 +1,5 @@
-"""Old import paths of modules that moved into the package's rooms: warned aliases, listed here only.
+"""Old import paths of modules (and of names) that moved into the package's rooms: warned aliases,
+listed here only.
 
 ``import diffusion_windows.hooks`` (or ``from diffusion_windows import hooks``) still gives the
 module now at ``diffusion_windows.diffusion.hooks`` (the same object, not a copy), with a
@@ -21,6 +22,32 @@ _ALIASES = {
     "diffusion_windows.schedule": "diffusion_windows.diffusion.schedule",
     "diffusion_windows.windows": "diffusion_windows.analysis.windows",
 }
+
+
+# Names that left a module for another one: module -> {old name: module that holds it now}.
+_MOVED_NAMES = {
+    "diffusion_windows.options": {
+        "build_parser": "diffusion_windows.cli",
+        "check_resume": "diffusion_windows.runfolder",
+        "model_kind": "diffusion_windows.backends",
+        "parse_fractions": "diffusion_windows.text.resolve",
+        "read_prompts": "diffusion_windows.text.resolve",
+    },
+}
+
+
+def moved_names(module: str):
+    """A module ``__getattr__`` that serves `_MOVED_NAMES[module]` from their new homes, warned."""
+    table = _MOVED_NAMES[module]
+
+    def __getattr__(name):
+        if name not in table:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(f"{module}.{name} is deprecated; import it from {table[name]}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module(table[name]), name)
+
+    return __getattr__
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import backends
+from ._aliases import moved_names
 from .errors import OptionError
 
 __all__ = ["Option", "OPTIONS", "BY_NAME", "DEFAULTS", "LIBRARY_DEFAULTS", "NON_RESULT_OPTIONS", "OptionError",
@@ -407,3 +408,6 @@ def show(v) -> str:
     """A value as an error message quotes it: JSON, cut at 60 characters."""
     s = json.dumps(v)
     return s if len(s) < 60 else s[:57] + "..."
+
+
+__getattr__ = moved_names(__name__)  # build_parser, check_resume, ... from their new modules, warned

@@ -190,3 +190,17 @@ def test_the_package_imports_no_old_path():
                     if node.level else node.module
                 bad += [(name, t) for t in [target] + [f"{target}.{a.name}" for a in node.names] if t in _ALIASES]
     assert not bad, f"imports of deprecated paths inside the package: {bad}"
+
+
+def test_names_that_left_options_are_warned_and_are_the_real_objects():
+    import importlib
+
+    import diffusion_windows.options as options
+    from diffusion_windows._aliases import _MOVED_NAMES
+
+    for name, home in _MOVED_NAMES["diffusion_windows.options"].items():
+        with pytest.warns(DeprecationWarning, match=f"options.{name} is deprecated; import it from {home}"):
+            got = getattr(options, name)
+        assert got is getattr(importlib.import_module(home), name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        options.no_such_name
