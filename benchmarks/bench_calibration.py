@@ -5,7 +5,7 @@ Gaussian mixture, VP), ``gaussian-mixture-flow`` (its flow-matching twin) and, f
 ``default-text``'s story features (the story language's exact curves, `theory.text`; the
 model itself is a trained transformer, so there the exact curve is the truth only
 approximately). For each model and each seed this runs the sweep's measurement in memory
-(options -> backend -> engine -> `analysis.report.summarize`, as ``run_sweep`` does, no files)
+(options -> backend -> engine -> `engine.results.summarize_run`, as ``run_sweep`` does, no files)
 and compares each record's edges with the truth:
 
 - ``exact``: the ideal retention curve on the same grid, read by the same edge rule
@@ -66,7 +66,7 @@ def seeds_of(text: str) -> list:
 
 def run(model: str, *, samples: int, restarts: int, timesteps: str, seed: int, tolerance: float, extra=None):
     """One run in memory: ``(backend, engine, records)`` with the records a sweep would write."""
-    from diffusion_windows.analysis.report import summarize
+    from diffusion_windows.engine.results import summarize_run
     from diffusion_windows.engine import Engine, MemoryStore, Settings
     from diffusion_windows.options import resolve
 
@@ -74,7 +74,7 @@ def run(model: str, *, samples: int, restarts: int, timesteps: str, seed: int, t
                      tolerance=tolerance, theory=False, **(extra or {})))
     backend = _backend(o)
     engine = Engine(backend, Settings.from_options(o), MemoryStore(), quiet=True).run()
-    records, _ = summarize(backend, engine, tolerance=tolerance, seed=seed, theory=False)
+    records, _ = summarize_run(backend, engine, tolerance=tolerance, seed=seed, theory=False)
     return backend, engine, records
 
 

@@ -109,3 +109,21 @@ def test_gpu_benchmark_tiny_mode_prints_its_json(family):
     assert result["denoiser_rows"] >= result["nfe"] > 0  # rows include the base samples' generation
     assert result["family"] == f"{family}-shaped"
     assert abs(sum(result["shares"].values()) - 1) <= 3e-3 and result["ratio"] > 0  # a ratio, not a timing test
+
+
+def test_calibration_benchmark_scores_every_edge_against_the_exact_curve():
+    """bench_calibration runs on the current API (it calls the engine and the reports as run_sweep
+    does): on the exact denoiser, every record kind and side is scored on every seed, and the truth
+    it scores against is the ideal curve's edge (start <= end, on the grid)."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_calibration.py"), "--models",
+                          "gaussian-mixture", "--seeds", "0,1", "--samples", "40", "--restarts", "2", "--grid",
+                          "0:1000:100", "--large-samples", "0"], capture_output=True, text=True, check=True,
+                         cwd=ROOT, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    model = json.loads(out.stdout)["models"][0]
+    truth = model["exact_edges"]
+    assert len(truth) == 10 and all(s <= e and s % 100 == 0 and e % 100 == 0 for s, e in truth.values())
+    scored = model["by_truth"]["exact"]["all"]
+    for side in ("start", "end"):
+        assert scored[side]["n"] == 2 * len(truth)          # each record's edge on each seed
+        assert 0.0 <= scored[side]["coverage"] <= 1.0
+        assert scored[side]["median_width_steps"] >= 0
