@@ -246,7 +246,10 @@ def finish(backend, o: dict, out: Path, engine, seconds: float, quiet: bool = Fa
         print(summary_table(records))
         if any("start_stopped_by" in r.extra for r in records):  # --timesteps auto: where evaluations went
             print(allocation_table(records, extra["rounds"]))
-        print(f"{extra['edge_interval_steps']}")
+        w = extra["edge_interval_steps"]
+        if w["median"] is not None:
+            print(f"95% edge intervals: median {w['median']:g} grid steps, widest {w['max']:g} "
+                  f"(grid spacing {w['grid_spacing']:g})")
         if not o["theory"]:
             print("theory: skipped (--no-theory)")
         print(f"{len(records)} records, {extra['nfe']} model evaluations, {seconds:.1f} s; results in {out}")

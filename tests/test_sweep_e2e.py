@@ -128,6 +128,9 @@ def test_cli_prints_summary_and_folder(tmp_path):
     assert r.returncode == 0, r.stderr
     assert str(out) in r.stdout and "T_aft" in r.stdout
     assert (out / "window.png").exists()
+    w = json.loads((out / "windows.json").read_text())["edge_interval_steps"]
+    if w["median"] is not None:  # the widths in words, as windows.json holds them (not a raw dict)
+        assert f"95% edge intervals: median {w['median']:g} grid steps" in r.stdout and "{" not in r.stdout
 
 
 class _BrokenAfter(torch.nn.Module):
