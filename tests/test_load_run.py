@@ -72,7 +72,8 @@ def test_records_frame_without_pandas_says_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now raises ImportError
     with pytest.raises(ImportError) as e:
         records_frame(_records())
-    assert str(e.value) == "records_frame needs pandas, which is not installed: pip install pandas"
+    assert str(e.value) == ("records_frame needs pandas, which is not installed: pip install pandas "
+                            "(the toolkit's 'frames' extra)")
 
 
 def test_records_frame_has_a_row_per_record_and_a_column_per_field(monkeypatch):

@@ -43,7 +43,8 @@ def records_frame(records):
     try:
         import pandas as pd
     except ImportError:
-        raise ImportError("records_frame needs pandas, which is not installed: pip install pandas") from None
+        raise ImportError("records_frame needs pandas, which is not installed: pip install pandas "
+                          "(the toolkit's 'frames' extra)") from None
     names = [f.name for f in dataclasses.fields(WindowRecord) if f.name != "extra"]
     extra = list(dict.fromkeys(k for r in records for k in r.extra))
     rows = [[getattr(r, n) for n in names] + [r.extra.get(k) for k in extra] for r in records]
