@@ -1,7 +1,6 @@
 """The options table is the one place of defaults: --help shows each once and it is the one that runs;
 run_sweep's and measure_window's signatures carry the table's defaults; the registry of kinds is
 the only place that knows a model family."""
-import ast
 import json
 import importlib
 import inspect
@@ -137,36 +136,6 @@ def test_value_flags_come_from_the_table():
     assert cli.join_values(["--timesteps", "-10,100", "--no-theory", "--seed", "-1"]) == \
         ["--timesteps=-10,100", "--no-theory", "--seed=-1"]
     assert cli._takes_value() == {o.flag for o in options.OPTIONS if o.kind is not bool}
-
-
-def _imports(path: Path) -> set:
-    """Every module a file imports, lazy imports included, as dotted names relative to the package."""
-    tree, out = ast.parse(path.read_text()), set()
-    here = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = list(here[:len(here) - node.level])
-                mod = ".".join(base + ([node.module] if node.module else []))
-                out |= {mod} | {f"{mod}.{a.name}" for a in node.names}
-            else:
-                out.add(node.module)
-    return out
-
-
-def test_the_registry_and_the_table_import_no_backend_and_backends_no_cli():
-    for name in ("errors.py", "backends.py", "options.py", "runfolder.py", "cli.py"):
-        bad = {m for m in _imports(PACKAGE / name) if m.startswith(("diffusion_windows.diffusion",
-                                                                      "diffusion_windows.text"))}
-        assert not bad, (name, bad)
-    assert _imports(PACKAGE / "errors.py") <= {"__future__"}
-    for package in ("diffusion", "text"):
-        for path in (PACKAGE / package).glob("*.py"):
-            bad = {m for m in _imports(path) if m in ("diffusion_windows.cli", "diffusion_windows.sweep",
-                                                      "diffusion_windows.runfolder")}
-            assert not bad, (path.name, bad)
 
 
 def test_options_knows_no_model_family():

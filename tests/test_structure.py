@@ -154,6 +154,21 @@ def test_theory_and_analysis_import_no_backend(graph, room):
     assert not bad, f"{room}/ must not depend on a backend: {bad}"
 
 
+def test_the_registry_and_the_table_import_no_backend_and_backends_no_cli(graph):
+    """The registry, the table, the run folder and the CLI name backends by module path only (never an
+    import); a backend never imports the CLI's modules; the errors module imports nothing."""
+    for name in ("errors", "backends", "options", "runfolder", "cli"):
+        inside, _ = graph[f"{PACKAGE}.{name}"]
+        bad = sorted(m for m in inside if _in(m, "diffusion") or _in(m, "text"))
+        assert not bad, (name, bad)
+    inside, outside = graph[f"{PACKAGE}.errors"]
+    assert inside <= {PACKAGE} and outside <= {"__future__"}
+    cli_modules = {f"{PACKAGE}.cli", f"{PACKAGE}.sweep", f"{PACKAGE}.runfolder"}
+    for name, (inside, _) in graph.items():
+        if _in(name, "diffusion") or _in(name, "text"):
+            assert not inside & cli_modules, (name, sorted(inside & cli_modules))
+
+
 def test_old_import_paths_are_warned_aliases_of_the_real_modules(monkeypatch):
     import importlib
     import sys
