@@ -273,8 +273,9 @@ class Engine:
         return n * int(self.backend.cost(ask.time))
 
     def _generation_cost(self) -> int:
-        """A base sample's generation (cost model): a restart from the top of the grid."""
-        return int(self.backend.cost(self.grid[-1]))
+        """A base sample's generation (cost model): a restart from the top of the backend's own grid (an
+        asked grid, ``auto:START:STOP:STEP``, may stop below it; a generation still runs every step)."""
+        return int(self.backend.cost(max(self.backend.grid)))
 
     def _spent(self, round_: int) -> int:
         units = sum(r.nfe for r in self.store.read_all() if r.round <= round_)
