@@ -67,6 +67,7 @@ class Kind:
 KINDS: tuple = (
     Kind("diffusion", "diffusion_windows.diffusion.resolve", "diffusion_windows.diffusion.models:load_backend",
          catch_all=True),
+    Kind("masked", "diffusion_windows.masked.resolve", "diffusion_windows.masked.models:load_backend"),
     Kind("text", "diffusion_windows.text.resolve", "diffusion_windows.text.models:load_backend"),
 )
 

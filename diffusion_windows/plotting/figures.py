@@ -27,7 +27,8 @@ _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fon
           "xtick.labelsize": 8, "ytick.labelsize": 8}
 _X_LABEL = "training timestep  (generation runs left \u2192 right)"
 _UNIT_LABELS = {"timestep": "training timestep", "1000 sigma": "1000 \u03c3  (flow-matching noise level)",
-                "fraction removed": "fraction of the response removed"}
+                "fraction removed": "fraction of the response removed",
+                "fraction masked": "fraction of the response masked"}
 
 
 def x_label(time_unit) -> str:

@@ -1,0 +1,150 @@
+"""Masked-diffusion language models by name: a run's resolved options -> a `MaskedBackend`.
+
+- ``"default-masked"``: the bundled story/addition model (`masked.default`), its prompts, outcome,
+  features and the story language's exact theory under masking;
+- a diffusers ``LLaDA2Pipeline`` / ``DiffusionGemmaPipeline`` folder (``model_index.json``): its
+  ``model`` and ``tokenizer`` components, loaded here by the classes the index names (transformers
+  ones; a model class transformers lacks is loaded by ``AutoModelForMaskedLM``), its scheduler with
+  ``--scheduler pipeline``;
+- a transformers masked-LM folder (``config.json`` + tokenizer).
+
+`load_masked_lm` checks what the sampler needs: a mask token in the tokenizer, and attention in
+both directions (a causal LM's logits at a position ignore every later token: refused). Every
+failure is `errors.ModelLoadError`, one line (the CLI exits 2).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from .resolve import DEFAULT_MASKED
+
+__all__ = ["load_backend", "load_masked_lm", "check_bidirectional"]
+
+
+def _quiet(fn, *a, **k):
+    from transformers.utils import logging as tlog
+
+    level = tlog.get_verbosity()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    try:
+        return fn(*a, **k)
+    finally:
+        tlog.set_verbosity(level)
+        tlog.enable_progress_bar()
+
+
+def _component(folder: Path, index: dict, name: str):
+    """(library, class name) of a pipeline component, or None."""
+    entry = index.get(name)
+    return tuple(entry) if isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[0] else None
+
+
+def load_masked_lm(path, *, dtype: str = "float32", device: str = "cpu"):
+    """``(model, tokenizer, scheduler or None)`` from a pipeline folder or a masked-LM folder; the model in eval
+    mode, checked to have a mask token and bidirectional attention. ValueError (one line) otherwise."""
+    import transformers
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from ..text.lm import DTYPES
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such model folder")
+    scheduler, model_dir, tok_dir, model_cls = None, path, path, AutoModelForMaskedLM
+    if (path / "model_index.json").is_file():
+        index = json.loads((path / "model_index.json").read_text())
+        model_dir, tok_dir = path / "model", path / "tokenizer"
+        spec = _component(path, index, "model")
+        if spec is None or not model_dir.is_dir():
+            raise ValueError(f"{path}: the pipeline has no model component")
+        model_cls = getattr(transformers, spec[1], AutoModelForMaskedLM) if spec[0] == "transformers" \
+            else AutoModelForMaskedLM
+        sched = _component(path, index, "scheduler")
+        if sched is not None and (path / "scheduler").is_dir():
+            import diffusers
+
+            scheduler = getattr(diffusers, sched[1]).from_pretrained(path / "scheduler")
+    try:
+        model = _quiet(model_cls.from_pretrained, model_dir, local_files_only=True, dtype=DTYPES[dtype])
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{model_dir}: not a loadable masked language model ({str(err).splitlines()[0][:160]})") \
+            from err
+    try:
+        tokenizer = _quiet(AutoTokenizer.from_pretrained, tok_dir, local_files_only=True)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{tok_dir}: no tokenizer ({str(err).splitlines()[0][:160]})") from err
+    if getattr(tokenizer, "mask_token_id", None) is None:
+        raise ValueError(f"{path}: its tokenizer has no mask token (a masked-diffusion model restarts from masked "
+                         "tokens)")
+    model = model.to(device).eval()
+    check_bidirectional(model, tokenizer, name=str(path))
+    return model, tokenizer, scheduler
+
+
+def check_bidirectional(model, tokenizer, *, name: str = "model"):
+    """ValueError when the model's logits at the first position ignore the last token (a causal LM): the masked
+    process reveals tokens anywhere, so the model must read both ways."""
+    import torch
+
+    mask = int(tokenizer.mask_token_id)
+    other = next(i for i in range(min(8, int(model.config.vocab_size))) if i != mask)
+    ids = torch.tensor([[other] * 3 + [mask], [other] * 3 + [other]], device=next(model.parameters()).device)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()
+    if torch.allclose(logits[0, 0], logits[1, 0], atol=1e-6, rtol=0):
+        raise ValueError(f"{name}: {type(model).__name__} reads only earlier tokens (a causal language model: run it "
+                         "as a language model, not as a masked-diffusion one)")
+
+
+def load_backend(o: dict):
+    """The `MaskedBackend` a run with resolved options ``o`` runs on (all base responses made)."""
+    from ..text.backend import Prompt
+    from ..text.resolve import read_prompts
+    from .backend import MaskedBackend
+
+    batch = o["batch_size"] if isinstance(o["batch_size"], int) else 64
+    common = dict(samples=o["samples"], seed=o["seed"], grid=_grid(o), temperature=o["temperature"],
+                  top_p=o["top_p"], batch_size=batch, steps=o.get("num_inference_steps"))
+    folder = None
+    if o["model"] == DEFAULT_MASKED:
+        from . import default
+
+        folder = default.model_folder()
+    model, tokenizer, scheduler = _load(folder or o["model"], o)
+    sampler = "ancestral"
+    if o.get("scheduler") == "pipeline":
+        from .schedulers import PipelineSampler
+
+        sampler = PipelineSampler.from_parts(model, tokenizer, scheduler, folder or o["model"])
+    try:
+        if o["model"] == DEFAULT_MASKED:
+            return MaskedBackend(model, tokenizer, default.prompts(o["samples"], o["seed"]), outcome=default.OUTCOME,
+                                 labels=default.LABELS, features=default.FEATURES, theory=default.STORY_THEORY,
+                                 gen_length=default.response_length, name=DEFAULT_MASKED, sampler=sampler, **common)
+        prompts = ([Prompt(o["prompt"])] if o["prompt"] is not None
+                   else [Prompt(p, r) for p, r in read_prompts(o["prompts"])])
+        return MaskedBackend(model, tokenizer, prompts, outcome=o["outcome"], system=o["system"], name=o["model"],
+                             gen_length=o["max_new_tokens"], sampler=sampler, **common)
+    except ValueError as e:
+        msg = str(e).splitlines()[0]
+        raise ModelLoadError(msg if msg.startswith("--") else f"--model: {msg}") from e
+
+
+def _load(folder, o):
+    try:
+        return load_masked_lm(folder, dtype=o["dtype"], device=o["device"])
+    except ValueError as e:
+        raise ModelLoadError(f"--model: {str(e).splitlines()[0]}") from e
+
+
+def _grid(o):
+    """The fractions a restart may start from: the requested ones, or (auto) a grid of twentieths."""
+    from ..engine.adaptive import auto_times
+
+    if o["timesteps"] == "auto":
+        return tuple(round(i / 20, 6) for i in range(21))
+    asked = auto_times(o["timesteps"])
+    return tuple(o["timesteps"] if asked is None else asked)

@@ -1,0 +1,109 @@
+"""What the masked kind knows of its models before any loads: the bundled model and the folders it claims.
+
+Registered in `diffusion_windows.backends` (the kind ``"masked"``): `claims` says which folders are
+masked-diffusion language models (a diffusers ``LLaDA2Pipeline`` or ``DiffusionGemmaPipeline``
+folder, or a transformers folder whose architecture is a masked LM), `resolve` fills and checks
+their options (fractions masked, prompts, outcome, sampler), `fingerprints` records the content of
+the weights and prompts file.
+
+Time: the fraction of a response's tokens masked before a restart, in ``[0, 1]``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import OptionError
+from ..text.resolve import parse_fractions, read_prompts
+
+__all__ = ["BUILTINS", "MODELS", "NOUN", "ABOUT", "OPTIONS", "DEFAULTS", "BUILTIN_DEFAULTS", "claims", "resolve",
+           "fingerprints", "PIPELINES", "SAMPLERS"]
+
+DEFAULT_MASKED = "default-masked"     # the bundled story/addition masked-diffusion model (masked.default)
+BUILTINS = (DEFAULT_MASKED,)
+MODELS, NOUN = "masked-diffusion language models", "a masked-diffusion language model"
+ABOUT = ("'default-masked' (bundled masked-diffusion LM), a diffusers LLaDA2Pipeline folder, a masked-LM folder "
+         "(token ids with mask tokens -> logits)")
+OPTIONS = ("prompts", "system", "outcome", "max_new_tokens", "temperature", "top_p", "scheduler",
+           "num_inference_steps")
+DEFAULTS = {"timesteps": "0:1:0.05", "samples": 40, "restarts": 16, "edge_precision": 0.1, "max_new_tokens": 64,
+            "temperature": 1.0, "top_p": 1.0, "outcome": "answer", "scheduler": "ancestral"}
+BUILTIN_DEFAULTS = {DEFAULT_MASKED: {"samples": 60, "restarts": 12}}
+PIPELINES = ("LLaDA2Pipeline", "DiffusionGemmaPipeline")
+# --scheduler: the ancestral sampler of the masked process, or the pipeline folder's own commit rule
+SAMPLERS = {"ancestral": "samples the reverse process (the theory's quantity)",
+            "pipeline": "the pipeline's own scheduler (confidence-ordered commits: not a sampler of the reverse "
+                        "process, flagged in windows.json)"}
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def claims(model: str) -> bool:
+    """A folder of a diffusers masked-diffusion pipeline (`PIPELINES`), or a transformers folder whose
+    ``config.json`` names a masked-LM architecture (``...ForMaskedLM``)."""
+    p = Path(model)
+    if not p.is_dir():
+        return False
+    index = _json(p / "model_index.json") if (p / "model_index.json").is_file() else None
+    if index is not None:
+        return isinstance(index, dict) and index.get("_class_name") in PIPELINES
+    cfg = _json(p / "config.json") if (p / "config.json").is_file() else None
+    return isinstance(cfg, dict) and any(str(a).endswith("ForMaskedLM") for a in cfg.get("architectures") or ())
+
+
+def resolve(o: dict, given: set):
+    """Fill and check, in place, the options of a masked-diffusion model (``given``: the names set by the user)."""
+    o["timesteps"] = parse_fractions(o["timesteps"])
+    if o["protocol"] != "noise":
+        raise OptionError(f"--protocol: {o['protocol']!r}: a masked-diffusion model restarts from re-masked responses")
+    if o["scheduler"] not in SAMPLERS:
+        raise OptionError(f"--scheduler: {o['scheduler']!r} is not a sampler of masked-diffusion models; valid: "
+                          f"{', '.join(SAMPLERS)}")
+    if o["scheduler"] == "pipeline" and not (Path(o["model"]) / "model_index.json").is_file() \
+            and o["model"] not in BUILTINS:
+        raise OptionError(f"--scheduler: 'pipeline' needs a diffusers pipeline folder; {o['model']!r} is not one")
+    if o["model"] in BUILTINS:
+        for name in ("prompt", "prompts", "outcome", "system", "max_new_tokens"):
+            if name in given:
+                raise OptionError(f"--{name}: the built-in model {o['model']!r} has its own tasks and outcomes")
+        o["outcome"] = "default"
+        return
+    if o["prompt"] is None and o["prompts"] is None:
+        raise OptionError(f"--prompt: the masked-diffusion model {o['model']!r} needs --prompt or --prompts")
+    if o["prompt"] is not None and o["prompts"] is not None:
+        raise OptionError("--prompts: give --prompt or --prompts, not both")
+    if not o["prompt"] and o["prompt"] is not None:
+        raise OptionError("--prompt: '' is empty")
+    if o["prompts"] is not None:
+        read_prompts(o["prompts"])
+        o["prompts"] = str(Path(o["prompts"]).resolve())
+    from ..text.outcomes import make_outcome
+
+    try:
+        outcome = make_outcome(o["outcome"])
+    except ValueError as e:
+        raise OptionError(f"--outcome: {e}") from None
+    if outcome.needs_reference and (o["prompts"] is None or any(r is None for _, r in read_prompts(o["prompts"]))):
+        raise OptionError(f"--outcome: {o['outcome']!r} needs a reference answer for every prompt (--prompts FILE "
+                          "with a \"reference\" on every line)")
+
+
+def fingerprints(o: dict) -> dict:
+    """Content fingerprints of the model folder and the prompts file (`engine.fingerprint`)."""
+    from ..engine import fingerprint as fp
+
+    if o["model"] in BUILTINS:
+        from .default import model_folder
+
+        folder = model_folder()
+    else:
+        folder = Path(o["model"])
+    out = {"model": fp.folder_fingerprint(folder), "model_revision": None, "clip": None, "images": None}
+    if o.get("prompts") is not None:
+        out["prompts"] = fp.images_fingerprint([o["prompts"]])
+    return out
