@@ -203,6 +203,19 @@ class MaskedBackend:
                                       nfe, first=tuple(k0 for _, _, k0, _ in mine)))
         return results
 
+    def probe(self, batch_size: int) -> None:
+        """The heaviest single step at ``batch_size`` (`engine.memory`): one forward pass over ``batch_size`` rows of
+        the longest prompt and response."""
+        import torch
+
+        device = next(self.model.parameters()).device
+        n = max(len(self.prompt_ids[i]) + int(self._length(p.text)) for i, p in enumerate(self.prompts))
+        ids = torch.full((int(batch_size), n), self.mask_id, dtype=torch.long, device=device)
+        with torch.inference_mode():
+            self.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     def report(self, merged, settings, out) -> dict:
         """Per-response curves and jumps, token influence and ``tokens.html`` (`masked.report`)."""
         from .report import report

@@ -28,7 +28,7 @@ OPTIONS = ("prompts", "system", "outcome", "max_new_tokens", "temperature", "top
            "num_inference_steps")
 DEFAULTS = {"timesteps": "0:1:0.05", "samples": 40, "restarts": 16, "edge_precision": 0.1, "max_new_tokens": 64,
             "temperature": 1.0, "top_p": 1.0, "outcome": "answer", "scheduler": "ancestral"}
-BUILTIN_DEFAULTS = {DEFAULT_MASKED: {"samples": 60, "restarts": 12}}
+BUILTIN_DEFAULTS = {DEFAULT_MASKED: {"samples": 40, "restarts": 8, "timesteps": "0:1:0.1", "num_inference_steps": 16}}
 PIPELINES = ("LLaDA2Pipeline", "DiffusionGemmaPipeline")
 # --scheduler: the ancestral sampler of the masked process, or the pipeline folder's own commit rule
 SAMPLERS = {"ancestral": "samples the reverse process (the theory's quantity)",
