@@ -4,7 +4,7 @@ Public API (imported lazily, so ``import diffusion_windows`` is cheap):
 
 - hooks: `noise_to`, `denoise_from`, `sample_trajectory`, `restart_timestep`, `denoiser`
 - the bundled default: `load_default_pipeline`, `load_default_classifier`
-- the sweep: `run_sweep`; in memory: `measure_window`, `theory_predictions`, `WindowRecord`
+- the sweep: `run_sweep`; in memory: `measure_window`, `measure_text_window`, `theory_predictions`, `WindowRecord`
 - the engine: `Engine`, `Settings`, `Backend`, `UnitResult`; the diffusion backend: `DiffusionBackend`
 - modules: `engine`, `analysis`, `diffusion`, `theory`, `classifiers`, `features`, `plotting`;
   old paths `hooks`, `schedule`, `windows`, `adaptive`, `default`, `exact_denoiser` still import,
@@ -29,6 +29,7 @@ _EXPORTS = {
     "load_default_classifier": "diffusion.default",
     "run_sweep": "sweep",
     "measure_window": "library",
+    "measure_text_window": "library",
     "theory_predictions": "library",
     "WindowRecord": "analysis.records",
     "load_run": "analysis.runs",

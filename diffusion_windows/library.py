@@ -24,7 +24,7 @@ from .options import OptionError, check_values, parse_timesteps
 
 LIBRARY_DEFAULTS = _L
 
-__all__ = ["measure_window", "theory_predictions", "WindowRecord"]
+__all__ = ["measure_window", "measure_text_window", "theory_predictions", "WindowRecord"]
 
 
 def _backend(pipe, classifier, features, mixture, *, num_inference_steps, eta, protocol, prompt, guidance_scale,
@@ -118,6 +118,72 @@ def measure_window(
         write_windows(Path(out), records, {**extra, "options": {**values, "timesteps": steps}})
         plotting.save_plots(Path(out))
     return records
+
+
+def measure_text_window(
+    model,                          # a transformers causal LM, or a masked-diffusion LM (token ids with masks -> logits)
+    tokenizer,                      # its tokenizer (a masked-diffusion LM's has a mask token)
+    prompts,                        # prompt texts, or text.backend.Prompt(text, reference)
+    *,
+    outcome="answer",               # regex:PATTERN, answer, choices:a,b,c, correct, or a callable text -> value
+    kind: str | None = None,        # "text" (truncation) or "masked" (re-masking); None: masked iff it reads both ways
+    samples: int = _L["samples"],   # base responses, each with its own seed
+    restarts: int = _L["restarts"],  # re-samples per base response and time
+    timesteps="0:1:0.1",            # fractions removed (text) or masked (masked): "a,b,c", START:STOP:STEP or "auto"
+    seed: int = _L["seed"],
+    batch_size: int = 64,           # rows per model call
+    tolerance: float = _L["tolerance"],
+    max_new_tokens: int = 64,       # text: most response tokens; masked: the response's positions
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    system: str | None = None,      # a system prompt (chat template)
+    num_inference_steps: int | None = None,  # masked: steps of the ancestral sampler (None: one token per step)
+    theory=True,                    # language models have a theory only for the bundled story language: reason given
+) -> list[WindowRecord]:
+    """The sweep's measurement on a language model in memory -> one `WindowRecord` per outcome value.
+
+    Time is the fraction of each response removed (a causal LM, THEORY.md "Autoregressive models") or
+    masked (a masked-diffusion LM, "Masked diffusion"); the records' ``timesteps`` are those fractions.
+
+    Example::
+
+        records = measure_text_window(model, tokenizer, ["What is 2 + 2?"], outcome="answer", samples=8)
+    """
+    from .engine import Engine, MemoryStore, Settings
+    from .engine.results import summarize_run
+    from .text.resolve import parse_fractions
+
+    check_values(dict(samples=samples, restarts=restarts, seed=seed, batch_size=batch_size, tolerance=tolerance,
+                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p))
+    grid = parse_fractions(timesteps)
+    grid = [round(i / 20, 6) for i in range(21)] if grid == "auto" else grid
+    if kind is None:
+        from .masked.models import check_bidirectional
+
+        kind = "text"
+        if getattr(tokenizer, "mask_token_id", None) is not None:
+            try:
+                check_bidirectional(model, tokenizer)
+                kind = "masked"
+            except ValueError:
+                pass
+    common = dict(outcome=outcome, samples=samples, seed=seed, grid=grid, temperature=temperature, top_p=top_p,
+                  system=system, batch_size=batch_size)
+    if kind == "masked":
+        from .masked.backend import MaskedBackend
+
+        backend = MaskedBackend(model, tokenizer, prompts, gen_length=max_new_tokens, steps=num_inference_steps,
+                                **common)
+    elif kind == "text":
+        from .text.backend import TextBackend
+
+        backend = TextBackend(model, tokenizer, prompts, max_new_tokens=max_new_tokens, **common)
+    else:
+        raise OptionError(f"kind: {kind!r} is not a kind of language model; valid: text, masked")
+    settings = Settings(samples=samples, restarts=restarts, timesteps=grid, seed=seed, batch_size=batch_size,
+                        tolerance=tolerance)
+    engine = Engine(backend, settings, MemoryStore(), quiet=True).run()
+    return summarize_run(backend, engine, tolerance=tolerance, seed=seed, theory=theory)[0]
 
 
 def theory_predictions(pipe, classifier, *, timesteps, features=None, mixture=None,
