@@ -60,7 +60,7 @@ def test_pipeline_folder_is_the_masked_kind_and_runs_its_own_sampler(parts, tmp_
         "_class_name": "LLaDA2Pipeline", "model": ["transformers", "BertForMaskedLM"],
         "scheduler": ["diffusers", "BlockRefinementScheduler"], "tokenizer": ["transformers", "PreTrainedTokenizerFast"]}))
     assert model_kind(str(folder)) == "masked"
-    o = resolve(dict(model=str(folder), prompt="tell a story :", max_new_tokens=8, samples=2, restarts=2,
+    o = resolve(dict(model=str(folder), prompt="tell a story :", max_new_tokens=6, samples=2, restarts=2,
                      timesteps="0,0.5,1", scheduler="pipeline", out=str(tmp_path / "run")))
     b = load_backend(o)
     assert b.describe()["reverse_process"] is False and b.time_unit == "fraction masked"
