@@ -46,3 +46,22 @@ def test_a_resumed_run_gives_the_same_windows(run, tmp_path):
     a, b = (json.loads((p / "windows.json").read_text()) for p in (run, cut))
     assert [r["retention"] for r in a["features"]] == [r["retention"] for r in b["features"]]
     assert a["nfe"] == b["nfe"]
+
+
+@pytest.mark.slow
+def test_two_processes_and_another_batch_size_give_the_same_windows(run, tmp_path):
+    """torchrun with 2 CPU processes and batch groups of one base each: the single-process run's windows."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "diffusion_windows.sweep", *SMALL, "--batch-size", "9", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = (json.loads((p / "windows.json").read_text()) for p in (run, out))
+    assert [r["retention"] for r in a["features"]] == [r["retention"] for r in b["features"]]

@@ -92,8 +92,12 @@ def check_bidirectional(model, tokenizer, *, name: str = "model"):
     mask = int(tokenizer.mask_token_id)
     other = next(i for i in range(min(8, int(model.config.vocab_size))) if i != mask)
     ids = torch.tensor([[other] * 3 + [mask], [other] * 3 + [other]], device=next(model.parameters()).device)
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()
+    except (TypeError, ValueError, RuntimeError, AttributeError) as err:
+        raise ValueError(f"{name}: {type(model).__name__} does not take token ids and return logits over the "
+                         f"vocabulary ({str(err).splitlines()[0][:120]})") from err
     if torch.allclose(logits[0, 0], logits[1, 0], atol=1e-6, rtol=0):
         raise ValueError(f"{name}: {type(model).__name__} reads only earlier tokens (a causal language model: run it "
                          "as a language model, not as a masked-diffusion one)")
