@@ -1,5 +1,6 @@
 """Bad input to a masked-diffusion run: one ``error:`` line, exit 2, no traceback (a tokenizer without a mask
-token, a causal LM given as a masked-diffusion pipeline, an empty prompts file, an unknown sampler)."""
+token, a causal LM given as a masked-diffusion pipeline, an encoder-decoder in a DiffusionGemmaPipeline folder,
+an empty prompts file, an unknown sampler)."""
 import json
 
 import pytest
@@ -18,28 +19,33 @@ def _tokenizer(mask: bool):
                                    eos_token=tasks.EOS, pad_token=tasks.PAD, unk_token=tasks.UNK, **extra)
 
 
-def _folder(path, model, tok, cls):
+def _folder(path, model, tok, cls, pipeline="LLaDA2Pipeline"):
     model.save_pretrained(path / "model")
     tok.save_pretrained(path / "tokenizer")
     (path / "model_index.json").write_text(json.dumps({
-        "_class_name": "LLaDA2Pipeline", "model": ["transformers", cls],
+        "_class_name": pipeline, "model": ["transformers", cls],
         "scheduler": [None, None], "tokenizer": ["transformers", "PreTrainedTokenizerFast"]}))
     return str(path)
 
 
 @pytest.fixture(scope="module")
 def places(tmp_path_factory):
-    from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+    from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, T5Config,
+                              T5ForConditionalGeneration)
 
     root = tmp_path_factory.mktemp("masked_errors")
     torch.manual_seed(0)
     bert = BertForMaskedLM(BertConfig(vocab_size=43, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                       intermediate_size=16, max_position_embeddings=64, type_vocab_size=1))
     gpt = GPT2LMHeadModel(GPT2Config(vocab_size=43, n_embd=16, n_layer=1, n_head=2, n_positions=64))
+    t5 = T5ForConditionalGeneration(T5Config(vocab_size=43, d_model=16, d_kv=8, d_ff=16, num_layers=1, num_heads=2,
+                                             decoder_start_token_id=0))
     (root / "empty.jsonl").write_text("\n")
     return {"nomask": _folder(root / "nomask", bert, _tokenizer(False), "BertForMaskedLM"),
             "causal": _folder(root / "causal", gpt, _tokenizer(True), "GPT2LMHeadModel"),
             "ok": _folder(root / "ok", bert, _tokenizer(True), "BertForMaskedLM"),
+            "encdec": _folder(root / "encdec", t5, _tokenizer(True), "T5ForConditionalGeneration",
+                              "DiffusionGemmaPipeline"),
             "empty": str(root / "empty.jsonl")}
 
 
@@ -47,6 +53,7 @@ CASES = [
     (["--model", "{nomask}", "--prompt", "tell a story :"], "has no mask token"),
     (["--model", "{causal}", "--prompt", "tell a story :"], "reads only earlier tokens"),
     (["--model", "{ok}", "--prompts", "{empty}"], "holds no prompt"),
+    (["--model", "{encdec}", "--prompt", "tell a story :"], "does not take token ids and return logits"),
     (["--model", "{ok}", "--prompt", "tell a story :", "--scheduler", "ddim"], "valid: ancestral, pipeline"),
     (["--model", "{ok}", "--prompt", "tell a story :", "--max-new-tokens", "200"], "exceed the model's 64 positions"),
     (["--model", "default-masked", "--prompt", "hi"], "has its own tasks"),
