@@ -121,7 +121,7 @@ def measure_window(
 
 
 def measure_text_window(
-    model,                          # a transformers causal LM, or a masked-diffusion LM (token ids with masks -> logits)
+    model,                          # a causal LM, or a masked-diffusion LM (token ids with masks -> logits)
     tokenizer,                      # its tokenizer (a masked-diffusion LM's has a mask token)
     prompts,                        # prompt texts, or text.backend.Prompt(text, reference)
     *,

@@ -27,7 +27,8 @@ def parts():
 
 
 @pytest.mark.parametrize("kwargs", [dict(temperature=1.0), dict(temperature=0.0),
-                                    dict(temperature=0.8, top_k=5, threshold=0.3, editing_threshold=0.2, max_post_steps=2),
+                                    dict(temperature=0.8, top_k=5, threshold=0.3, editing_threshold=0.2,
+                                         max_post_steps=2),
                                     dict(temperature=1.0, editing_threshold=None, block_length=8,
                                          num_inference_steps=3)])
 def test_loop_reproduces_the_stock_llada2_pipeline(parts, kwargs):
@@ -58,7 +59,8 @@ def test_pipeline_folder_is_the_masked_kind_and_runs_its_own_sampler(parts, tmp_
     scheduler.save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps({
         "_class_name": "LLaDA2Pipeline", "model": ["transformers", "BertForMaskedLM"],
-        "scheduler": ["diffusers", "BlockRefinementScheduler"], "tokenizer": ["transformers", "PreTrainedTokenizerFast"]}))
+        "scheduler": ["diffusers", "BlockRefinementScheduler"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"]}))
     assert model_kind(str(folder)) == "masked"
     o = resolve(dict(model=str(folder), prompt="tell a story :", max_new_tokens=6, samples=2, restarts=2,
                      timesteps="0,0.5,1", scheduler="pipeline", out=str(tmp_path / "run")))
