@@ -65,3 +65,13 @@ def test_two_processes_and_another_batch_size_give_the_same_windows(run, tmp_pat
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = (json.loads((p / "windows.json").read_text()) for p in (run, out))
     assert [r["retention"] for r in a["features"]] == [r["retention"] for r in b["features"]]
+
+
+@pytest.mark.slow
+def test_timesteps_auto_adds_restarts_in_later_rounds(tmp_path):
+    out = tmp_path / "auto"
+    assert main(["--model", "default-masked", "--samples", "4", "--restarts", "4", "--timesteps", "auto",
+                 "--max-evaluations", "1500", "--quiet", "--out", str(out)]) == 0
+    w = json.loads((out / "windows.json").read_text())
+    assert len(w["rounds"]) >= 2 and sum(r["nfe"] for r in w["rounds"]) == w["nfe"] <= 1500 + 400
+    assert set(t for r in w["rounds"] for t in r["timesteps"]) <= set(w["grid"])
