@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+from diffusers import (CogVideoXDDIMScheduler, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler, PNDMScheduler,
                        UniPCMultistepScheduler)
 
@@ -67,6 +67,7 @@ def _stochastic_sampling(scheduler, eta):
 KINDS: dict = {
     DDPMScheduler: SchedulerKind("vp", True, _always),
     DDIMScheduler: SchedulerKind("vp", True, _eta_positive, default_eta=1.0),
+    CogVideoXDDIMScheduler: SchedulerKind("vp", True, _never),        # DDIM eta 0 (its step ignores eta)
     EulerDiscreteScheduler: SchedulerKind("ve", True, _never),        # the hooks never pass s_churn
     EulerAncestralDiscreteScheduler: SchedulerKind("ve", True, _always),
     HeunDiscreteScheduler: SchedulerKind("ve", False, _never),        # second-order stages

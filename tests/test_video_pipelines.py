@@ -1,0 +1,145 @@
+"""The video adapters on tiny random pipelines (Wan 2.1, CogVideoX): the stock pipeline's output
+reproduced from the toolkit's own loop, `noise_to` + `denoise_from` equal to the family's
+video-to-video pipeline, branching from the sampler's own states, staircase batching, decoding to
+clips ``[N, F, C, H, W]``, and the refusals (LTX, HunyuanVideo, bad sample shapes)."""
+import pytest
+import torch
+from tiny_video import cogvideox_components, cogvideox_pipe, video_embeds, wan_components, wan_pipe
+
+from diffusion_windows.diffusion import hooks
+from diffusion_windows.diffusion.denoisers import denoiser
+
+N, FRAMES, SIZE = 4, 9, 16
+
+
+def gens(seeds):
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return {"wan": wan_pipe(), "cogvideox": cogvideox_pipe()}
+
+
+def kw(name, n=2):
+    pe, ne = video_embeds(n, length=8 if name == "wan" else 16)
+    return dict(prompt_embeds=pe, negative_prompt_embeds=ne, guidance_scale=5.0)
+
+
+def to_stock(name, x):
+    """The toolkit's [N, C, F, H, W] in the stock pipeline's latent layout (CogVideoX: [N, F, C, H, W])."""
+    return x.permute(0, 2, 1, 3, 4) if name == "cogvideox" else x
+
+
+@pytest.fixture(scope="module")
+def stock(pipes):
+    out = {}
+    for name, pipe in pipes.items():
+        common = dict(num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=N, **kw(name))
+        out[name] = (pipe(generator=gens([0, 1]), output_type="latent", **common).frames,
+                     pipe(generator=gens([0, 1]), output_type="pt", **common).frames)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trajectories(pipes):
+    return {name: hooks.sample_trajectory(pipe, batch_size=2, num_inference_steps=N, generator=gens([0, 1]),
+                                          num_frames=FRAMES, height=SIZE, width=SIZE, **kw(name))
+            for name, pipe in pipes.items()}
+
+
+@pytest.mark.parametrize("name", ["wan", "cogvideox"])
+def test_sample_trajectory_reproduces_stock_pipeline(name, pipes, stock, trajectories):
+    latents, video = stock[name]
+    traj = trajectories[name]
+    assert traj.final.ndim == 5 and traj.final.shape[2] == (FRAMES - 1) // 4 + 1
+    assert torch.equal(to_stock(name, traj.final), latents)
+    clips = hooks.decode(pipes[name], traj.final)
+    assert clips.shape == video.shape == (2, FRAMES, 3, SIZE, SIZE)
+    assert torch.allclose(clips, video, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["wan", "cogvideox"])
+def test_branch_from_own_state_is_exact(name, pipes, stock, trajectories):
+    traj = trajectories[name]
+    for i in (1, N - 1):
+        branch = hooks.denoise_from(pipes[name], traj.states[i], traj.timesteps[i], num_inference_steps=N,
+                                    **kw(name))
+        assert torch.equal(to_stock(name, branch), stock[name][0])
+
+
+@pytest.mark.parametrize("name", ["wan", "cogvideox"])
+def test_staircase_equals_separate_restarts(name, pipes, trajectories):
+    pipe, traj = pipes[name], trajectories[name]
+    groups = [(traj.states[1], traj.timesteps[1], None), (traj.states[2], traj.timesteps[2], None)]
+    embeds = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in kw(name).items()}
+    outs = hooks.denoise_staircase(pipe, groups, num_inference_steps=N, max_batch=3, **embeds)
+    for (x, t, _), out in zip(groups, outs):
+        ref = hooks.denoise_from(pipe, x, t, num_inference_steps=N, **kw(name))
+        assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_wan_noise_to_denoise_from_equal_video_to_video():
+    from diffusers import WanVideoToVideoPipeline
+
+    comps = wan_components()
+    v2v = WanVideoToVideoPipeline(**comps)
+    v2v.set_progress_bar_config(disable=True)
+    pipe = wan_pipe()
+    pipe.transformer, pipe.vae = v2v.transformer, v2v.vae
+    clips = torch.rand(2, FRAMES, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    strength = 0.6
+    ref = v2v(video=clips, strength=strength, num_inference_steps=N, height=SIZE, width=SIZE, generator=gens([3, 4]),
+              output_type="latent", **kw("wan")).frames
+    grid = hooks.inference_timesteps(pipe.scheduler, N)
+    start = grid[N - int(N * strength)]
+    x0 = hooks.encode(pipe, clips)
+    x_t = hooks.noise_to(pipe.scheduler, x0, start, generator=gens([3, 4]), num_inference_steps=N)
+    ours = hooks.denoise_from(pipe, x_t, start, num_inference_steps=N, **kw("wan"))
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_cogvideox_noise_to_denoise_from_equal_video_to_video():
+    from diffusers import CogVideoXVideoToVideoPipeline
+    from diffusers.utils.torch_utils import randn_tensor
+
+    v2v = CogVideoXVideoToVideoPipeline(**cogvideox_components())
+    v2v.set_progress_bar_config(disable=True)
+    pipe = cogvideox_pipe()
+    pipe.transformer, pipe.vae = v2v.transformer, v2v.vae
+    clips = torch.rand(2, FRAMES, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    strength = 0.5
+    ref = v2v(video=clips, strength=strength, num_inference_steps=N, height=SIZE, width=SIZE, generator=gens([3, 4]),
+              output_type="latent", **kw("cogvideox")).frames
+    grid = hooks.inference_timesteps(pipe.scheduler, N)
+    start = grid[N - int(N * strength)]
+    g = gens([3, 4])  # the stock pipeline draws the posterior sample, then the noise, from each sample's generator
+    x0 = torch.cat([hooks.encode(pipe, clips[i:i + 1], generator=g[i]) for i in range(2)])
+    noise = randn_tensor((2, x0.shape[2], x0.shape[1], *x0.shape[-2:]), generator=g).permute(0, 2, 1, 3, 4)
+    x_t = hooks.noise_to(pipe.scheduler, x0, start, noise=noise, num_inference_steps=N)
+    ours = hooks.denoise_from(pipe, x_t, start, num_inference_steps=N, **kw("cogvideox"))
+    assert torch.allclose(ours.permute(0, 2, 1, 3, 4), ref, atol=1e-5)
+
+
+def test_video_shapes_and_refusals(pipes):
+    wan, cog = denoiser(pipes["wan"]), denoiser(pipes["cogvideox"])
+    assert wan.sample_shape(SIZE, SIZE, num_frames=FRAMES) == (16, 3, 2, 2)
+    assert cog.sample_shape() == (4, 3, 2, 2)  # the transformer's sample size and frames
+    assert cog.image_shape() == (9, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"is not \[N, C, F, H, W\]"):
+        hooks.denoise_from(pipes["wan"], torch.zeros(1, 16, 2, 2), 500.0, num_inference_steps=N, **kw("wan", 1))
+    with pytest.raises(ValueError, match="takes 16 channels"):
+        hooks.denoise_from(pipes["wan"], torch.zeros(1, 4, 3, 2, 2), 500.0, num_inference_steps=N, **kw("wan", 1))
+    from conftest import make_tiny_ddpm_pipe
+
+    with pytest.raises(ValueError, match="makes images, not clips"):
+        hooks.sample_trajectory(make_tiny_ddpm_pipe(), num_frames=9, num_inference_steps=2)
+
+
+@pytest.mark.parametrize("cls", ["LTXPipeline", "HunyuanVideoPipeline"])
+def test_ltx_and_hunyuan_refused_in_one_line(cls, pipes):
+    fake = type(cls, (), {"transformer": pipes["wan"].transformer, "scheduler": pipes["wan"].scheduler})()
+    with pytest.raises(ValueError) as e:
+        denoiser(fake)
+    msg = str(e.value)
+    assert cls in msg and "Wan" in msg and "CogVideoX" in msg and "\n" not in msg

@@ -1,0 +1,61 @@
+"""Tiny random video pipelines built in code as diffusers' own tests build them (offline, CPU):
+Wan 2.1 (`wan_pipe`) and CogVideoX (`cogvideox_pipe`), no text encoder (embeddings given)."""
+import torch
+
+
+def wan_components(scheduler=None):
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                        in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
+                                        num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                        rope_max_seq_len=32)
+    return dict(tokenizer=None, text_encoder=None, transformer=transformer, vae=vae.eval(),
+                scheduler=scheduler or FlowMatchEulerDiscreteScheduler(shift=7.0))
+
+
+def wan_pipe(scheduler=None, cls=None):
+    from diffusers import WanPipeline
+
+    pipe = (cls or WanPipeline)(**wan_components(scheduler))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def cogvideox_components(scheduler=None):
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+
+    torch.manual_seed(0)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=2,
+        text_embed_dim=32, num_layers=1, sample_width=2, sample_height=2, sample_frames=9, patch_size=2,
+        temporal_compression_ratio=4, max_text_seq_length=16, use_rotary_positional_embeddings=True)
+    torch.manual_seed(0)
+    vae = AutoencoderKLCogVideoX(in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+                                 up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8),
+                                 latent_channels=4, layers_per_block=1, norm_num_groups=2,
+                                 temporal_compression_ratio=4)
+    # CogVideoX-2b's scheduler settings: v-prediction, SNR shift 3, trailing, zero terminal SNR
+    scheduler = scheduler or CogVideoXDDIMScheduler(
+        prediction_type="v_prediction", snr_shift_scale=3.0, timestep_spacing="trailing",
+        beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True, rescale_betas_zero_snr=True)
+    return dict(tokenizer=None, text_encoder=None, transformer=transformer, vae=vae.eval(), scheduler=scheduler)
+
+
+def cogvideox_pipe(scheduler=None, cls=None):
+    from diffusers import CogVideoXPipeline
+
+    pipe = (cls or CogVideoXPipeline)(**cogvideox_components(scheduler))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def video_embeds(n=1, length=8, dim=32):
+    """``(prompt_embeds, negative_prompt_embeds)`` ``[n, length, dim]``, fixed random."""
+    pe = torch.randn(n, length, dim, generator=torch.Generator().manual_seed(1))
+    ne = torch.randn(n, length, dim, generator=torch.Generator().manual_seed(2))
+    return pe, ne
