@@ -30,7 +30,7 @@ ABOUT = ("'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), 
          "flow-matching twin), a diffusers pipeline folder or a hub id in the local Hugging Face cache (UNet "
          "pipelines, SD3, Flux.1, PixArt, Sana, DiT)")
 OPTIONS = ("guidance_scale", "class_label", "height", "width", "num_inference_steps", "scheduler", "eta", "labels",
-           "clip_model", "clip_pretrained", "templates", "images")
+           "clip_model", "clip_pretrained", "templates", "images", "num_frames", "motion", "clip_frame")
 BUILTIN_STEPS = 20   # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
 DEFAULT_STEPS = 50
 DEFAULTS = {"timesteps": "0:1000:50", "samples": 300, "restarts": 4, "edge_precision": 40,
@@ -116,6 +116,35 @@ def is_text_model(info: dict | None) -> bool:
                                                   "tokenizer_2", "tokenizer_3"))
 
 
+VIDEO_TRANSFORMERS = ("WanTransformer3DModel", "CogVideoXTransformer3DModel", "LTXVideoTransformer3DModel",
+                      "HunyuanVideoTransformer3DModel")
+VIDEO_BUILTINS: tuple = ()   # built-in models whose samples are clips
+
+
+def is_video_model(model: str, info: dict | None) -> bool:
+    """Whether a model makes clips: a video built-in, or a pipeline whose transformer is a video one."""
+    if model in VIDEO_BUILTINS:
+        return True
+    transformer = (info or {}).get("transformer") or [None, None]
+    return isinstance(transformer, list) and transformer[-1] in VIDEO_TRANSFORMERS
+
+
+def _resolve_video(o: dict, model: str, info: dict | None):
+    """The video options: only for video models, and a video model needs a feature."""
+    if not is_video_model(model, info):
+        for name in ("num_frames", "motion", "clip_frame"):
+            if o[name] is not None:
+                raise OptionError(f"{_flag(name)}: {show(o[name])} needs a video model; {model!r} makes images")
+        return
+    if o["images"] is not None:
+        raise OptionError(f"--images: {o['images']!r}: the video model {model!r} restarts clips, not still images")
+    if o["clip_frame"] is not None and o["labels"] is None:
+        raise OptionError(f"--clip-frame: {o['clip_frame']} needs --labels (the frame CLIP classifies)")
+    if model not in BUILTINS and o["labels"] is None and o["motion"] is None:
+        raise OptionError(f"--labels/--motion: the video pipeline {model!r} needs a feature: --motion directions, "
+                          "or --labels with --clip-model, or both")
+
+
 def is_class_model(info: dict | None) -> bool:
     """Whether a pipeline is class-conditional (DiT)."""
     if not info:
@@ -165,6 +194,7 @@ def resolve(o: dict, given: set):
         # the bundled tiny CLIP knows 8x8 digits only: it would label photos at random, silently
         raise OptionError(f"--labels: the pipeline {model!r} needs a CLIP to classify them; "
                           "pass --clip-model (and --clip-pretrained)")
+    _resolve_video(o, model, info)
     if o["images"] is not None:
         _resolve_images(o, given)
     _resolve_clip(o)
