@@ -24,7 +24,8 @@ The adapters, one module each: `unet` (UNet2DModel, Stable Diffusion 1.x/2.x/XL)
 (SD3/3.5), `flux` (Flux.1 dev and schnell), `pixart` (PixArt-α and -Σ), `sana`, `dit`; video
 (`video`: samples ``[N, C, F, H, W]``, ``sample_shape(height, width, num_frames)``): `wan`
 (Wan 2.1/2.2 text-to-video), `cogvideox` (CogVideoX 2b/5b). LTX-Video and HunyuanVideo are
-refused by name (`VIDEO_REFUSED`).
+refused by name (`VIDEO_REFUSED`); `frames` (a UNet2DModel whose channels are frames: the
+bundled video default, chosen by its pipeline class, `PIPELINE_ADAPTERS`).
 
 Example::
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 from .cogvideox import CogVideoXDenoiser
 from .dit import DiTDenoiser
 from .flux import FluxDenoiser
+from .frames import FramesUNetDenoiser
 from .pixart import PixArtDenoiser
 from .sana import SanaDenoiser
 from .sd3 import SD3Denoiser
@@ -44,7 +46,8 @@ from .unet import UNetDenoiser
 from .wan import WanDenoiser
 
 __all__ = ["ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser", "PixArtDenoiser",
-           "SanaDenoiser", "DiTDenoiser", "WanDenoiser", "CogVideoXDenoiser", "VIDEO_REFUSED"]
+           "SanaDenoiser", "DiTDenoiser", "WanDenoiser", "CogVideoXDenoiser", "FramesUNetDenoiser",
+           "VIDEO_REFUSED", "PIPELINE_ADAPTERS"]
 
 # denoising-model class name -> adapter (names, so that optional diffusers classes need not import)
 ADAPTERS: dict = {
@@ -59,6 +62,9 @@ ADAPTERS: dict = {
     "WanTransformer3DModel": WanDenoiser,
     "CogVideoXTransformer3DModel": CogVideoXDenoiser,
 }
+
+# pipeline class name -> adapter, for pipelines whose denoising module alone does not say how to call it
+PIPELINE_ADAPTERS: dict = {"VideoDDPMPipeline": FramesUNetDenoiser}
 
 # video pipelines whose restarts are not written yet: refused by name at load
 VIDEO_REFUSED = ("LTXPipeline", "HunyuanVideoPipeline")
@@ -85,6 +91,8 @@ def denoiser(pipe):
     if type(pipe).__name__ in VIDEO_REFUSED:
         raise ValueError(f"pipeline {type(pipe).__name__} is not supported yet (its restarts are not written); "
                          f"supported families: {', '.join(FAMILIES)}")
+    if type(pipe).__name__ in PIPELINE_ADAPTERS:
+        return PIPELINE_ADAPTERS[type(pipe).__name__](pipe, module)
     inner = getattr(module, "_orig_mod", module)  # torch.compile wraps the model
     for cls in type(inner).__mro__:
         if cls.__name__ in ADAPTERS:
