@@ -143,3 +143,21 @@ def test_ltx_and_hunyuan_refused_in_one_line(cls, pipes):
         denoiser(fake)
     msg = str(e.value)
     assert cls in msg and "Wan" in msg and "CogVideoX" in msg and "\n" not in msg
+
+
+def test_backend_probe_and_chunked_classification(pipes, trajectories):
+    """The memory probe runs one model call, one decode and one classification on video; decoding and
+    classifying in chunks of the batch size gives the labels of one whole batch."""
+    from diffusion_windows.diffusion.backend import DiffusionBackend
+    from diffusion_windows.features import Feature
+    from diffusion_windows.video_classifiers import motion_classifier
+
+    clf = motion_classifier()
+    feature = Feature("motion", {label: (i,) for i, label in enumerate(clf.labels)})
+    embeds = kw("wan", 1)
+    backend = DiffusionBackend(pipes["wan"], clf, (feature,), N, conditioning=embeds, height=SIZE, width=SIZE,
+                               num_frames=FRAMES)
+    assert backend.shape == (16, 3, 2, 2) and backend.time_unit == "1000 sigma"
+    backend.probe(2)
+    x = torch.cat([trajectories["wan"].final, trajectories["wan"].states[1]])
+    assert list(backend.classify(x, batch_size=1)) == list(backend.classify(x))

@@ -87,13 +87,14 @@ def load_default_video_pipeline(device: str = "cpu") -> VideoDDPMPipeline:
     folder = assets_path() / VIDEO_DIR
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"default video pipeline missing: {folder}/model_index.json")
-    pipe = VideoDDPMPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True)
+    pipe = VideoDDPMPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
 
 class DigitFrames:
-    """The bundled tiny CLIP on each frame's 8x8 window of most ink, probabilities averaged over frames."""
+    """The bundled tiny CLIP on each frame's 8x8 window of most ink (the frame's background set to 0 and
+    its brightest pixel to 1 first), probabilities averaged over frames."""
 
     def __init__(self, device: str = "cpu"):
         from .default import load_default_classifier
@@ -109,12 +110,22 @@ class DigitFrames:
         ys, xs = best // ink.shape[-1], best % ink.shape[-1]
         return torch.stack([fr[:, y:y + DIGIT, x:x + DIGIT] for fr, y, x in zip(frames, ys.tolist(), xs.tolist())])
 
+    @staticmethod
+    def normalise(frames: torch.Tensor) -> torch.Tensor:
+        """Each frame ``[M, C, H, W]`` rescaled so that its median (the background) is 0 and its maximum 1:
+        a generated frame's background may be grey; a clean clip's frames stay as they are."""
+        flat = frames.reshape(len(frames), -1)
+        lo, hi = flat.median(dim=1).values, flat.max(dim=1).values
+        scale = (hi - lo).clamp_min(1e-6)
+        return ((frames - lo.view(-1, 1, 1, 1)) / scale.view(-1, 1, 1, 1)).clamp(0, 1)
+
     def __call__(self, clips: torch.Tensor) -> torch.Tensor:
         from ..video_classifiers import check_clips
 
         clips = check_clips(clips)
         n, f = clips.shape[:2]
-        probs = torch.as_tensor(self.clip(self.crops(clips.reshape(n * f, *clips.shape[2:])))).float()
+        frames = self.normalise(clips.reshape(n * f, *clips.shape[2:]))
+        probs = torch.as_tensor(self.clip(self.crops(frames))).float()
         return probs.reshape(n, f, -1).mean(1)
 
 

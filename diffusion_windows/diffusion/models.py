@@ -11,6 +11,8 @@ classified by `clip_zero_shot` over ``--labels``. Its conditioning comes from ``
   coarse features; theory data = the training split.
 - ``"gaussian-mixture"``: the exact denoiser of a built-in hierarchical Gaussian mixture
   (`diffusion.exact`), classified by the mixture's own posterior.
+- ``"default-video"``: the bundled moving digits (`diffusion.default_video`): motion direction and
+  digit; theory data = the training clips.
 - ``"gaussian-mixture-flow"``: the same mixture as a flow-matching model (its exact velocity)
   under the flow-ancestral sampler (``--scheduler flow-euler``: the ODE).
 
@@ -64,8 +66,16 @@ def _gaussian_mixture_flow(device, dtype) -> Builtin:
     return Builtin(gm.pipe, gm.classifier, tuple(gm.features), gm.mixture)
 
 
+def _default_video(device, dtype) -> Builtin:
+    from . import default_video as dv
+
+    classifier = dv.load_default_video_classifier(device=device)
+    return Builtin(dv.load_default_video_pipeline(device=device), classifier, dv.default_video_features(classifier),
+                   dv.default_video_mixture())
+
+
 BUILTIN_MODELS = {"default": _default, "gaussian-mixture": _gaussian_mixture,
-                  "gaussian-mixture-flow": _gaussian_mixture_flow}
+                  "gaussian-mixture-flow": _gaussian_mixture_flow, "default-video": _default_video}
 
 
 def conditioning(prompt=None, guidance_scale=None, class_label=None) -> dict:

@@ -24,11 +24,12 @@ __all__ = ["BUILTINS", "MODELS", "NOUN", "ABOUT", "OPTIONS", "DEFAULTS", "BUILTI
            "fingerprints", "model_folder", "model_index", "scheduler_config", "is_flow_model", "is_bundled_pipeline"]
 
 # ----------------------------------------------------------------------------- the registration (backends.py)
-BUILTINS = ("default", "gaussian-mixture", "gaussian-mixture-flow")
+BUILTINS = ("default", "gaussian-mixture", "gaussian-mixture-flow", "default-video")
 MODELS, NOUN = "diffusion models", "a diffusion model"
 ABOUT = ("'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), 'gaussian-mixture-flow' (its "
-         "flow-matching twin), a diffusers pipeline folder or a hub id in the local Hugging Face cache (UNet "
-         "pipelines, SD3, Flux.1, PixArt, Sana, DiT)")
+         "flow-matching twin), 'default-video' (bundled moving digits: motion and digit), a diffusers pipeline "
+         "folder or a hub id in the local Hugging Face cache (UNet pipelines, SD3, Flux.1, PixArt, Sana, DiT, Wan, "
+         "CogVideoX)")
 OPTIONS = ("guidance_scale", "class_label", "height", "width", "num_inference_steps", "scheduler", "eta", "labels",
            "clip_model", "clip_pretrained", "templates", "images", "num_frames", "motion", "clip_frame")
 BUILTIN_STEPS = 20   # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
@@ -36,6 +37,7 @@ DEFAULT_STEPS = 50
 DEFAULTS = {"timesteps": "0:1000:50", "samples": 300, "restarts": 4, "edge_precision": 40,
             "num_inference_steps": DEFAULT_STEPS}
 BUILTIN_DEFAULTS = {name: {"num_inference_steps": BUILTIN_STEPS} for name in BUILTINS}
+BUILTIN_DEFAULTS["default-video"].update(samples=24, timesteps="0:1000:100")  # ~3 minutes on 2 cores
 
 _FLOW_BUILTINS = ("gaussian-mixture-flow",)
 _MIXTURES = ("gaussian-mixture", "gaussian-mixture-flow")   # classified by their own posterior
@@ -118,7 +120,7 @@ def is_text_model(info: dict | None) -> bool:
 
 VIDEO_TRANSFORMERS = ("WanTransformer3DModel", "CogVideoXTransformer3DModel", "LTXVideoTransformer3DModel",
                       "HunyuanVideoTransformer3DModel")
-VIDEO_BUILTINS: tuple = ()   # built-in models whose samples are clips
+VIDEO_BUILTINS = ("default-video",)   # built-in models whose samples are clips
 
 
 def is_video_model(model: str, info: dict | None) -> bool:
@@ -136,6 +138,9 @@ def _resolve_video(o: dict, model: str, info: dict | None):
             if o[name] is not None:
                 raise OptionError(f"{_flag(name)}: {show(o[name])} needs a video model; {model!r} makes images")
         return
+    if model in VIDEO_BUILTINS and (o["labels"] is not None or o["clip_model"] is not None or o["motion"]):
+        name = "labels" if o["labels"] is not None else "clip_model" if o["clip_model"] is not None else "motion"
+        raise OptionError(f"{_flag(name)}: {show(o[name])}: {model!r} has its own features (motion and digit)")
     if o["images"] is not None:
         raise OptionError(f"--images: {o['images']!r}: the video model {model!r} restarts clips, not still images")
     if o["clip_frame"] is not None and o["labels"] is None:
@@ -264,6 +269,12 @@ def fingerprints(o: dict) -> dict:
         out["model"] = fp.folder_fingerprint(assets_path() / PIPELINE_DIR)
         if o["clip_model"] is None:
             out["clip"] = fp.folder_fingerprint(assets_path() / CLIP_DIR)
+    elif model == "default-video":
+        from .default import CLIP_DIR, assets_path
+        from .default_video import VIDEO_DIR
+
+        out["model"] = fp.folder_fingerprint(assets_path() / VIDEO_DIR)
+        out["clip"] = fp.folder_fingerprint(assets_path() / CLIP_DIR)
     elif model not in BUILTINS:
         if Path(model).is_dir():
             out["model"] = fp.folder_fingerprint(model)
