@@ -7,9 +7,9 @@ downloaded weights but the CLIP one:
 
 - `motion_classifier(kind)`: the global motion of a clip from frame-to-frame correlation computed
   as phase correlation is, through the frames' cross power spectrum (`motion_estimate`: pixels
-  per frame, sub-pixel; `mean_velocity`: the clip's, from all frame pairs at once). ``"directions"``: static, up, down, left,
-  right (the dominant axis of the mean velocity; static below ``min_speed`` pixels per frame);
-  ``"moving"``: static or moving.
+  per frame, sub-pixel; `mean_velocity`: the clip's, from all frame pairs at once).
+  ``"directions"``: static, up, down, left, right (the dominant axis of the mean velocity;
+  static below ``min_speed`` pixels per frame); ``"moving"``: static or moving.
 - `frames_classifier(image_classifier, frame=None)`: any image classifier (a CLIP zero-shot
   one, `classifiers.clip_zero_shot`) on every frame, probabilities averaged over frames, or on
   one chosen frame.

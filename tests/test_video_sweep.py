@@ -38,6 +38,10 @@ def run(folder, out, *extra):
     return main(argv)
 
 
+def rows(out):
+    return sorted(json.loads(line)["labels"] for line in (out / "results.jsonl").read_text().splitlines())
+
+
 def test_motion_and_appearance_in_one_run(folders, tmp_path, tiny_clip):
     out = tmp_path / "wan"
     assert run(folders / "wan", out, "--motion", "directions", "--labels", "cat,dog", "--clip-model", tiny_clip,
@@ -51,7 +55,6 @@ def test_motion_and_appearance_in_one_run(folders, tmp_path, tiny_clip):
     other = tmp_path / "wan-b1"
     assert run(folders / "wan", other, "--motion", "directions", "--labels", "cat,dog", "--clip-model", tiny_clip,
                "--timesteps", "0,500,1000", "--guidance-scale", "2", "--batch-size", "1") == 0
-    rows = lambda p: sorted(json.loads(line)["labels"] for line in (p / "results.jsonl").read_text().splitlines())  # noqa: E731
     assert rows(out) == rows(other)
 
 

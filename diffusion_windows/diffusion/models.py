@@ -110,7 +110,8 @@ def load_backend(o: dict):
         pipe = _from_pretrained(o["model"], dtype, device)
         video = _is_video(pipe)
         if o["labels"] is None and not (video and o.get("motion")):
-            raise ModelLoadError(f"--labels: the pipeline {o['model']!r} needs feature labels (e.g. --labels 'a cat,a dog')")
+            raise ModelLoadError(f"--labels: the pipeline {o['model']!r} needs feature labels "
+                                 "(e.g. --labels 'a cat,a dog')")
         if video:
             _check_frames(pipe, o.get("num_frames"))
             classifier, features = clip_classifier(o, device)
