@@ -58,11 +58,26 @@ def test_motion_and_appearance_in_one_run(folders, tmp_path, tiny_clip):
     assert rows(out) == rows(other)
 
 
-def test_cogvideox_motion_only(folders, tmp_path):
+def test_cogvideox_motion_only_sampled_by_ddpm(folders, tmp_path):
     out = tmp_path / "cog"
-    assert run(folders / "cog", out, "--motion", "moving", "--timesteps", "0,500,999", "--guidance-scale", "1") == 0
+    assert run(folders / "cog", out, "--motion", "moving", "--timesteps", "0,500,999", "--guidance-scale", "1",
+               "--scheduler", "ddpm") == 0
     d = json.loads((out / "windows.json").read_text())
     assert {r["feature"] for r in d["features"]} == {"motion"} and d["time_unit"] == "timestep"
+    assert d["sampler"]["name"] == "DDPMScheduler" and d["sampler"]["stochastic"]
+
+
+def test_a_swapped_scheduler_keeps_cogvideox_shifted_noise():
+    """CogVideoX shifts alphas_cumprod after building them (SNR shift, zero terminal SNR): a swap keeps them."""
+    import torch
+
+    from diffusion_windows.diffusion.schedule import make_scheduler
+
+    source = cogvideox_components()["scheduler"]
+    for name in ("ddpm", "ddim"):
+        swapped = make_scheduler(name, source)
+        assert torch.allclose(swapped.alphas_cumprod.double(), source.alphas_cumprod.double(), atol=1e-6)
+        assert swapped.config.prediction_type == "v_prediction" and swapped.alphas_cumprod[-1] < 1e-6
 
 
 @pytest.mark.parametrize("extra, needle", [
