@@ -161,3 +161,38 @@ def test_backend_probe_and_chunked_classification(pipes, trajectories):
     backend.probe(2)
     x = torch.cat([trajectories["wan"].final, trajectories["wan"].states[1]])
     assert list(backend.classify(x, batch_size=1)) == list(backend.classify(x))
+
+
+def _wan_stock_and_ours(pipe, n=N, **extra):
+    common = dict(num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=n, **kw("wan"), **extra)
+    stock = pipe(generator=gens([0, 1]), output_type="latent", **common).frames
+    ours = hooks.sample_trajectory(pipe, batch_size=2, generator=gens([0, 1]), **common)
+    return stock, ours
+
+
+def test_wan_under_unipc_flow_shift_reproduces_stock():
+    from diffusers import UniPCMultistepScheduler
+
+    pipe = wan_pipe(UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0))
+    stock, traj = _wan_stock_and_ours(pipe)
+    assert torch.allclose(traj.final, stock, atol=1e-6)
+    assert hooks.restart_timestep(pipe.scheduler, 700.0, N) in traj.timesteps  # UniPC snaps to its grid
+
+
+def test_wan22_two_experts_reproduce_stock():
+    """Wan 2.2: ``transformer`` above ``boundary_ratio * T`` with ``guidance_scale``, ``transformer_2`` below with
+    ``guidance_scale_2``."""
+    from diffusers import WanPipeline
+
+    comps = wan_components()
+    second = wan_components()["transformer"]
+    torch.manual_seed(1)
+    for p in second.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    pipe = WanPipeline(**comps, transformer_2=second, boundary_ratio=0.5)
+    pipe.set_progress_bar_config(disable=True)
+    stock, traj = _wan_stock_and_ours(pipe, guidance_scale_2=3.0)
+    assert torch.equal(traj.final, stock)
+    assert not torch.allclose(_wan_stock_and_ours(wan_pipe())[1].final, stock, atol=1e-4)  # the expert matters
+    with pytest.raises(ValueError, match="guidance_scale_2=3.0 needs Wan 2.2's second transformer"):
+        denoiser(wan_pipe()).prepare(1, None, guidance_scale_2=3.0, **kw("wan", 1))

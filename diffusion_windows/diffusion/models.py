@@ -114,6 +114,8 @@ def load_backend(o: dict):
                                  "(e.g. --labels 'a cat,a dog')")
         if video:
             _check_frames(pipe, o.get("num_frames"))
+            if getattr(pipe, "vae", None) is not None and hasattr(pipe.vae, "enable_slicing"):
+                pipe.vae.enable_slicing()  # a chunk of clips decodes one clip at a time (a 480p clip is large)
             classifier, features = clip_classifier(o, device)
         else:
             classifier, features = _clip(o, device), None

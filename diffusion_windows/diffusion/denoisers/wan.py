@@ -63,6 +63,9 @@ class WanDenoiser(VideoDenoiser):
         if g("prompt") is not None and not self._has_encoder():
             raise ValueError(f"prompt={g('prompt')!r} but pipeline {type(self.pipe).__name__} has no text encoder")
         scale = self._guidance(g("guidance_scale"), 5.0)
+        if g("guidance_scale_2") is not None and self.boundary is None:
+            raise ValueError(f"guidance_scale_2={g('guidance_scale_2')} needs Wan 2.2's second transformer "
+                             "(transformer_2 and boundary_ratio); this pipeline has one")
         scale_2 = scale if g("guidance_scale_2") is None else float(g("guidance_scale_2"))
         cfg = scale > 1.0
         if cfg and not self._has_encoder() and g("negative_prompt_embeds") is None:
