@@ -123,3 +123,17 @@ def test_bad_input_one_error_line(tmp_path, capsys, extra, needle):
     assert main(["--model", "default-video", "--out", str(tmp_path / "x"), "--quiet", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_windows(tiny_run, tmp_path):
+    import os
+
+    args = ["--model", "default-video", "--samples", "4", "--restarts", "2", "--timesteps", "0,400,800",
+            "--num-inference-steps", "5", "--seed", "2", "--no-theory", "--batch-size", "6", "--quiet"]
+    out = tmp_path / "two"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "diffusion_windows.sweep", *args, "--out", str(out)], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert features(out) == features(tiny_run)
