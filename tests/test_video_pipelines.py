@@ -196,3 +196,26 @@ def test_wan22_two_experts_reproduce_stock():
     assert not torch.allclose(_wan_stock_and_ours(wan_pipe())[1].final, stock, atol=1e-4)  # the expert matters
     with pytest.raises(ValueError, match="guidance_scale_2=3.0 needs Wan 2.2's second transformer"):
         denoiser(wan_pipe()).prepare(1, None, guidance_scale_2=3.0, **kw("wan", 1))
+
+
+def test_cogvideox_dpm_sampler_reproduces_stock():
+    """CogVideoX-5b's stochastic second-order sampler: the toolkit's loop (`CogVideoXDPMLoop`) draws the same noise
+    and keeps the same history as the stock pipeline; a restart from a grid state starts first-order."""
+    from diffusers import CogVideoXDPMScheduler
+
+    from diffusion_windows.diffusion.cogvideox_dpm import CogVideoXDPMLoop, loop_scheduler
+    from diffusion_windows.diffusion.noise import is_stochastic
+
+    dpm = CogVideoXDPMScheduler(prediction_type="v_prediction", snr_shift_scale=1.0, timestep_spacing="trailing",
+                                beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True,
+                                rescale_betas_zero_snr=True)
+    pipe = cogvideox_pipe(dpm)
+    common = dict(num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=N, **kw("cogvideox"))
+    stock = pipe(generator=gens([0, 1]), output_type="latent", **common).frames
+    pipe.scheduler = loop_scheduler(pipe.scheduler)
+    assert isinstance(pipe.scheduler, CogVideoXDPMLoop) and is_stochastic(pipe.scheduler)
+    traj = hooks.sample_trajectory(pipe, batch_size=2, generator=gens([0, 1]), **common)
+    assert torch.allclose(to_stock("cogvideox", traj.final), stock, atol=1e-5)
+    again = hooks.denoise_from(pipe, traj.states[2], traj.timesteps[2], num_inference_steps=N, generator=gens([7, 8]),
+                               **kw("cogvideox"))
+    assert again.shape == traj.final.shape and torch.isfinite(again).all()

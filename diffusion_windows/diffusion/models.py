@@ -114,6 +114,9 @@ def load_backend(o: dict):
                                  "(e.g. --labels 'a cat,a dog')")
         if video:
             _check_frames(pipe, o.get("num_frames"))
+            from .cogvideox_dpm import loop_scheduler
+
+            pipe.scheduler = loop_scheduler(pipe.scheduler)  # CogVideoX-5b's DPM sampler, its history kept inside
             if getattr(pipe, "vae", None) is not None and hasattr(pipe.vae, "enable_slicing"):
                 pipe.vae.enable_slicing()  # a chunk of clips decodes one clip at a time (a 480p clip is large)
             classifier, features = clip_classifier(o, device)

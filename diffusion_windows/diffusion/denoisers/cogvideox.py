@@ -6,8 +6,9 @@ scheduler's integer one broadcast to the batch; T5 ``prompt_embeds`` (`encode_pr
 given); classifier-free guidance as one batch ``[negative, positive]`` when
 ``guidance_scale > 1`` (default 6; ``use_dynamic_cfg`` is not supported); 3-D rotary
 embeddings for the clip's size when the transformer uses them; the output in float32. The
-scheduler is ``CogVideoXDDIMScheduler`` (deterministic, SNR-shifted ``alphas_cumprod``) or
-any VP scheduler of the noise table; the VAE decodes ``z / scaling_factor``. CogVideoX 1.5
+scheduler is ``CogVideoXDDIMScheduler`` (deterministic, SNR-shifted ``alphas_cumprod``),
+``CogVideoXDPMScheduler`` as `diffusion.cogvideox_dpm.CogVideoXDPMLoop` (stochastic, second
+order), or any VP scheduler of the noise table; the VAE decodes ``z / scaling_factor``. CogVideoX 1.5
 (``patch_size_t``: frames padded to the temporal patch) is refused.
 """
 from __future__ import annotations
