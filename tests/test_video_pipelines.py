@@ -4,7 +4,8 @@ video-to-video pipeline, branching from the sampler's own states, staircase batc
 clips ``[N, F, C, H, W]``, and the refusals (LTX, HunyuanVideo, bad sample shapes)."""
 import pytest
 import torch
-from tiny_video import cogvideox_components, cogvideox_pipe, video_embeds, wan_components, wan_pipe
+from tiny_video import (cogvideox_components, cogvideox_pipe, hunyuan_embeds, hunyuan_pipe, video_embeds, wan_components,
+                        wan_pipe)
 
 from diffusion_windows.diffusion import hooks
 from diffusion_windows.diffusion.denoisers import denoiser
@@ -136,13 +137,13 @@ def test_video_shapes_and_refusals(pipes):
         hooks.sample_trajectory(make_tiny_ddpm_pipe(), num_frames=9, num_inference_steps=2)
 
 
-@pytest.mark.parametrize("cls", ["LTXPipeline", "HunyuanVideoPipeline"])
+@pytest.mark.parametrize("cls", ["LTXPipeline"])
 def test_ltx_and_hunyuan_refused_in_one_line(cls, pipes):
     fake = type(cls, (), {"transformer": pipes["wan"].transformer, "scheduler": pipes["wan"].scheduler})()
     with pytest.raises(ValueError) as e:
         denoiser(fake)
     msg = str(e.value)
-    assert cls in msg and "Wan" in msg and "CogVideoX" in msg and "\n" not in msg
+    assert cls in msg and "Wan" in msg and "CogVideoX" in msg and "HunyuanVideo" in msg and "\n" not in msg
 
 
 def test_backend_probe_and_chunked_classification(pipes, trajectories):
@@ -219,3 +220,20 @@ def test_cogvideox_dpm_sampler_reproduces_stock():
     again = hooks.denoise_from(pipe, traj.states[2], traj.timesteps[2], num_inference_steps=N, generator=gens([7, 8]),
                                **kw("cogvideox"))
     assert again.shape == traj.final.shape and torch.isfinite(again).all()
+
+
+@pytest.mark.parametrize("true_cfg", [1.0, 2.5])
+def test_hunyuan_video_reproduces_stock_and_restarts_off_grid(true_cfg):
+    """HunyuanVideo: guidance embedding, true CFG as a second call, the pipeline's sigma grid (shift 7)."""
+    pipe = hunyuan_pipe()
+    embeds = dict(hunyuan_embeds(2), guidance_scale=4.5, true_cfg_scale=true_cfg)
+    common = dict(num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=N, **embeds)
+    stock = pipe(generator=gens([0, 1]), output_type="latent", **common).frames
+    traj = hooks.sample_trajectory(pipe, batch_size=2, generator=gens([0, 1]), **common)
+    assert torch.equal(traj.final, stock)
+    video = pipe(generator=gens([0, 1]), output_type="pt", **common).frames
+    assert torch.allclose(hooks.decode(pipe, traj.final), video, atol=1e-5)
+    branch = hooks.denoise_from(pipe, traj.states[2], traj.timesteps[2], num_inference_steps=N,
+                                **{k: v for k, v in common.items() if k not in ("num_frames", "height", "width",
+                                                                                "num_inference_steps")})
+    assert torch.equal(branch, stock)

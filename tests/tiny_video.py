@@ -59,3 +59,39 @@ def video_embeds(n=1, length=8, dim=32):
     pe = torch.randn(n, length, dim, generator=torch.Generator().manual_seed(1))
     ne = torch.randn(n, length, dim, generator=torch.Generator().manual_seed(2))
     return pe, ne
+
+
+def hunyuan_pipe():
+    """HunyuanVideo as diffusers' tests build it (no text encoders: embeddings given)."""
+    from diffusers import (AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline,
+                           HunyuanVideoTransformer3DModel)
+
+    torch.manual_seed(0)
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=1, num_single_layers=1,
+        num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True, text_embed_dim=16,
+        pooled_projection_dim=8, rope_axes_dim=(2, 4, 4))
+    torch.manual_seed(0)
+    vae = AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        act_fn="silu", norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=8,
+        temporal_compression_ratio=4, mid_block_add_attention=True)
+    pipe = HunyuanVideoPipeline(text_encoder=None, tokenizer=None, transformer=transformer, vae=vae.eval(),
+                                scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=None,
+                                tokenizer_2=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def hunyuan_embeds(n=1, length=6):
+    """Positive and negative ``(prompt_embeds, pooled_prompt_embeds, prompt_attention_mask)`` keywords."""
+    g = torch.Generator().manual_seed(3)
+    out = {}
+    for prefix in ("", "negative_"):
+        out[prefix + "prompt_embeds"] = torch.randn(n, length, 16, generator=g)
+        out[prefix + "pooled_prompt_embeds"] = torch.randn(n, 8, generator=g)
+        mask = torch.ones(n, length)
+        mask[:, -2:] = 0
+        out[prefix + "prompt_attention_mask"] = mask
+    return out

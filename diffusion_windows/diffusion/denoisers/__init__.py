@@ -23,8 +23,8 @@ Samples stay ``[N, C, H, W]`` outside the adapter (a model that packs latents pa
 The adapters, one module each: `unet` (UNet2DModel, Stable Diffusion 1.x/2.x/XL), `sd3`
 (SD3/3.5), `flux` (Flux.1 dev and schnell), `pixart` (PixArt-α and -Σ), `sana`, `dit`; video
 (`video`: samples ``[N, C, F, H, W]``, ``sample_shape(height, width, num_frames)``): `wan`
-(Wan 2.1/2.2 text-to-video), `cogvideox` (CogVideoX 2b/5b). LTX-Video and HunyuanVideo are
-refused by name (`VIDEO_REFUSED`); `frames` (a UNet2DModel whose channels are frames: the
+(Wan 2.1/2.2 text-to-video), `cogvideox` (CogVideoX 2b/5b), `hunyuan_video` (HunyuanVideo
+text-to-video). LTX-Video is refused by name (`VIDEO_REFUSED`); `frames` (a UNet2DModel whose channels are frames: the
 bundled video default, chosen by its pipeline class, `PIPELINE_ADAPTERS`).
 
 Example::
@@ -39,6 +39,7 @@ from .cogvideox import CogVideoXDenoiser
 from .dit import DiTDenoiser
 from .flux import FluxDenoiser
 from .frames import FramesUNetDenoiser
+from .hunyuan_video import HunyuanVideoDenoiser
 from .pixart import PixArtDenoiser
 from .sana import SanaDenoiser
 from .sd3 import SD3Denoiser
@@ -46,7 +47,7 @@ from .unet import UNetDenoiser
 from .wan import WanDenoiser
 
 __all__ = ["ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser", "PixArtDenoiser",
-           "SanaDenoiser", "DiTDenoiser", "WanDenoiser", "CogVideoXDenoiser", "FramesUNetDenoiser",
+           "SanaDenoiser", "DiTDenoiser", "WanDenoiser", "CogVideoXDenoiser", "FramesUNetDenoiser", "HunyuanVideoDenoiser",
            "VIDEO_REFUSED", "PIPELINE_ADAPTERS"]
 
 # denoising-model class name -> adapter (names, so that optional diffusers classes need not import)
@@ -61,17 +62,19 @@ ADAPTERS: dict = {
     "DiTTransformer2DModel": DiTDenoiser,
     "WanTransformer3DModel": WanDenoiser,
     "CogVideoXTransformer3DModel": CogVideoXDenoiser,
+    "HunyuanVideoTransformer3DModel": HunyuanVideoDenoiser,
 }
 
 # pipeline class name -> adapter, for pipelines whose denoising module alone does not say how to call it
 PIPELINE_ADAPTERS: dict = {"VideoDDPMPipeline": FramesUNetDenoiser}
 
 # video pipelines whose restarts are not written yet: refused by name at load
-VIDEO_REFUSED = ("LTXPipeline", "HunyuanVideoPipeline")
+VIDEO_REFUSED = ("LTXPipeline", "LTXImageToVideoPipeline", "LTXConditionPipeline")
 
 # the families the adapters cover, for the one line that refuses any other pipeline
 FAMILIES = ("DDPM/DDIM (UNet2DModel)", "Stable Diffusion 1.x/2.x/XL", "Stable Diffusion 3/3.5", "Flux.1 dev/schnell",
-            "PixArt-alpha/sigma", "Sana", "DiT", "Wan 2.1/2.2 text-to-video", "CogVideoX 2b/5b")
+            "PixArt-alpha/sigma", "Sana", "DiT", "Wan 2.1/2.2 text-to-video", "CogVideoX 2b/5b",
+            "HunyuanVideo text-to-video")
 
 
 def _module(pipe):
