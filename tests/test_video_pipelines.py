@@ -4,8 +4,8 @@ video-to-video pipeline, branching from the sampler's own states, staircase batc
 clips ``[N, F, C, H, W]``, and the refusals (LTX, HunyuanVideo, bad sample shapes)."""
 import pytest
 import torch
-from tiny_video import (cogvideox_components, cogvideox_pipe, hunyuan_embeds, hunyuan_pipe, video_embeds, wan_components,
-                        wan_pipe)
+from tiny_video import (cogvideox_components, cogvideox_pipe, hunyuan_embeds, hunyuan_pipe, ltx_pipe, video_embeds,
+                        wan_components, wan_pipe)
 
 from diffusion_windows.diffusion import hooks
 from diffusion_windows.diffusion.denoisers import denoiser
@@ -137,13 +137,17 @@ def test_video_shapes_and_refusals(pipes):
         hooks.sample_trajectory(make_tiny_ddpm_pipe(), num_frames=9, num_inference_steps=2)
 
 
-@pytest.mark.parametrize("cls", ["LTXPipeline"])
-def test_ltx_and_hunyuan_refused_in_one_line(cls, pipes):
-    fake = type(cls, (), {"transformer": pipes["wan"].transformer, "scheduler": pipes["wan"].scheduler})()
+def test_other_video_pipelines_refused_in_one_line(pipes):
+    from diffusers import WanImageToVideoPipeline
+
+    fake = type("WanImageToVideoPipeline", (WanImageToVideoPipeline,), {})
+    pipe = object.__new__(fake)
+    pipe.__dict__.update(transformer=pipes["wan"].transformer, scheduler=pipes["wan"].scheduler)
     with pytest.raises(ValueError) as e:
-        denoiser(fake)
+        denoiser(pipe)
     msg = str(e.value)
-    assert cls in msg and "Wan" in msg and "CogVideoX" in msg and "HunyuanVideo" in msg and "\n" not in msg
+    assert "WanImageToVideoPipeline is not supported" in msg and "HunyuanVideo" in msg and "LTX" in msg
+    assert "\n" not in msg
 
 
 def test_backend_probe_and_chunked_classification(pipes, trajectories):
@@ -237,3 +241,25 @@ def test_hunyuan_video_reproduces_stock_and_restarts_off_grid(true_cfg):
                                 **{k: v for k, v in common.items() if k not in ("num_frames", "height", "width",
                                                                                 "num_inference_steps")})
     assert torch.equal(branch, stock)
+
+
+@pytest.mark.slow
+def test_ltx_reproduces_stock_packed_inside():
+    """LTX-Video: packed tokens inside the call, its sigma grid with mu from the clip's token count, latent statistics
+    from the VAE's buffers."""
+    pipe = ltx_pipe()
+    pe = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(4))
+    ne = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(2, 6)
+    embeds = dict(prompt_embeds=pe, prompt_attention_mask=mask, negative_prompt_embeds=ne,
+                  negative_prompt_attention_mask=mask, guidance_scale=3.0)
+    common = dict(num_frames=FRAMES, height=32, width=32, num_inference_steps=N, **embeds)
+    stock = pipe(generator=gens([0, 1]), output_type="latent", **common).frames  # packed [N, tokens, C]
+    traj = hooks.sample_trajectory(pipe, batch_size=2, generator=gens([0, 1]), **common)
+    assert traj.final.ndim == 5 and traj.final.shape[1] == 8
+    assert torch.equal(pipe._pack_latents(traj.final, 1, 1), stock)
+    one = {k: v[:1] if torch.is_tensor(v) else v for k, v in common.items()}  # one clip: LTX's VAE is slow on the CPU
+    video = pipe(generator=gens([0]), output_type="pt", **one).frames
+    assert torch.allclose(hooks.decode(pipe, traj.final[:1]), video, atol=1e-5)
+    branch = hooks.denoise_from(pipe, traj.states[1], traj.timesteps[1], num_inference_steps=N, **embeds)
+    assert torch.equal(pipe._pack_latents(branch, 1, 1), stock)

@@ -95,3 +95,25 @@ def hunyuan_embeds(n=1, length=6):
         mask[:, -2:] = 0
         out[prefix + "prompt_attention_mask"] = mask
     return out
+
+
+def ltx_pipe():
+    """LTX-Video as diffusers' tests build it (no text encoder: embeddings given), the VAE's latent statistics
+    set off their defaults so that decoding reads them."""
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+
+    torch.manual_seed(0)
+    transformer = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,
+                                             num_attention_heads=4, attention_head_dim=8, cross_attention_dim=32,
+                                             num_layers=1, caption_channels=32)
+    torch.manual_seed(0)
+    vae = AutoencoderKLLTXVideo(latent_channels=8, block_out_channels=(8, 8, 8, 8),
+                                spatio_temporal_scaling=(True, True, False, False), layers_per_block=(1, 1, 1, 1, 1),
+                                patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False)
+    vae.use_framewise_encoding = vae.use_framewise_decoding = False
+    vae.latents_mean.copy_(torch.linspace(-0.3, 0.3, 8))
+    vae.latents_std.copy_(torch.linspace(0.5, 1.5, 8))
+    pipe = LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True), vae=vae.eval(),
+                       text_encoder=None, tokenizer=None, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -82,7 +82,7 @@ class DiffusionBackend:
         self.height, self.width, self.num_frames = height, width, num_frames
         self.shape = hooks.sample_shape(self.den, height, width, num_frames)  # [C, H, W] or video [C, F, H, W]
         self.hw = tuple(self.shape[-2:])  # images are loaded at this size (models.py)
-        self.grid_kwargs = self.den.grid_kwargs(self.num_inference_steps, self.hw)
+        self.grid_kwargs = self.den.grid_kwargs(self.num_inference_steps, tuple(self.shape[1:]))  # video: (F, H, W)
         self.grid_desc = np.asarray(hooks.inference_timesteps(pipe.scheduler, self.num_inference_steps,
                                                               self.grid_kwargs))
         self.grid = tuple(sorted(float(t) for t in self.grid_desc))

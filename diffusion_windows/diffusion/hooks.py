@@ -190,7 +190,7 @@ def denoise_from(pipe, x_t, timestep, *, num_inference_steps=None, generator=Non
         prompt=prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         guidance_scale=guidance_scale, pooled_prompt_embeds=pooled_prompt_embeds,
         negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, **call_kwargs))
-    grid_kwargs = den.grid_kwargs(n_steps, tuple(x.shape[-2:]))
+    grid_kwargs = den.grid_kwargs(n_steps, tuple(x.shape[2:]))  # (H, W); video: (F, H, W)
     scheduler, seq, start = restart_plan(pipe.scheduler, timestep, n_steps, x.device, grid_kwargs)
     generator = _check_generator(generator, x.shape[0])
     if len(seq) == 0:
@@ -225,7 +225,7 @@ def sample_trajectory(pipe, *, batch_size=1, num_inference_steps=None, generator
         prompt=prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         guidance_scale=guidance_scale, pooled_prompt_embeds=pooled_prompt_embeds,
         negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, **call_kwargs))
-    grid_kwargs = den.grid_kwargs(n_steps, shape[-2:])
+    grid_kwargs = den.grid_kwargs(n_steps, shape[2:])
     grid = inference_timesteps(pipe.scheduler, n_steps, grid_kwargs)
     scheduler, seq, _ = restart_plan(pipe.scheduler, grid[0], n_steps, device, grid_kwargs)
     generator = _check_generator(generator, shape[0])
@@ -297,7 +297,7 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
         prompt=prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         guidance_scale=guidance_scale, pooled_prompt_embeds=pooled_prompt_embeds,
         negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, **call_kwargs))
-    grid_kwargs = den.grid_kwargs(n_steps, tuple(x_all.shape[-2:]))
+    grid_kwargs = den.grid_kwargs(n_steps, tuple(x_all.shape[2:]))
     plans, keys = {}, []
     for t in starts:  # one restart plan per distinct start
         key = float(t) if not torch.is_tensor(t) else float(t.item())

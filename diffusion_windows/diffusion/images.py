@@ -36,8 +36,10 @@ class _upcast:
             self.vae.to(torch.float16)
 
 
-def _latent_stats(cfg, z):
+def _latent_stats(cfg, z, vae=None):
     mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+    if mean is None and torch.is_tensor(getattr(vae, "latents_mean", None)):  # LTX's VAE keeps them as buffers
+        mean, std = vae.latents_mean.tolist(), vae.latents_std.tolist()
     if mean is None or std is None:
         return None
     shape = (1, -1) + (1,) * (z.ndim - 2)  # [1, C, 1, 1] for images, [1, C, 1, 1, 1] for video latents
@@ -68,12 +70,15 @@ def decode(pipe, x, *, batch_size: int | None = None, device=None):
             cfg = vae.config
             with _upcast(vae):
                 z = chunk.to(vae.device, vae.dtype)
-                stats = _latent_stats(cfg, z)
+                stats = _latent_stats(cfg, z, vae)
                 if stats is not None:
                     z = z * stats[1] / _scaling(cfg) + stats[0]
                 else:
                     z = z / _scaling(cfg) + (getattr(cfg, "shift_factor", None) or 0.0)
-                images = vae.decode(z, return_dict=False)[0].float() / 2 + 0.5
+                # a timestep-conditioned VAE (LTX 0.9.1+) decodes at its pipeline's default decode_timestep, 0
+                extra = ((torch.zeros(len(z), device=z.device, dtype=z.dtype),)
+                         if getattr(cfg, "timestep_conditioning", False) else ())
+                images = vae.decode(z, *extra, return_dict=False)[0].float() / 2 + 0.5
         if images.ndim == 5:  # a video VAE decodes [N, C, F, H, W]: clips are [N, F, C, H, W]
             images = images.permute(0, 2, 1, 3, 4)
         images = torch.where(torch.isfinite(images), images.clamp(0, 1), images)
@@ -113,7 +118,7 @@ def encode(pipe, images, *, generator=None):
         else:
             z = posterior.sample(generator) if generator is not None else posterior.mode()
         cfg = vae.config
-        stats = _latent_stats(cfg, z)
+        stats = _latent_stats(cfg, z, vae)
         if stats is not None:
             z = (z - stats[0]) * _scaling(cfg) / stats[1]
         else:

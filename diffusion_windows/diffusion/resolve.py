@@ -29,7 +29,7 @@ MODELS, NOUN = "diffusion models", "a diffusion model"
 ABOUT = ("'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), 'gaussian-mixture-flow' (its "
          "flow-matching twin), 'default-video' (bundled moving digits: motion and digit), a diffusers pipeline "
          "folder or a hub id in the local Hugging Face cache (UNet pipelines, SD3, Flux.1, PixArt, Sana, DiT, Wan, "
-         "CogVideoX, HunyuanVideo)")
+         "CogVideoX, HunyuanVideo, LTX-Video)")
 OPTIONS = ("guidance_scale", "class_label", "height", "width", "num_inference_steps", "scheduler", "eta", "labels",
            "clip_model", "clip_pretrained", "templates", "images", "num_frames", "motion", "clip_frame")
 BUILTIN_STEPS = 20   # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
