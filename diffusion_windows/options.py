@@ -143,8 +143,9 @@ OPTIONS: tuple = (
     Option("labels", None, str, "comma-separated CLIP zero-shot labels", library=_NOT_LIBRARY,
            shown="the model's built-in features"),
     Option("motion", None, str, "video models: a motion feature from the clips' global motion (frame-to-frame "
-           "correlation): directions (static, up, down, left, right) or moving (static, moving); with --labels "
-           "both features in one run", library=_NOT_LIBRARY, check=_one_of(lambda: ("directions", "moving")),
+           "correlation): directions (static, up, down, left, right), moving (static, moving) or speed (static, slow, "
+           "fast from 1.5 pixels per frame); with --labels both features in one run", library=_NOT_LIBRARY,
+           check=_one_of(lambda: ("directions", "moving", "speed")),
            shown="none"),
     Option("clip_frame", None, int, "video models: the one frame CLIP classifies for --labels (negative: from the "
            "end)", library=_NOT_LIBRARY, shown="every frame, probabilities averaged"),

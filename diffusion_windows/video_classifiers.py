@@ -9,7 +9,8 @@ downloaded weights but the CLIP one:
   as phase correlation is, through the frames' cross power spectrum (`motion_estimate`: pixels
   per frame, sub-pixel; `mean_velocity`: the clip's, from all frame pairs at once).
   ``"directions"``: static, up, down, left, right (the dominant axis of the mean velocity;
-  static below ``min_speed`` pixels per frame); ``"moving"``: static or moving.
+  static below ``min_speed`` pixels per frame); ``"moving"``: static or moving; ``"speed"``:
+  static, slow, or fast (from ``fast_speed`` pixels per frame on).
 - `frames_classifier(image_classifier, frame=None)`: any image classifier (a CLIP zero-shot
   one, `classifiers.clip_zero_shot`) on every frame, probabilities averaged over frames, or on
   one chosen frame.
@@ -38,6 +39,7 @@ __all__ = ["MOTIONS", "motion_estimate", "mean_velocity", "motion_classifier", "
 MOTIONS = {
     "directions": ("static", "up", "down", "left", "right"),
     "moving": ("static", "moving"),
+    "speed": ("static", "slow", "fast"),
 }
 _UNIT = {"up": (-1.0, 0.0), "down": (1.0, 0.0), "left": (0.0, -1.0), "right": (0.0, 1.0)}
 
@@ -149,13 +151,15 @@ class MotionClassifier:
     velocity's projection on each direction (``"directions"``) or its speed (``"moving"``),
     against ``min_speed`` for static; probabilities a softmax of scores / ``temperature``."""
 
-    def __init__(self, kind: str = "directions", *, min_speed: float = 0.25, temperature: float = 0.1):
+    def __init__(self, kind: str = "directions", *, min_speed: float = 0.25, fast_speed: float = 1.5,
+                 temperature: float = 0.1):
         if kind not in MOTIONS:
             raise ValueError(f"motion {kind!r} is not one of {', '.join(MOTIONS)}")
-        if not min_speed > 0 or not temperature > 0:
-            raise ValueError(f"min_speed {min_speed!r} and temperature {temperature!r} must be > 0")
+        if not min_speed > 0 or not temperature > 0 or not fast_speed > min_speed:
+            raise ValueError(f"min_speed {min_speed!r} and temperature {temperature!r} must be > 0, and fast_speed "
+                             f"{fast_speed!r} above min_speed")
         self.kind, self.labels = kind, MOTIONS[kind]
-        self.min_speed, self.temperature = float(min_speed), float(temperature)
+        self.min_speed, self.fast_speed, self.temperature = float(min_speed), float(fast_speed), float(temperature)
 
     def velocity(self, clips) -> torch.Tensor:
         """Mean shift per frame ``[N, 2]`` (``dy, dx``, pixels per frame)."""
@@ -166,6 +170,9 @@ class MotionClassifier:
         static = torch.full((v.shape[0], 1), self.min_speed)
         if self.kind == "moving":
             scores = torch.cat([static, v.norm(dim=1, keepdim=True)], dim=1)
+        elif self.kind == "speed":  # each score is positive exactly in its own speed range
+            s, lo, hi = v.norm(dim=1, keepdim=True), self.min_speed, self.fast_speed
+            scores = torch.cat([lo - s, torch.minimum(s - lo, hi - s), s - hi], dim=1)
         else:
             units = torch.tensor([_UNIT[d] for d in self.labels[1:]])
             scores = torch.cat([static, v @ units.T], dim=1)
@@ -175,9 +182,10 @@ class MotionClassifier:
         return f"MotionClassifier({self.kind!r}, min_speed={self.min_speed})"
 
 
-def motion_classifier(kind: str = "directions", *, min_speed: float = 0.25) -> MotionClassifier:
-    """The motion classifier ``kind`` (one of `MOTIONS`; module docstring)."""
-    return MotionClassifier(kind, min_speed=min_speed)
+def motion_classifier(kind: str = "directions", *, min_speed: float = 0.25,
+                      fast_speed: float = 1.5) -> MotionClassifier:
+    """The motion classifier ``kind`` (one of `MOTIONS`; module docstring); speeds in pixels per frame."""
+    return MotionClassifier(kind, min_speed=min_speed, fast_speed=fast_speed)
 
 
 class FramesClassifier:

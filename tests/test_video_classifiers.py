@@ -71,12 +71,21 @@ def test_large_frames_are_downsampled_and_keep_pixel_units():
     assert abs(float(v[1]) - 4.0) < 1.0 and abs(float(v[0])) < 0.5
 
 
+@pytest.mark.parametrize("speed, label", [(0.0, "static"), (0.5, "slow"), (1.0, "slow"), (2.0, "fast"),
+                                          (3.0, "fast")])
+def test_speed_classes(speed, label):
+    clips = torch.stack([clip((speed * dy, speed * dx), seed=s, noise=0.05) for s, (dy, dx) in
+                         enumerate(DIRECTIONS.values())])
+    motion = motion_classifier("speed")
+    assert [motion.labels[i] for i in motion(clips).argmax(1)] == [label] * 4
+
+
 def test_bad_clips_and_options_refused():
     with pytest.raises(ValueError, match=r"is not \[N, F, C, H, W\]"):
         motion_classifier()(torch.zeros(2, 3, 8, 8))
     with pytest.raises(ValueError, match="at least 2 frames"):
         motion_classifier()(torch.zeros(1, 1, 1, 8, 8))
-    with pytest.raises(ValueError, match="'spin' is not one of directions, moving"):
+    with pytest.raises(ValueError, match="'spin' is not one of directions, moving, speed"):
         motion_classifier("spin")
 
 

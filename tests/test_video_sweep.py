@@ -82,7 +82,7 @@ def test_a_swapped_scheduler_keeps_cogvideox_shifted_noise():
 
 @pytest.mark.parametrize("extra, needle", [
     (["--labels", "cat,dog"], "--labels: the pipeline"),
-    (["--motion", "spin"], "--motion: 'spin' is not one of directions, moving"),
+    (["--motion", "spin"], "--motion: 'spin' is not one of directions, moving, speed"),
     (["--motion", "directions", "--num-frames", "6"], "--num-frames: 6 does not match the model"),
     ([], "--labels/--motion: the video pipeline"),
     (["--motion", "directions", "--clip-frame", "0"], "--clip-frame: 0 needs --labels"),
