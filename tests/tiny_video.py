@@ -100,7 +100,8 @@ def hunyuan_embeds(n=1, length=6):
 def ltx_pipe():
     """LTX-Video as diffusers' tests build it (no text encoder: embeddings given), the VAE's latent statistics
     set off their defaults so that decoding reads them."""
-    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+    from diffusers import (AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline,
+                           LTXVideoTransformer3DModel)
 
     torch.manual_seed(0)
     transformer = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,

@@ -20,7 +20,8 @@ line naming it and listing the supported families (`FAMILIES`). Every adapter of
   its N-step grid at latent size ``hw`` (``(H, W)``; video ``(F, H, W)``) (Flux, LTX: ``sigmas``
   and ``mu``; most: none).
 
-Samples stay ``[N, C, H, W]`` (video ``[N, C, F, H, W]``) outside the adapter (a model that packs latents packs them inside).
+Samples stay ``[N, C, H, W]`` (video ``[N, C, F, H, W]``) outside the adapter (a model that packs
+latents packs them inside).
 The adapters, one module each: `unet` (UNet2DModel, Stable Diffusion 1.x/2.x/XL), `sd3`
 (SD3/3.5), `flux` (Flux.1 dev and schnell), `pixart` (PixArt-α and -Σ), `sana`, `dit`; video
 (`video`: samples ``[N, C, F, H, W]``, ``sample_shape(height, width, num_frames)``): `wan`
@@ -50,8 +51,8 @@ from .unet import UNetDenoiser
 from .wan import WanDenoiser
 
 __all__ = ["ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser", "PixArtDenoiser",
-           "SanaDenoiser", "DiTDenoiser", "WanDenoiser", "CogVideoXDenoiser", "FramesUNetDenoiser", "HunyuanVideoDenoiser", "LTXDenoiser",
-           "VIDEO_REFUSED", "PIPELINE_ADAPTERS"]
+           "SanaDenoiser", "DiTDenoiser", "WanDenoiser", "CogVideoXDenoiser", "FramesUNetDenoiser",
+           "HunyuanVideoDenoiser", "LTXDenoiser", "VIDEO_REFUSED", "PIPELINE_ADAPTERS"]
 
 # denoising-model class name -> adapter (names, so that optional diffusers classes need not import)
 ADAPTERS: dict = {

@@ -83,8 +83,10 @@ class HunyuanVideoDenoiser(VideoDenoiser):
         ts = t.expand(m).to(inp.dtype)
         guidance = torch.full((m,), float(cond.shared["guidance"]), dtype=self.module.dtype, device=self.device)
         guidance = guidance * 1000.0
-        call = lambda branch: self.module(hidden_states=x, timestep=ts, guidance=guidance, return_dict=False,  # noqa: E731
-                                          **{k: v[:m] for k, v in branch.items()})[0]
+        def call(branch):
+            return self.module(hidden_states=x, timestep=ts, guidance=guidance, return_dict=False,
+                               **{k: v[:m] for k, v in branch.items()})[0]
+
         out = call(cond.cond)
         if cond.uncond is None:
             return out

@@ -72,7 +72,8 @@ class LTXDenoiser(VideoDenoiser):
         device, dtype = self.device, self.module.dtype
         pe, pm, ne, nm = self._encode(prompt=g("prompt"), negative_prompt=g("negative_prompt"),
                                       do_classifier_free_guidance=cfg, num_videos_per_prompt=1,
-                                      prompt_embeds=g("prompt_embeds"), prompt_attention_mask=g("prompt_attention_mask"),
+                                      prompt_embeds=g("prompt_embeds"),
+                                      prompt_attention_mask=g("prompt_attention_mask"),
                                       negative_prompt_embeds=g("negative_prompt_embeds"),
                                       negative_prompt_attention_mask=g("negative_prompt_attention_mask"),
                                       max_sequence_length=g("max_sequence_length") or 128, device=device)
