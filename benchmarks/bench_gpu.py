@@ -10,7 +10,11 @@ fp16, 8 base samples x 8 restarts x 10 timesteps by default):
 - ``--family sd3``: `SD3Transformer2DModel` with SD3-medium's config (2 B), a 16-channel VAE,
   guidance 7.0, 28 steps of the stochastic flow sampler (``flow-ancestral``);
 - ``--family flux``: `FluxTransformer2DModel` with Flux.1-dev's config (12 B; 24 GB of weights in
-  fp16), the guidance embedding instead of guidance batches, 28 flow-ancestral steps.
+  fp16), the guidance embedding instead of guidance batches, 28 flow-ancestral steps;
+- ``--family wan``: `WanTransformer3DModel` with Wan 2.1-T2V-1.3B's config, its `AutoencoderKLWan`
+  (decoding one clip at a time: ``enable_slicing``), UMT5-shaped prompt embeddings (512 x 4096),
+  guidance 5.0 (two calls per step, as Wan makes them), 480 x 832, 33 frames, 50 flow-ancestral
+  steps on UniPC's ``flow_shift=3`` grid; the classifier is CLIP on every frame, averaged.
 
 In the same process it times the bare denoiser (the same adapter call, in a tight loop) at the
 run's largest batch. Prints one JSON object as its last line:
@@ -26,6 +30,8 @@ run's largest batch. Prints one JSON object as its last line:
     python benchmarks/bench_gpu.py --family sd3 --device cuda --dtype float16 --batch-size 16
     python benchmarks/bench_gpu.py --tiny          # tiny components on the CPU (CI)
     python benchmarks/bench_gpu.py --tiny --family flux
+    python benchmarks/bench_gpu.py --family wan --device cuda --dtype bfloat16 --batch-size 2 --samples 2
+    python benchmarks/bench_gpu.py --tiny --family wan
 
 Ratios are what to compare: absolute times drift.
 """
@@ -127,6 +133,28 @@ def transformer_components(family: str, tiny: bool):
     return model, vae, {"prompt": (512, 4096), "pooled": (768,)}, 1024
 
 
+def wan_components(tiny: bool):
+    """Wan 2.1-T2V-1.3B's transformer and VAE (tiny: diffusers' test shapes), prompt shape, ``(height, width,
+    frames)``."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    torch.manual_seed(0)
+    if tiny:
+        vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                               temperal_downsample=[False, True, True])
+        model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                      in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
+                                      num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                      rope_max_seq_len=32)
+        return model, vae, (8, 32), (16, 16, 9)
+    vae = AutoencoderKLWan()  # its defaults are Wan 2.1's VAE (base 96, z 16, dims 1, 2, 4, 4)
+    model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128,
+                                  in_channels=16, out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960,
+                                  num_layers=30, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
+                                  rope_max_seq_len=1024)
+    return model, vae, (512, 4096), (480, 832, 33)
+
+
 def build(args):
     """``(pipe, classifier, conditioning, denoising module, image size or None)`` of ``args.family``."""
     import open_clip
@@ -138,7 +166,20 @@ def build(args):
 
     dtype = getattr(torch, args.dtype)
     g = torch.Generator().manual_seed(0)
-    if args.family == "sd15":
+    frames = None
+    if args.family == "wan":
+        from diffusers import UniPCMultistepScheduler, WanPipeline
+
+        model, vae, shape, (height, width, frames) = wan_components(args.tiny)
+        scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                            num_train_timesteps=1000, flow_shift=3.0)
+        pipe = WanPipeline(tokenizer=None, text_encoder=None, transformer=model, vae=vae, scheduler=scheduler)
+        pipe.vae.enable_slicing()  # one clip at a time: a batch of 480p clips would not fit
+        pe, ne = (torch.randn(1, *shape, generator=g) for _ in range(2))
+        cond = dict(prompt_embeds=pe, negative_prompt_embeds=ne, guidance_scale=5.0)
+        size = (height, width)
+        pipe.scheduler = make_scheduler("flow-ancestral", pipe.scheduler)
+    elif args.family == "sd15":
         unet, vae, width = sd15_components(args.tiny)
         scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                                   clip_sample=False, steps_offset=1)
@@ -151,6 +192,7 @@ def build(args):
         size = None
     else:
         model, vae, shapes, size = transformer_components(args.family, args.tiny)
+        size = (size, size)
         text = {f"{part}{i}": None for part in ("text_encoder", "tokenizer") for i in ("", "_2", "_3")}
         if args.family == "sd3":
             pipe = StableDiffusion3Pipeline(transformer=model, vae=vae,
@@ -168,6 +210,8 @@ def build(args):
             cond = dict(prompt_embeds=pe, pooled_prompt_embeds=pooled, guidance_scale=3.5)
         pipe.scheduler = make_scheduler("flow-ancestral", pipe.scheduler)  # the forward-reverse experiment samples
     pipe.to(args.device, dtype)
+    if args.family == "wan":
+        pipe.vae.to(torch.float32)  # Wan's pipelines decode in float32
     if args.device.startswith("cuda") and args.family == "sd15":
         pipe.unet.to(memory_format=torch.channels_last)
     pipe.set_progress_bar_config(disable=True)
@@ -188,34 +232,35 @@ def build(args):
         clip_name = "ViT-B-32"
     classifier = clip_zero_shot(["a cat", "a dog", "a car"], model=clip_name, pretrained=None, device=args.device)
     module = pipe.unet if args.family == "sd15" else pipe.transformer
-    return pipe, classifier, cond, module, size
+    return pipe, classifier, cond, module, size, frames
 
 
 def bare_throughput(backend, batch: int, sync, repeats: int) -> float:
     """Rows per second of the bare denoiser (the adapter call the measurement makes, guidance's rows
     included) on ``batch`` samples at the middle of the grid, in a tight loop."""
+    from diffusion_windows.diffusion.hooks import _model_input
     from diffusion_windows.diffusion.schedule import restart_plan
 
     den = backend.den
-    x = torch.randn(batch, *den.sample_shape(backend.height, backend.width), device=den.device, dtype=den.dtype)
+    x = torch.randn(batch, *backend.shape, device=den.device, dtype=den.dtype)
     cond = den.prepare(batch, x.shape[-2:], **backend.conditioning)
     scheduler, seq, _ = restart_plan(backend.pipe.scheduler, backend.grid[len(backend.grid) // 2],
                                      backend.num_inference_steps, den.device, grid_kwargs=backend.grid_kwargs)
     t = seq[0]
     rows = batch * (1 if cond is None else cond.rows)
     with torch.inference_mode():
-        den(scheduler.scale_model_input(x, t), t, cond)  # warm-up
+        den(_model_input(scheduler, x, t), t, cond)  # warm-up
         sync()
         start = time.perf_counter()
         for _ in range(repeats):
-            den(scheduler.scale_model_input(x, t), t, cond)
+            den(_model_input(scheduler, x, t), t, cond)
         sync()
     return repeats * rows / (time.perf_counter() - start)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--family", default="sd15", choices=["sd15", "sd3", "flux"], help="the denoiser's shape")
+    p.add_argument("--family", default="sd15", choices=["sd15", "sd3", "flux", "wan"], help="the denoiser's shape")
     p.add_argument("--tiny", action="store_true", help="tiny components on the CPU (for CI)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
@@ -224,11 +269,11 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--restarts", type=int, default=8)
     p.add_argument("--timesteps", type=int, default=10, help="evenly spaced restart times")
-    p.add_argument("--steps", type=int, default=None, help="inference steps (default: 50 for sd15, else 28)")
+    p.add_argument("--steps", type=int, default=None, help="inference steps (default: 50 for sd15 and wan, else 28)")
     a = p.parse_args(argv)
     a.device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     a.dtype = a.dtype or ("float16" if a.device.startswith("cuda") else "float32")
-    a.steps = a.steps or (50 if a.family == "sd15" else 28)
+    a.steps = a.steps or (50 if a.family in ("sd15", "wan") else 28)
     if a.tiny:
         a.samples, a.restarts, a.timesteps, a.steps = 2, 2, 4, 10
     cuda = a.device.startswith("cuda")
@@ -238,11 +283,16 @@ def main(argv=None):
     from diffusion_windows.engine import Engine, MemoryStore, Settings
     from diffusion_windows.features import labels_feature
 
-    pipe, classifier, cond, module, size = build(a)
+    pipe, classifier, cond, module, size, frames = build(a)
     timers = {"denoiser": Timer(module, "forward", sync), "vae_decode": Timer(pipe.vae, "decode", sync)}
     clf_timer = Timer(classifier, "logits", sync)
+    if frames is not None:  # clips: CLIP on every frame, probabilities averaged
+        from diffusion_windows.video_classifiers import frames_classifier
+
+        classifier = frames_classifier(classifier)
+    height, width = size if size is not None else (None, None)
     backend = DiffusionBackend(pipe, classifier, (labels_feature(classifier.labels),), a.steps, conditioning=cond,
-                               height=size, width=size)
+                               height=height, width=width, num_frames=frames)
     grid = np.asarray(backend.grid)
     settings = Settings(samples=a.samples, restarts=a.restarts, batch_size=a.batch_size,
                         timesteps=sorted({float(grid[i]) for i in np.linspace(0, len(grid) - 1, a.timesteps).astype(int)}))
@@ -262,13 +312,14 @@ def main(argv=None):
     shares = {k: v / wall for k, v in seconds.items()}  # before the bare loop, which the denoiser's timer also sees
     shares["rest"] = max(0.0, 1.0 - sum(shares.values()))
     achieved = rows / wall
-    bare = bare_throughput(backend, max(1, largest // (2 if "negative_prompt_embeds" in cond else 1)), sync,
-                           repeats=3 if a.tiny else 10)
+    batched = "negative_prompt_embeds" in cond and a.family != "wan"  # Wan calls its branches one after the other
+    bare = bare_throughput(backend, max(1, largest // (2 if batched else 1)), sync, repeats=3 if a.tiny else 10)
     result = {
         "family": f"{a.family}-shaped", "tiny": a.tiny, "device": a.device, "dtype": a.dtype,
         "gpu": torch.cuda.get_device_name(a.device) if cuda else None, "sampler": type(pipe.scheduler).__name__,
         "denoiser_params_m": round(sum(q.numel() for q in module.parameters()) / 1e6, 1),
         "vae_params_m": round(sum(q.numel() for q in pipe.vae.parameters()) / 1e6, 1),
+        "frames": frames, "size": size,
         "samples": a.samples, "restarts": a.restarts, "timesteps": len(settings.timesteps), "steps": a.steps,
         "batch_size": a.batch_size, "largest_model_batch": largest, "nfe": engine.nfe(),
         "denoiser_rows": rows, "wall_s": round(wall, 3),

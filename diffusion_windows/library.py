@@ -28,7 +28,7 @@ __all__ = ["measure_window", "measure_text_window", "theory_predictions", "Windo
 
 
 def _backend(pipe, classifier, features, mixture, *, num_inference_steps, eta, protocol, prompt, guidance_scale,
-             class_label=None, height=None, width=None):
+             class_label=None, height=None, width=None, num_frames=None):
     from .diffusion.backend import DiffusionBackend
     from .diffusion.models import conditioning
     from .diffusion.resolve import is_bundled_pipeline
@@ -44,12 +44,12 @@ def _backend(pipe, classifier, features, mixture, *, num_inference_steps, eta, p
             mixture = "default"
     return DiffusionBackend(pipe, classifier, features, num_inference_steps, eta=eta,
                             conditioning=conditioning(prompt, guidance_scale, class_label), mixture=mixture,
-                            protocol=protocol, height=height, width=width)
+                            protocol=protocol, height=height, width=width, num_frames=num_frames)
 
 
 def measure_window(
     pipe,                           # a diffusers pipeline (DDPM/DDIM, Stable Diffusion, SD3, Flux, PixArt, Sana, DiT)
-    classifier,                     # images [N,C,H,W] in [0,1] -> probabilities [N,K], with .labels
+    classifier,                     # images [N,C,H,W] (video: clips [N,F,C,H,W]) in [0,1] -> probs [N,K], .labels
     *,
     features=None,                  # list of features.Feature (None: the default's digit+group, or one per label)
     samples: int = _L["samples"],   # base samples, each with its own seed
@@ -70,6 +70,7 @@ def measure_window(
     class_label=_L["class_label"],  # class-conditional pipelines (DiT): an index or an id2label name
     height: int | None = _L["height"],  # image size in pixels (None: the pipeline's)
     width: int | None = _L["width"],
+    num_frames: int | None = _L["num_frames"],  # video pipelines: frames of a clip (None: the pipeline's)
     theory=_L["theory"],            # False: skip; a Predictions (theory_predictions): reuse; True: compute
     out=_L["out"],                  # a folder: also write windows.json/csv and plots there
 ) -> list[WindowRecord]:
@@ -91,7 +92,8 @@ def measure_window(
                   seed=seed, batch_size=batch_size, tolerance=tolerance, edge_precision=edge_precision,
                   initial_restarts=initial_restarts, max_evaluations=max_evaluations, eta=eta, prompt=prompt,
                   guidance_scale=guidance_scale)
-    more = {k: v for k, v in dict(class_label=class_label, height=height, width=width).items() if v is not None}
+    more = {k: v for k, v in dict(class_label=class_label, height=height, width=width,
+                                  num_frames=num_frames).items() if v is not None}
     check_values(values)
     check_values(dict(more, class_label=str(class_label)) if class_label is not None else more)
     if initial_restarts is not None and initial_restarts > restarts:
@@ -102,7 +104,7 @@ def measure_window(
                             flow=schedule.is_flow(pipe.scheduler))
     backend = _backend(pipe, classifier, features, mixture, num_inference_steps=num_inference_steps, eta=eta,
                        protocol=protocol, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label,
-                       height=height, width=width)
+                       height=height, width=width, num_frames=num_frames)
     settings = Settings(samples=samples, restarts=restarts, timesteps=steps, seed=seed, batch_size=batch_size,
                         tolerance=tolerance, edge_precision=edge_precision, initial_restarts=initial_restarts,
                         max_evaluations=max_evaluations)

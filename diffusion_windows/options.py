@@ -132,6 +132,8 @@ OPTIONS: tuple = (
            check=_non_empty, shown="none"),
     Option("height", None, int, "image height in pixels", check=_at_least(1), shown="the pipeline's"),
     Option("width", None, int, "image width in pixels", check=_at_least(1), shown="the pipeline's"),
+    Option("num_frames", None, int, "video models: frames of a clip (decoded frames: 1 + 4k for Wan and CogVideoX)",
+           check=_at_least(1), shown="the pipeline's"),
     Option("num_inference_steps", None, int, "steps of the sampling grid", library=50, check=_at_least(1)),
     Option("scheduler", None, str, "swap the pipeline's scheduler: ddpm, ddim, euler, euler-ancestral, heun, dpm++, "
            "unipc, pndm; flow-matching models: flow-ancestral (samples), flow-euler (the ODE)", library=_NOT_LIBRARY,
@@ -140,6 +142,13 @@ OPTIONS: tuple = (
            shown="1.0 for DDIM: a stochastic sampler; the scheduler's otherwise"),
     Option("labels", None, str, "comma-separated CLIP zero-shot labels", library=_NOT_LIBRARY,
            shown="the model's built-in features"),
+    Option("motion", None, str, "video models: a motion feature from the clips' global motion (frame-to-frame "
+           "correlation): directions (static, up, down, left, right), moving (static, moving) or speed (static, slow, "
+           "fast from 1.5 pixels per frame); with --labels both features in one run", library=_NOT_LIBRARY,
+           check=_one_of(lambda: ("directions", "moving", "speed")),
+           shown="none"),
+    Option("clip_frame", None, int, "video models: the one frame CLIP classifies for --labels (negative: from the "
+           "end)", library=_NOT_LIBRARY, shown="every frame, probabilities averaged"),
     Option("clip_model", None, str, "open_clip model name", library=_NOT_LIBRARY, shown="the bundled tiny CLIP"),
     Option("clip_pretrained", None, str, "open_clip pretrained tag or checkpoint path", library=_NOT_LIBRARY,
            shown="none"),

@@ -44,10 +44,13 @@ def run_sweep(
     class_label: str | None = _D["class_label"],      # class-conditional pipelines (DiT)
     height: int | None = _D["height"],                # image size in pixels (None: the pipeline's)
     width: int | None = _D["width"],
+    num_frames: int | None = _D["num_frames"],        # video models: frames of a clip (None: the pipeline's)
     num_inference_steps: int | None = _D["num_inference_steps"],  # None: the model kind's (20 for built-ins, else 50)
     scheduler: str | None = _D["scheduler"],          # swap the pipeline's scheduler by name
     eta: float | None = _D["eta"],                    # DDIM eta (None: 1.0 for DDIM)
     labels: str | None = _D["labels"],                # CLIP zero-shot labels, comma-separated
+    motion: str | None = _D["motion"],                # video models: "directions" or "moving"
+    clip_frame: int | None = _D["clip_frame"],        # video models: the frame CLIP classifies (None: all, averaged)
     clip_model: str | None = _D["clip_model"],
     clip_pretrained: str | None = _D["clip_pretrained"],
     templates: str | None = _D["templates"],

@@ -29,6 +29,20 @@ def _synthetic():
                             (labels_feature(("a", "b")),), range(0, 1000, 100))
 
 
+def _video():
+    """The diffusion backend on a tiny Wan pipeline (clips [N, 16, 2, 2, 2] latents), read by the motion classifier."""
+    from tiny_video import video_embeds, wan_pipe
+
+    from diffusion_windows.diffusion.backend import DiffusionBackend
+    from diffusion_windows.diffusion.models import clip_classifier
+
+    clf, features = clip_classifier({"motion": "directions", "labels": None}, "cpu")
+    pe, ne = video_embeds(1)
+    return DiffusionBackend(wan_pipe(), clf, features, 4, conditioning=dict(prompt_embeds=pe, negative_prompt_embeds=ne,
+                                                                           guidance_scale=2.0),
+                            height=16, width=16, num_frames=5, name="tiny-wan")
+
+
 @pytest.fixture(scope="module")
 def backends():
     """name -> a fresh tiny backend of each kind (the text one loads the bundled model once)."""
@@ -53,6 +67,7 @@ def backends():
         "text": text,
         "masked": load_backend(resolve(dict(model="default-masked", samples=2, seed=0, out="unused"))),
         "synthetic": _synthetic(),
+        "video": _video(),
         "replay": ReplayBackend(live, merge_units(recording.store.read_all())),
     }
 
@@ -88,7 +103,7 @@ def _conforms(protocol, backend):
         _check_signature(protocol, backend, name)
 
 
-KINDS = ["diffusion", "text", "masked", "synthetic", "replay"]
+KINDS = ["diffusion", "text", "masked", "synthetic", "replay", "video"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -148,8 +163,8 @@ def test_each_capability_is_present_and_works_or_absent_and_refused_in_one_line(
     from diffusion_windows.sweep import _auto_batch_size
 
     b = backends[kind]
-    expected = {"diffusion": {ProbesMemory, HasTheory}, "text": {ProbesMemory, HasTheory, Reports},
-                "masked": {ProbesMemory, HasTheory, Reports},
+    expected = {"diffusion": {ProbesMemory, HasTheory}, "video": {ProbesMemory, HasTheory},
+                "text": {ProbesMemory, HasTheory, Reports}, "masked": {ProbesMemory, HasTheory, Reports},
                 "synthetic": set(), "replay": set()}[kind]
     assert {c for c in CAPABILITIES if capable(b, c)} == expected
     for c in expected:

@@ -70,7 +70,8 @@ class DiffusionBackend:
     """The engine's `Backend` for a diffusers pipeline (module docstring)."""
 
     def __init__(self, pipe, classifier, features, num_inference_steps: int, *, eta=None, conditioning=None,
-                 mixture=None, protocol: str = "noise", images=None, name: str = "model", height=None, width=None):
+                 mixture=None, protocol: str = "noise", images=None, name: str = "model", height=None, width=None,
+                 num_frames=None):
         self.pipe, self.classifier, self.features = pipe, classifier, tuple(features)
         self.num_inference_steps = int(num_inference_steps)
         self.eta = noise.default_eta(pipe.scheduler, eta)
@@ -78,9 +79,10 @@ class DiffusionBackend:
         self.mixture, self.protocol, self.images, self.name = mixture, protocol, images, name
         self.labels = tuple(classifier.labels)
         self.den = denoiser(pipe)
-        self.height, self.width = height, width
-        self.hw = tuple(self.den.sample_shape(height, width)[1:])  # images are loaded at this size (models.py)
-        self.grid_kwargs = self.den.grid_kwargs(self.num_inference_steps, self.hw)
+        self.height, self.width, self.num_frames = height, width, num_frames
+        self.shape = hooks.sample_shape(self.den, height, width, num_frames)  # [C, H, W] or video [C, F, H, W]
+        self.hw = tuple(self.shape[-2:])  # images are loaded at this size (models.py)
+        self.grid_kwargs = self.den.grid_kwargs(self.num_inference_steps, tuple(self.shape[1:]))  # video: (F, H, W)
         self.grid_desc = np.asarray(hooks.inference_timesteps(pipe.scheduler, self.num_inference_steps,
                                                               self.grid_kwargs))
         self.grid = tuple(sorted(float(t) for t in self.grid_desc))
@@ -163,19 +165,21 @@ class DiffusionBackend:
                     self.states[b].setdefault(0.0, finals[i:i + 1])  # below the grid: the trajectory's end
 
     def _size(self) -> dict:
-        """``height``/``width`` for `sample_trajectory` when given (none: the pipeline's default)."""
-        return {k: v for k, v in (("height", self.height), ("width", self.width)) if v is not None}
+        """``height``/``width`` (video: ``num_frames``) for `sample_trajectory` when given (none: the pipeline's
+        default)."""
+        return {k: v for k, v in (("height", self.height), ("width", self.width), ("num_frames", self.num_frames))
+                if v is not None}
 
     def probe(self, batch_size: int) -> None:
         """The heaviest single steps of a restart at ``batch_size`` (`engine.memory`): one model call at
         the top of the grid (guidance's rows included), one VAE decode and one classification."""
         with torch.inference_mode():
-            x = torch.randn(batch_size, *self.den.sample_shape(), device=self.den.device, dtype=self.den.dtype)
+            x = torch.randn(batch_size, *self.shape, device=self.den.device, dtype=self.den.dtype)
             scheduler, seq, _ = hooks.restart_plan(self.pipe.scheduler, self.grid_desc[0], self.num_inference_steps,
                                                    self.den.device)
             cond = self.den.prepare(batch_size, x.shape[-2:], **self.conditioning) if self.conditioning else \
                 self.den.prepare(batch_size, x.shape[-2:])
-            self.den(scheduler.scale_model_input(x, seq[0]), seq[0], cond)
+            self.den(hooks._model_input(scheduler, x, seq[0]), seq[0], cond)
             self.classifier(hooks.decode(self.pipe, x, batch_size=batch_size))
             if x.is_cuda:
                 torch.cuda.synchronize(x.device)
@@ -235,8 +239,8 @@ class DiffusionBackend:
             arrays = {} if self.mixture is not None else {"base": x0s[i]}
             if base in keep:
                 cells = [x[:1] for x in finals[pos:pos + n]] + [x0s[i]]
-                arrays["strip"] = hooks.decode(self.pipe, torch.cat(cells, dim=0), batch_size=batch_size,
-                                               device="cpu").float()
+                arrays["strip"] = _film(hooks.decode(self.pipe, torch.cat(cells, dim=0), batch_size=batch_size,
+                                                     device="cpu").float())
             rows = []
             for _, k0, k1 in slots[base]:
                 rows.append(tuple(int(v) for v in restart_labels[row:row + k1 - k0]))
@@ -284,6 +288,15 @@ class DiffusionBackend:
         if mixture is None:
             return None, "no mixture: base samples not kept"
         return self.predictions(mixture, delta=delta, times=times, device=device), None
+
+
+def _film(images: torch.Tensor) -> torch.Tensor:
+    """Images as they are; clips ``[k, F, C, H, W]`` as one image each, their frames side by side
+    ``[k, C, H, F * W]`` (a film strip: the strip's cells stay images)."""
+    if images.ndim != 5:
+        return images
+    k, f, c, h, w = images.shape
+    return images.permute(0, 2, 3, 1, 4).reshape(k, c, h, f * w)
 
 
 def _describe(e: NonFiniteSample, index, order, sizes, seed: int) -> str:

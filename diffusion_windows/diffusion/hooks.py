@@ -35,7 +35,7 @@ from .denoisers.unet import pipeline_default
 from .images import decode, encode
 from .schedule import check_timestep, inference_timesteps, restart_plan, restart_timestep
 
-__all__ = ["Trajectory", "noise_to", "denoise_from", "denoise_staircase", "sample_trajectory",
+__all__ = ["Trajectory", "sample_shape", "noise_to", "denoise_from", "denoise_staircase", "sample_trajectory",
            "restart_timestep", "decode", "encode"]
 
 
@@ -76,6 +76,16 @@ def _condition(den, n, hw, condition, call_kwargs):
             raise ValueError(f"condition= and {sorted(given)[0]}= both given: pass one")
         return condition
     return den.prepare(n, hw, **given)
+
+
+def sample_shape(den, height=None, width=None, num_frames=None) -> tuple:
+    """The adapter's loop-state shape without the batch: ``[C, H, W]``, or ``[C, F, H, W]`` for video
+    (``num_frames`` decoded frames; an image pipeline refuses it)."""
+    if num_frames is None:
+        return tuple(den.sample_shape(height, width))
+    if "num_frames" not in inspect.signature(den.sample_shape).parameters:
+        raise ValueError(f"num_frames={num_frames!r}: pipeline {type(den.pipe).__name__} makes images, not clips")
+    return tuple(den.sample_shape(height, width, num_frames=num_frames))
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -180,7 +190,7 @@ def denoise_from(pipe, x_t, timestep, *, num_inference_steps=None, generator=Non
         prompt=prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         guidance_scale=guidance_scale, pooled_prompt_embeds=pooled_prompt_embeds,
         negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, **call_kwargs))
-    grid_kwargs = den.grid_kwargs(n_steps, tuple(x.shape[-2:]))
+    grid_kwargs = den.grid_kwargs(n_steps, tuple(x.shape[2:]))  # (H, W); video: (F, H, W)
     scheduler, seq, start = restart_plan(pipe.scheduler, timestep, n_steps, x.device, grid_kwargs)
     generator = _check_generator(generator, x.shape[0])
     if len(seq) == 0:
@@ -195,11 +205,12 @@ def sample_trajectory(pipe, *, batch_size=1, num_inference_steps=None, generator
                       prompt=None, prompt_embeds=None, negative_prompt_embeds=None,
                       guidance_scale=None, eta=None, pooled_prompt_embeds=None,
                       negative_pooled_prompt_embeds=None, condition=None, height=None, width=None,
-                      **call_kwargs) -> Trajectory:
+                      num_frames=None, **call_kwargs) -> Trajectory:
     """Generate ``batch_size`` samples from pure noise (drawn with ``generator`` as the stock
     pipelines do, times ``init_noise_sigma``), keeping the state entering every grid step:
     ``denoise_from(pipe, traj.states[i], traj.timesteps[i])`` branches from the sampler's own
-    state (exactly reproducing ``final`` for history-free deterministic samplers).
+    state (exactly reproducing ``final`` for history-free deterministic samplers). Video
+    pipelines (Wan, CogVideoX) also take ``num_frames`` (decoded frames; states ``[N, C, F, H, W]``).
 
     Example::
 
@@ -209,16 +220,18 @@ def sample_trajectory(pipe, *, batch_size=1, num_inference_steps=None, generator
     den = denoiser(pipe)
     device, dtype = den.device, den.dtype
     n_steps = _default_steps(pipe) if num_inference_steps is None else int(num_inference_steps)
-    shape = (int(batch_size), *den.sample_shape(height, width))
+    shape = (int(batch_size), *sample_shape(den, height, width, num_frames))
     cond = _condition(den, shape[0], shape[-2:], condition, dict(
         prompt=prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         guidance_scale=guidance_scale, pooled_prompt_embeds=pooled_prompt_embeds,
         negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, **call_kwargs))
-    grid_kwargs = den.grid_kwargs(n_steps, shape[-2:])
+    grid_kwargs = den.grid_kwargs(n_steps, shape[2:])
     grid = inference_timesteps(pipe.scheduler, n_steps, grid_kwargs)
     scheduler, seq, _ = restart_plan(pipe.scheduler, grid[0], n_steps, device, grid_kwargs)
     generator = _check_generator(generator, shape[0])
-    x = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+    draw = getattr(den, "draw_noise", None)  # CogVideoX draws in its transformer's layout [N, F, C, H, W]
+    x = randn_tensor(shape, generator=generator, device=device, dtype=dtype) if draw is None else \
+        draw(shape, generator, device, dtype)
     x = x * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching: none (pure noise at s = 1)
     values = seq.double().cpu().numpy()
     positions = [int(np.nonzero(np.abs(values - g) < 1e-3)[0][-1]) for g in grid]
@@ -284,7 +297,7 @@ def denoise_staircase(pipe, groups, *, num_inference_steps=None, max_batch=None,
         prompt=prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         guidance_scale=guidance_scale, pooled_prompt_embeds=pooled_prompt_embeds,
         negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, **call_kwargs))
-    grid_kwargs = den.grid_kwargs(n_steps, tuple(x_all.shape[-2:]))
+    grid_kwargs = den.grid_kwargs(n_steps, tuple(x_all.shape[2:]))
     plans, keys = {}, []
     for t in starts:  # one restart plan per distinct start
         key = float(t) if not torch.is_tensor(t) else float(t.item())

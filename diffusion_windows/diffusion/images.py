@@ -3,8 +3,10 @@ real images as base samples (`load_images`, ``--images DIR``).
 
 Model space: latents for latent models (``z * scaling_factor`` after ``shift_factor`` or
 ``latents_mean``/``latents_std``; SD3 and Flux shift, Sana's ``AutoencoderDC`` only scales and
-encodes deterministically), ``2 x - 1`` pixels otherwise; images are ``[N, C, H, W]``
-in ``[0, 1]``. `decode` runs in chunks of at most ``batch_size`` images and moves each chunk's
+encodes deterministically; Wan's VAE has no ``scaling_factor``: 1), ``2 x - 1`` pixels
+otherwise; images are ``[N, C, H, W]`` in ``[0, 1]``. Video latents are ``[N, C, F, H, W]``
+(Wan, CogVideoX) and decode to clips ``[N, F, C, H, W]`` in ``[0, 1]`` (the layout of
+diffusers' ``output_type="pt"`` videos and of the clip classifiers); `encode` takes clips. `decode` runs in chunks of at most ``batch_size`` images and moves each chunk's
 images to ``device`` (default: where they were decoded), so memory on the GPU never grows
 with the number of samples. A fp16 VAE whose config says ``force_upcast`` decodes in float32
 as diffusers' pipelines do (SDXL's VAE overflows to NaN in fp16). NaN survives: a decoded
@@ -34,12 +36,20 @@ class _upcast:
             self.vae.to(torch.float16)
 
 
-def _latent_stats(cfg, z):
+def _latent_stats(cfg, z, vae=None):
     mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+    if mean is None and torch.is_tensor(getattr(vae, "latents_mean", None)):  # LTX's VAE keeps them as buffers
+        mean, std = vae.latents_mean.tolist(), vae.latents_std.tolist()
     if mean is None or std is None:
         return None
-    view = lambda v: torch.tensor(v, device=z.device, dtype=z.dtype).view(1, -1, 1, 1)  # noqa: E731
+    shape = (1, -1) + (1,) * (z.ndim - 2)  # [1, C, 1, 1] for images, [1, C, 1, 1, 1] for video latents
+    view = lambda v: torch.tensor(v, device=z.device, dtype=z.dtype).view(shape)  # noqa: E731
     return view(mean), view(std)
+
+
+def _scaling(cfg) -> float:
+    """The VAE's ``scaling_factor`` (Wan's VAE has none: its latents are normalised by mean and std only)."""
+    return getattr(cfg, "scaling_factor", None) or 1.0
 
 
 @torch.inference_mode()
@@ -60,12 +70,17 @@ def decode(pipe, x, *, batch_size: int | None = None, device=None):
             cfg = vae.config
             with _upcast(vae):
                 z = chunk.to(vae.device, vae.dtype)
-                stats = _latent_stats(cfg, z)
+                stats = _latent_stats(cfg, z, vae)
                 if stats is not None:
-                    z = z * stats[1] / cfg.scaling_factor + stats[0]
+                    z = z * stats[1] / _scaling(cfg) + stats[0]
                 else:
-                    z = z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
-                images = vae.decode(z, return_dict=False)[0].float() / 2 + 0.5
+                    z = z / _scaling(cfg) + (getattr(cfg, "shift_factor", None) or 0.0)
+                # a timestep-conditioned VAE (LTX 0.9.1+) decodes at its pipeline's default decode_timestep, 0
+                extra = ((torch.zeros(len(z), device=z.device, dtype=z.dtype),)
+                         if getattr(cfg, "timestep_conditioning", False) else ())
+                images = vae.decode(z, *extra, return_dict=False)[0].float() / 2 + 0.5
+        if images.ndim == 5:  # a video VAE decodes [N, C, F, H, W]: clips are [N, F, C, H, W]
+            images = images.permute(0, 2, 1, 3, 4)
         images = torch.where(torch.isfinite(images), images.clamp(0, 1), images)
         out.append(images if device is None else images.to(device))
     return torch.cat(out) if len(out) > 1 else out[0]
@@ -85,13 +100,16 @@ def encode(pipe, images, *, generator=None):
     den = denoiser(pipe)
     device, dtype = den.device, den.dtype
     vae = getattr(pipe, "vae", None)
+    video = len(den.sample_shape()) == 4  # [C, F, H, W]: clips [N, F, C, H, W] in, [N, C, F, H, W] to the VAE
+    if video and torch.is_tensor(images) and images.ndim == 5:
+        images = images.permute(0, 2, 1, 3, 4)
     if vae is None:
         den.check_sample(images, "images")
         return (images * 2 - 1).to(device, dtype)
     channels = vae.config.in_channels
-    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != channels:
+    if not torch.is_tensor(images) or images.ndim != (5 if video else 4) or images.shape[1] != channels:
         raise ValueError(f"images shape {tuple(getattr(images, 'shape', ()))}: the VAE takes "
-                         f"[N, {channels}, H, W]")
+                         + (f"clips [N, F, {channels}, H, W]" if video else f"[N, {channels}, H, W]"))
     with _upcast(vae):
         encoded = vae.encode((images * 2 - 1).to(vae.device, vae.dtype))
         posterior = getattr(encoded, "latent_dist", None)
@@ -100,11 +118,11 @@ def encode(pipe, images, *, generator=None):
         else:
             z = posterior.sample(generator) if generator is not None else posterior.mode()
         cfg = vae.config
-        stats = _latent_stats(cfg, z)
+        stats = _latent_stats(cfg, z, vae)
         if stats is not None:
-            z = (z - stats[0]) * cfg.scaling_factor / stats[1]
+            z = (z - stats[0]) * _scaling(cfg) / stats[1]
         else:
-            z = (z - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor
+            z = (z - (getattr(cfg, "shift_factor", None) or 0.0)) * _scaling(cfg)
     return z.to(device, dtype)
 
 

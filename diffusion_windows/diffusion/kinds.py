@@ -21,10 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+from diffusers import (CogVideoXDDIMScheduler, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler, PNDMScheduler,
                        UniPCMultistepScheduler)
 
+from .cogvideox_dpm import CogVideoXDPMLoop
 from .flow_ancestral import FlowAncestralScheduler
 
 __all__ = ["SchedulerKind", "KINDS", "scheduler_kind", "is_flow", "is_stochastic", "default_eta"]
@@ -67,6 +68,8 @@ def _stochastic_sampling(scheduler, eta):
 KINDS: dict = {
     DDPMScheduler: SchedulerKind("vp", True, _always),
     DDIMScheduler: SchedulerKind("vp", True, _eta_positive, default_eta=1.0),
+    CogVideoXDDIMScheduler: SchedulerKind("vp", True, _never),        # DDIM eta 0 (its step ignores eta)
+    CogVideoXDPMLoop: SchedulerKind("vp", False, _always),            # second order (history), noise each step
     EulerDiscreteScheduler: SchedulerKind("ve", True, _never),        # the hooks never pass s_churn
     EulerAncestralDiscreteScheduler: SchedulerKind("ve", True, _always),
     HeunDiscreteScheduler: SchedulerKind("ve", False, _never),        # second-order stages

@@ -11,6 +11,8 @@ classified by `clip_zero_shot` over ``--labels``. Its conditioning comes from ``
   coarse features; theory data = the training split.
 - ``"gaussian-mixture"``: the exact denoiser of a built-in hierarchical Gaussian mixture
   (`diffusion.exact`), classified by the mixture's own posterior.
+- ``"default-video"``: the bundled moving digits (`diffusion.default_video`): motion direction and
+  digit; theory data = the training clips.
 - ``"gaussian-mixture-flow"``: the same mixture as a flow-matching model (its exact velocity)
   under the flow-ancestral sampler (``--scheduler flow-euler``: the ODE).
 
@@ -64,8 +66,16 @@ def _gaussian_mixture_flow(device, dtype) -> Builtin:
     return Builtin(gm.pipe, gm.classifier, tuple(gm.features), gm.mixture)
 
 
+def _default_video(device, dtype) -> Builtin:
+    from . import default_video as dv
+
+    classifier = dv.load_default_video_classifier(device=device)
+    return Builtin(dv.load_default_video_pipeline(device=device), classifier, dv.default_video_features(classifier),
+                   dv.default_video_mixture())
+
+
 BUILTIN_MODELS = {"default": _default, "gaussian-mixture": _gaussian_mixture,
-                  "gaussian-mixture-flow": _gaussian_mixture_flow}
+                  "gaussian-mixture-flow": _gaussian_mixture_flow, "default-video": _default_video}
 
 
 def conditioning(prompt=None, guidance_scale=None, class_label=None) -> dict:
@@ -98,9 +108,21 @@ def load_backend(o: dict):
             _quiet_cast(pipe.unet, dtype)
     else:
         pipe = _from_pretrained(o["model"], dtype, device)
-        if o["labels"] is None:
-            raise ModelLoadError(f"--labels: the pipeline {o['model']!r} needs feature labels (e.g. --labels 'a cat,a dog')")
-        classifier, features, mixture = _clip(o, device), None, None
+        video = _is_video(pipe)
+        if o["labels"] is None and not (video and o.get("motion")):
+            raise ModelLoadError(f"--labels: the pipeline {o['model']!r} needs feature labels "
+                                 "(e.g. --labels 'a cat,a dog')")
+        if video:
+            _check_frames(pipe, o.get("num_frames"))
+            from .cogvideox_dpm import loop_scheduler
+
+            pipe.scheduler = loop_scheduler(pipe.scheduler)  # CogVideoX-5b's DPM sampler, its history kept inside
+            if getattr(pipe, "vae", None) is not None and hasattr(pipe.vae, "enable_slicing"):
+                pipe.vae.enable_slicing()  # a chunk of clips decodes one clip at a time (a 480p clip is large)
+            classifier, features = clip_classifier(o, device)
+        else:
+            classifier, features = _clip(o, device), None
+        mixture = None
     if features is None:
         features = (labels_feature(classifier.labels),)
     if o["scheduler"] is not None:
@@ -123,11 +145,48 @@ def load_backend(o: dict):
     try:
         backend = DiffusionBackend(pipe, classifier, features, steps, eta=o["eta"], conditioning=cond,
                                    mixture=mixture, protocol=o["protocol"], images=images, name=o["model"],
-                                   height=height, width=width)
+                                   height=height, width=width, num_frames=o.get("num_frames"))
         backend.rows  # the conditioning is checked (prompt encoded) before any unit runs
     except ValueError as e:
         raise ModelLoadError(f"--model {o['model']!r}: {e}") from None
     return backend
+
+
+def _is_video(pipe) -> bool:
+    from .denoisers import denoiser
+    from .denoisers.video import VideoDenoiser
+
+    return isinstance(denoiser(pipe), VideoDenoiser)
+
+
+def _check_frames(pipe, num_frames) -> None:
+    """``--num-frames`` a video pipeline's VAE encodes: ``1 + k * temporal factor`` (else one line)."""
+    from .denoisers import denoiser
+
+    if num_frames is None:
+        return
+    k = denoiser(pipe).temporal_factor
+    if (int(num_frames) - 1) % k:
+        lo = (int(num_frames) - 1) // k * k + 1
+        raise ModelLoadError(f"--num-frames: {num_frames} does not match the model: its VAE encodes 1 + {k}k frames "
+                             f"({lo} or {lo + k})")
+
+
+def clip_classifier(o: dict, device) -> tuple:
+    """``(classifier, features)`` of clips for a video run: ``--motion`` (`video_classifiers.motion_classifier`),
+    ``--labels`` (CLIP on frames: averaged, or ``--clip-frame``), or both as one joint classifier with a
+    "motion" and an "appearance" feature."""
+    from ..features import Feature, labels_feature
+    from ..video_classifiers import frames_classifier, joint_classifier, joint_features, motion_classifier
+
+    motion = motion_classifier(o["motion"]) if o.get("motion") else None
+    frames = frames_classifier(_clip(o, device), o.get("clip_frame")) if o["labels"] is not None else None
+    if motion is not None and frames is not None:
+        joint = joint_classifier(motion, frames)
+        return joint, joint_features(joint)
+    if motion is not None:
+        return motion, (Feature("motion", {label: (i,) for i, label in enumerate(motion.labels)}),)
+    return frames, (labels_feature(frames.labels),)
 
 
 def _quiet_cast(module, dtype):

@@ -24,18 +24,20 @@ __all__ = ["BUILTINS", "MODELS", "NOUN", "ABOUT", "OPTIONS", "DEFAULTS", "BUILTI
            "fingerprints", "model_folder", "model_index", "scheduler_config", "is_flow_model", "is_bundled_pipeline"]
 
 # ----------------------------------------------------------------------------- the registration (backends.py)
-BUILTINS = ("default", "gaussian-mixture", "gaussian-mixture-flow")
+BUILTINS = ("default", "gaussian-mixture", "gaussian-mixture-flow", "default-video")
 MODELS, NOUN = "diffusion models", "a diffusion model"
 ABOUT = ("'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), 'gaussian-mixture-flow' (its "
-         "flow-matching twin), a diffusers pipeline folder or a hub id in the local Hugging Face cache (UNet "
-         "pipelines, SD3, Flux.1, PixArt, Sana, DiT)")
+         "flow-matching twin), 'default-video' (bundled moving digits: motion and digit), a diffusers pipeline "
+         "folder or a hub id in the local Hugging Face cache (UNet pipelines, SD3, Flux.1, PixArt, Sana, DiT, Wan, "
+         "CogVideoX, HunyuanVideo, LTX-Video)")
 OPTIONS = ("guidance_scale", "class_label", "height", "width", "num_inference_steps", "scheduler", "eta", "labels",
-           "clip_model", "clip_pretrained", "templates", "images")
+           "clip_model", "clip_pretrained", "templates", "images", "num_frames", "motion", "clip_frame")
 BUILTIN_STEPS = 20   # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
 DEFAULT_STEPS = 50
 DEFAULTS = {"timesteps": "0:1000:50", "samples": 300, "restarts": 4, "edge_precision": 40,
             "num_inference_steps": DEFAULT_STEPS}
 BUILTIN_DEFAULTS = {name: {"num_inference_steps": BUILTIN_STEPS} for name in BUILTINS}
+BUILTIN_DEFAULTS["default-video"].update(samples=24, timesteps="0:1000:100")  # ~3 minutes on 2 cores
 
 _FLOW_BUILTINS = ("gaussian-mixture-flow",)
 _MIXTURES = ("gaussian-mixture", "gaussian-mixture-flow")   # classified by their own posterior
@@ -116,6 +118,38 @@ def is_text_model(info: dict | None) -> bool:
                                                   "tokenizer_2", "tokenizer_3"))
 
 
+VIDEO_TRANSFORMERS = ("WanTransformer3DModel", "CogVideoXTransformer3DModel", "LTXVideoTransformer3DModel",
+                      "HunyuanVideoTransformer3DModel")
+VIDEO_BUILTINS = ("default-video",)   # built-in models whose samples are clips
+
+
+def is_video_model(model: str, info: dict | None) -> bool:
+    """Whether a model makes clips: a video built-in, or a pipeline whose transformer is a video one."""
+    if model in VIDEO_BUILTINS:
+        return True
+    transformer = (info or {}).get("transformer") or [None, None]
+    return isinstance(transformer, list) and transformer[-1] in VIDEO_TRANSFORMERS
+
+
+def _resolve_video(o: dict, model: str, info: dict | None):
+    """The video options: only for video models, and a video model needs a feature."""
+    if not is_video_model(model, info):
+        for name in ("num_frames", "motion", "clip_frame"):
+            if o[name] is not None:
+                raise OptionError(f"{_flag(name)}: {show(o[name])} needs a video model; {model!r} makes images")
+        return
+    if model in VIDEO_BUILTINS and (o["labels"] is not None or o["clip_model"] is not None or o["motion"]):
+        name = "labels" if o["labels"] is not None else "clip_model" if o["clip_model"] is not None else "motion"
+        raise OptionError(f"{_flag(name)}: {show(o[name])}: {model!r} has its own features (motion and digit)")
+    if o["images"] is not None:
+        raise OptionError(f"--images: {o['images']!r}: the video model {model!r} restarts clips, not still images")
+    if o["clip_frame"] is not None and o["labels"] is None:
+        raise OptionError(f"--clip-frame: {o['clip_frame']} needs --labels (the frame CLIP classifies)")
+    if model not in BUILTINS and o["labels"] is None and o["motion"] is None:
+        raise OptionError(f"--labels/--motion: the video pipeline {model!r} needs a feature: --motion directions, "
+                          "or --labels with --clip-model, or both")
+
+
 def is_class_model(info: dict | None) -> bool:
     """Whether a pipeline is class-conditional (DiT)."""
     if not info:
@@ -165,6 +199,7 @@ def resolve(o: dict, given: set):
         # the bundled tiny CLIP knows 8x8 digits only: it would label photos at random, silently
         raise OptionError(f"--labels: the pipeline {model!r} needs a CLIP to classify them; "
                           "pass --clip-model (and --clip-pretrained)")
+    _resolve_video(o, model, info)
     if o["images"] is not None:
         _resolve_images(o, given)
     _resolve_clip(o)
@@ -234,6 +269,12 @@ def fingerprints(o: dict) -> dict:
         out["model"] = fp.folder_fingerprint(assets_path() / PIPELINE_DIR)
         if o["clip_model"] is None:
             out["clip"] = fp.folder_fingerprint(assets_path() / CLIP_DIR)
+    elif model == "default-video":
+        from .default import CLIP_DIR, assets_path
+        from .default_video import VIDEO_DIR
+
+        out["model"] = fp.folder_fingerprint(assets_path() / VIDEO_DIR)
+        out["clip"] = fp.folder_fingerprint(assets_path() / CLIP_DIR)
     elif model not in BUILTINS:
         if Path(model).is_dir():
             out["model"] = fp.folder_fingerprint(model)

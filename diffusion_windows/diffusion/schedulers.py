@@ -10,6 +10,8 @@ import copy
 import inspect
 from collections.abc import Mapping
 
+import torch
+
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
                        EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler,
                        HeunDiscreteScheduler, PNDMScheduler, UniPCMultistepScheduler)
@@ -59,8 +61,23 @@ def make_scheduler(name: str, config=None):
                              f"for {fam}; valid: {valid}")
         if flow_source:
             return cls.from_config(_flow_config(name, config))
+        if "snr_shift_scale" in config.config:
+            return cls.from_config(_shifted_config(config))
         source, config = type(config), config.config
     return cls.from_config(_explicit_config(config, source))
+
+
+def _shifted_config(scheduler) -> dict:
+    """5. CogVideoX's schedulers shift their ``alphas_cumprod`` (``snr_shift_scale``, then zero terminal
+    SNR) after building them from the betas: another class built from the same config would run
+    another noise process. The swap gets the betas of the shifted ``alphas_cumprod`` as
+    ``trained_betas``, so that its ``alphas_cumprod`` are the source's."""
+    a = scheduler.alphas_cumprod.double()
+    betas = 1.0 - a / torch.cat([a.new_ones(1), a[:-1]])
+    cfg = _explicit_config(scheduler.config, type(scheduler))
+    for key in ("snr_shift_scale", "rescale_betas_zero_snr", "beta_schedule", "beta_start", "beta_end"):
+        cfg.pop(key, None)
+    return {**cfg, "trained_betas": betas.tolist()}
 
 
 # ----------------------------------------------------------------------------- diffusers internals
@@ -72,6 +89,7 @@ def make_scheduler(name: str, config=None):
 #    another grid. A swap to the same class is a deepcopy (public); to another class, the keys
 #    the source never changed stay defaults of the target class, as `from_config` does.
 # 4. A flow scheduler's grid carried over to flow-ancestral (`_flow_config`).
+# 5. CogVideoX's SNR-shifted noise carried over to another VP scheduler (`_shifted_config`).
 
 def _init_defaults(cls) -> dict:
     return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()

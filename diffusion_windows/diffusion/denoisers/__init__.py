@@ -17,11 +17,18 @@ line naming it and listing the supported families (`FAMILIES`). Every adapter of
   ``[C, H, W]``), ``image_shape(height=None, width=None)`` (decoded images ``[C, H, W]``),
   ``check_sample(x, name)``;
 - ``grid_kwargs(num_inference_steps, hw)``: the pipeline's extra ``set_timesteps`` keywords for
-  its N-step grid at latent size ``hw`` (Flux: ``sigmas`` and ``mu``; most: none).
+  its N-step grid at latent size ``hw`` (``(H, W)``; video ``(F, H, W)``) (Flux, LTX: ``sigmas``
+  and ``mu``; most: none).
 
-Samples stay ``[N, C, H, W]`` outside the adapter (a model that packs latents packs them inside).
+Samples stay ``[N, C, H, W]`` (video ``[N, C, F, H, W]``) outside the adapter (a model that packs
+latents packs them inside).
 The adapters, one module each: `unet` (UNet2DModel, Stable Diffusion 1.x/2.x/XL), `sd3`
-(SD3/3.5), `flux` (Flux.1 dev and schnell), `pixart` (PixArt-α and -Σ), `sana`, `dit`.
+(SD3/3.5), `flux` (Flux.1 dev and schnell), `pixart` (PixArt-α and -Σ), `sana`, `dit`; video
+(`video`: samples ``[N, C, F, H, W]``, ``sample_shape(height, width, num_frames)``): `wan`
+(Wan 2.1/2.2 text-to-video), `cogvideox` (CogVideoX 2b/5b), `hunyuan_video` (HunyuanVideo
+text-to-video), `ltx` (LTX-Video text-to-video); `VIDEO_REFUSED` names pipelines refused
+outright; `frames` (a UNet2DModel whose channels are frames: the bundled video default, chosen
+by its pipeline class, `PIPELINE_ADAPTERS`).
 
 Example::
 
@@ -31,15 +38,21 @@ Example::
 """
 from __future__ import annotations
 
+from .cogvideox import CogVideoXDenoiser
 from .dit import DiTDenoiser
 from .flux import FluxDenoiser
+from .frames import FramesUNetDenoiser
+from .hunyuan_video import HunyuanVideoDenoiser
+from .ltx import LTXDenoiser
 from .pixart import PixArtDenoiser
 from .sana import SanaDenoiser
 from .sd3 import SD3Denoiser
 from .unet import UNetDenoiser
+from .wan import WanDenoiser
 
 __all__ = ["ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser", "PixArtDenoiser",
-           "SanaDenoiser", "DiTDenoiser"]
+           "SanaDenoiser", "DiTDenoiser", "WanDenoiser", "CogVideoXDenoiser", "FramesUNetDenoiser",
+           "HunyuanVideoDenoiser", "LTXDenoiser", "VIDEO_REFUSED", "PIPELINE_ADAPTERS"]
 
 # denoising-model class name -> adapter (names, so that optional diffusers classes need not import)
 ADAPTERS: dict = {
@@ -51,11 +64,22 @@ ADAPTERS: dict = {
     "PixArtTransformer2DModel": PixArtDenoiser,
     "SanaTransformer2DModel": SanaDenoiser,
     "DiTTransformer2DModel": DiTDenoiser,
+    "WanTransformer3DModel": WanDenoiser,
+    "CogVideoXTransformer3DModel": CogVideoXDenoiser,
+    "HunyuanVideoTransformer3DModel": HunyuanVideoDenoiser,
+    "LTXVideoTransformer3DModel": LTXDenoiser,
 }
+
+# pipeline class name -> adapter, for pipelines whose denoising module alone does not say how to call it
+PIPELINE_ADAPTERS: dict = {"VideoDDPMPipeline": FramesUNetDenoiser}
+
+# video pipelines whose restarts are not written yet: refused by name at load
+VIDEO_REFUSED: tuple = ()
 
 # the families the adapters cover, for the one line that refuses any other pipeline
 FAMILIES = ("DDPM/DDIM (UNet2DModel)", "Stable Diffusion 1.x/2.x/XL", "Stable Diffusion 3/3.5", "Flux.1 dev/schnell",
-            "PixArt-alpha/sigma", "Sana", "DiT")
+            "PixArt-alpha/sigma", "Sana", "DiT", "Wan 2.1/2.2 text-to-video", "CogVideoX 2b/5b",
+            "HunyuanVideo text-to-video", "LTX-Video text-to-video")
 
 
 def _module(pipe):
@@ -72,6 +96,11 @@ def denoiser(pipe):
     if module is None or getattr(pipe, "scheduler", None) is None:
         part = "unet or transformer" if module is None else "scheduler"
         raise ValueError(f"pipeline {type(pipe).__name__} has no {part}")
+    if type(pipe).__name__ in VIDEO_REFUSED:
+        raise ValueError(f"pipeline {type(pipe).__name__} is not supported yet (its restarts are not written); "
+                         f"supported families: {', '.join(FAMILIES)}")
+    if type(pipe).__name__ in PIPELINE_ADAPTERS:
+        return PIPELINE_ADAPTERS[type(pipe).__name__](pipe, module)
     inner = getattr(module, "_orig_mod", module)  # torch.compile wraps the model
     for cls in type(inner).__mro__:
         if cls.__name__ in ADAPTERS:
