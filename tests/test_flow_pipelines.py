@@ -231,13 +231,13 @@ def test_unsupported_families_are_refused_in_one_line(monkeypatch):
 
     from diffusion_windows.diffusion import models
 
-    class FluxKontextPipeline:  # the supported transformer inside a pipeline that feeds it image tokens
+    class FluxFillPipeline:  # the supported transformer inside a pipeline that feeds it other inputs
         pass
 
-    kontext = FluxKontextPipeline()
-    kontext.transformer, kontext.scheduler = flux_pipe().transformer, fake.scheduler
-    with pytest.raises(ValueError, match="FluxKontextPipeline is not supported .*FluxPipeline, FluxImg2ImgPipeline"):
-        denoiser(kontext)
+    fill = FluxFillPipeline()
+    fill.transformer, fill.scheduler = flux_pipe().transformer, fake.scheduler
+    with pytest.raises(ValueError, match="FluxFillPipeline is not supported .*FluxPipeline, FluxImg2ImgPipeline"):
+        denoiser(fill)
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", staticmethod(lambda *a, **k: fake))
     with pytest.raises(models.ModelLoadError, match="Lumina2.*SD3|Lumina2.*Stable Diffusion 3"):
         models._from_pretrained("some/lumina", torch.float32, "cpu")

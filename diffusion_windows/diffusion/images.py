@@ -34,11 +34,21 @@ class _upcast:
             self.vae.to(torch.float16)
 
 
+def _frames(vae) -> bool:
+    """A VAE of frames ``[B, C, F, H, W]`` (Qwen-Image's, Wan-style): image latents are one frame."""
+    return "z_dim" in vae.config and "temperal_downsample" in vae.config
+
+
+def _scaling(cfg) -> float:
+    return getattr(cfg, "scaling_factor", None) or 1.0  # frame VAEs have none: latents_mean/std only
+
+
 def _latent_stats(cfg, z):
     mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
     if mean is None or std is None:
         return None
-    view = lambda v: torch.tensor(v, device=z.device, dtype=z.dtype).view(1, -1, 1, 1)  # noqa: E731
+    shape = (1, -1) + (1,) * (z.ndim - 2)
+    view = lambda v: torch.tensor(v, device=z.device, dtype=z.dtype).view(shape)  # noqa: E731
     return view(mean), view(std)
 
 
@@ -62,10 +72,12 @@ def decode(pipe, x, *, batch_size: int | None = None, device=None):
                 z = chunk.to(vae.device, vae.dtype)
                 stats = _latent_stats(cfg, z)
                 if stats is not None:
-                    z = z * stats[1] / cfg.scaling_factor + stats[0]
+                    z = z * stats[1] / _scaling(cfg) + stats[0]
                 else:
                     z = z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
-                images = vae.decode(z, return_dict=False)[0].float() / 2 + 0.5
+                frames = _frames(vae)
+                images = vae.decode(z[:, :, None] if frames else z, return_dict=False)[0]
+                images = (images[:, :, 0] if frames else images).float() / 2 + 0.5
         images = torch.where(torch.isfinite(images), images.clamp(0, 1), images)
         out.append(images if device is None else images.to(device))
     return torch.cat(out) if len(out) > 1 else out[0]
@@ -88,21 +100,24 @@ def encode(pipe, images, *, generator=None):
     if vae is None:
         den.check_sample(images, "images")
         return (images * 2 - 1).to(device, dtype)
-    channels = vae.config.in_channels
+    frames = _frames(vae)
+    channels = vae.config.get("input_channels", 3) if frames else vae.config.in_channels
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != channels:
         raise ValueError(f"images shape {tuple(getattr(images, 'shape', ()))}: the VAE takes "
                          f"[N, {channels}, H, W]")
     with _upcast(vae):
-        encoded = vae.encode((images * 2 - 1).to(vae.device, vae.dtype))
+        pixels = (images * 2 - 1).to(vae.device, vae.dtype)
+        encoded = vae.encode(pixels[:, :, None] if frames else pixels)
         posterior = getattr(encoded, "latent_dist", None)
         if posterior is None:  # AutoencoderDC: a deterministic encoder
             z = encoded.latent if hasattr(encoded, "latent") else encoded[0]
         else:
             z = posterior.sample(generator) if generator is not None else posterior.mode()
+        z = z[:, :, 0] if frames else z
         cfg = vae.config
         stats = _latent_stats(cfg, z)
         if stats is not None:
-            z = (z - stats[0]) * cfg.scaling_factor / stats[1]
+            z = (z - stats[0]) * _scaling(cfg) / stats[1]
         else:
             z = (z - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor
     return z.to(device, dtype)

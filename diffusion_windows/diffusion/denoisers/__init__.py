@@ -21,7 +21,11 @@ line naming it and listing the supported families (`FAMILIES`). Every adapter of
 
 Samples stay ``[N, C, H, W]`` outside the adapter (a model that packs latents packs them inside).
 The adapters, one module each: `unet` (UNet2DModel, Stable Diffusion 1.x/2.x/XL), `sd3`
-(SD3/3.5), `flux` (Flux.1 dev and schnell), `pixart` (PixArt-α and -Σ), `sana`, `dit`.
+(SD3/3.5), `flux` (Flux.1 dev and schnell), `kontext` (Flux Kontext), `chroma`, `qwenimage`
+(Qwen-Image), `zimage` (Z-Image), `pixart` (PixArt-α and -Σ), `sana`, `dit`. The flow-matching
+image families share `flow` (Flux's grid, 2x2 packing, two-call guidance): a new one is a short
+file of its call differences. A pipeline whose denoiser is another family's (Kontext's is Flux's)
+is chosen first by its pipeline class (`PIPELINE_ADAPTERS`).
 
 Example::
 
@@ -31,14 +35,19 @@ Example::
 """
 from __future__ import annotations
 
+from .chroma import ChromaDenoiser
 from .dit import DiTDenoiser
 from .flux import FluxDenoiser
+from .kontext import FluxKontextDenoiser
 from .pixart import PixArtDenoiser
+from .qwenimage import QwenImageDenoiser
 from .sana import SanaDenoiser
 from .sd3 import SD3Denoiser
 from .unet import UNetDenoiser
+from .zimage import ZImageDenoiser
 
-__all__ = ["ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser", "PixArtDenoiser",
+__all__ = ["ADAPTERS", "PIPELINE_ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser",
+           "FluxKontextDenoiser", "ChromaDenoiser", "QwenImageDenoiser", "ZImageDenoiser", "PixArtDenoiser",
            "SanaDenoiser", "DiTDenoiser"]
 
 # denoising-model class name -> adapter (names, so that optional diffusers classes need not import)
@@ -51,11 +60,19 @@ ADAPTERS: dict = {
     "PixArtTransformer2DModel": PixArtDenoiser,
     "SanaTransformer2DModel": SanaDenoiser,
     "DiTTransformer2DModel": DiTDenoiser,
+    "ChromaTransformer2DModel": ChromaDenoiser,
+    "QwenImageTransformer2DModel": QwenImageDenoiser,
+    "ZImageTransformer2DModel": ZImageDenoiser,
+}
+
+# pipeline class name -> adapter, for pipelines that feed another family's denoiser other inputs
+PIPELINE_ADAPTERS: dict = {
+    "FluxKontextPipeline": FluxKontextDenoiser,
 }
 
 # the families the adapters cover, for the one line that refuses any other pipeline
 FAMILIES = ("DDPM/DDIM (UNet2DModel)", "Stable Diffusion 1.x/2.x/XL", "Stable Diffusion 3/3.5", "Flux.1 dev/schnell",
-            "PixArt-alpha/sigma", "Sana", "DiT")
+            "Flux Kontext", "Chroma", "Qwen-Image", "Z-Image", "PixArt-alpha/sigma", "Sana", "DiT")
 
 
 def _module(pipe):
@@ -72,6 +89,9 @@ def denoiser(pipe):
     if module is None or getattr(pipe, "scheduler", None) is None:
         part = "unet or transformer" if module is None else "scheduler"
         raise ValueError(f"pipeline {type(pipe).__name__} has no {part}")
+    for cls in type(pipe).__mro__:
+        if cls.__name__ in PIPELINE_ADAPTERS:
+            return PIPELINE_ADAPTERS[cls.__name__](pipe, module)
     inner = getattr(module, "_orig_mod", module)  # torch.compile wraps the model
     for cls in type(inner).__mro__:
         if cls.__name__ in ADAPTERS:

@@ -1,0 +1,158 @@
+"""The newer flow-matching image families (Chroma, Flux Kontext, Qwen-Image, Z-Image) on tiny random
+pipelines saved to a folder and loaded as a user loads them: the stock pipeline's latents and images
+reproduced by the toolkit's loop, the grid it ran, restarts from on- and off-grid sigmas (each equal
+to the stock ``__call__`` started from the same latents at the same sigma), staircase batches equal
+to separate restarts with every model row counted, refusals."""
+import types
+
+import numpy as np
+import pytest
+import torch
+from tiny_families import PIPES, SIZES, call_kwargs
+
+from diffusion_windows.diffusion import hooks
+from diffusion_windows.diffusion import schedule as S
+from diffusion_windows.diffusion.backend import DiffusionBackend
+from diffusion_windows.diffusion.denoisers import denoiser
+from diffusion_windows.diffusion.denoisers.flow import PackedDenoiser, pack
+
+N = 4
+NAMES = sorted(PIPES)
+
+
+def gens(seeds):
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Each family's tiny pipeline, saved and loaded back (``DiffusionPipeline.from_pretrained``; Chroma
+    with its tiny T5, the others without text encoders, passed as None as a user drops them)."""
+    from diffusers import DiffusionPipeline
+
+    root = tmp_path_factory.mktemp("families")
+    out = {}
+    for name in NAMES:
+        pipe = PIPES[name](text=True) if name == "chroma" else PIPES[name]()
+        pipe.save_pretrained(root / name)
+        missing = {k: None for k, v in pipe.components.items() if v is None}
+        pipe = DiffusionPipeline.from_pretrained(root / name, local_files_only=True, **missing)
+        pipe.set_progress_bar_config(disable=True)
+        out[name] = pipe
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(saved):
+    """``name -> (pipe, kw, stock-only kw, size, trajectory)``: one toolkit trajectory per family."""
+    out = {}
+    for name in NAMES:
+        pipe, (kw, extra), size = saved[name], call_kwargs(name), SIZES[name]
+        traj = hooks.sample_trajectory(pipe, batch_size=2, num_inference_steps=N, generator=gens([1, 2]),
+                                       height=size, width=size, **kw)
+        out[name] = (pipe, kw, extra, size, traj)
+    return out
+
+
+def packed(pipe, x):
+    return pack(x) if isinstance(denoiser(pipe), PackedDenoiser) else x
+
+
+def stock(pipe, kw, extra, size, seeds=(1, 2), output_type="latent", **more):
+    return pipe(num_inference_steps=N, generator=gens(seeds), height=size, width=size, output_type=output_type,
+                **kw, **extra, **more).images
+
+
+def base_sigmas(pipe, den, sigmas, hw):
+    """The unshifted sigmas the stock ``__call__`` takes that its scheduler shifts (``mu``) to ``sigmas``."""
+    e = np.exp(den.mu(hw))
+    return 1.0 / (1.0 + e * (1.0 / np.asarray(sigmas, dtype=np.float64) - 1.0))
+
+
+# ----------------------------------------------------------------------------- (1) the stock pipelines
+@pytest.mark.parametrize("name", NAMES)
+def test_the_toolkit_loop_reproduces_the_stock_pipeline(runs, name):
+    pipe, kw, extra, size, traj = runs[name]
+    ref = stock(pipe, kw, extra, size)
+    torch.testing.assert_close(packed(pipe, traj.final), ref, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(traj.timesteps, pipe.scheduler.timesteps.double().numpy(), atol=1e-4)
+    images = torch.as_tensor(np.asarray(stock(pipe, kw, extra, size, output_type="np"))).permute(0, 3, 1, 2)
+    torch.testing.assert_close(hooks.decode(pipe, traj.final), images, atol=1e-5, rtol=1e-5)
+    assert tuple(images.shape[1:]) == denoiser(pipe).image_shape(size, size)
+
+
+# ----------------------------------------------------------------------------- (2) restarts
+def _recording(pipe):
+    """Wrap the transformer: record each call's model timestep and rows (Z-Image takes lists)."""
+    calls = []
+    forward = pipe.transformer.forward
+
+    def recorded(*args, **kwargs):
+        x = kwargs.get("hidden_states", args[0] if args else kwargs.get("x"))
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else kwargs.get("t"))
+        calls.append((float(t.reshape(-1)[0]), len(x) if isinstance(x, list) else int(x.shape[0])))
+        return forward(*args, **kwargs)
+
+    pipe.transformer.forward = recorded
+    return calls
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_restarts_on_and_off_the_grid_equal_the_stock_call_from_those_latents(runs, name):
+    """On the grid, a restart from the trajectory's own state reproduces its end; on and off the grid,
+    the stock ``__call__(latents=..., sigmas=...)`` started at that sigma (its sigmas given unshifted,
+    as its scheduler shifts them) gives the toolkit's restart; the model saw exactly ``[t] + grid below t``
+    in its own time convention (Z-Image: ``1 - s``; the others: ``s``)."""
+    pipe, kw, extra, size, traj = runs[name]
+    den = denoiser(pipe)
+    hw = den.sample_shape(size, size)[1:]
+    grid = traj.timesteps
+    on = hooks.denoise_from(pipe, traj.states[1], grid[1], num_inference_steps=N, **kw)
+    torch.testing.assert_close(on, traj.final, atol=1e-5, rtol=1e-5)
+    t = 0.5 * (grid[1] + grid[2]) + 0.3  # strictly between two grid timesteps
+    x = traj.states[1]
+    forward = pipe.transformer.forward
+    calls = _recording(pipe)
+    try:
+        off = hooks.denoise_from(pipe, x, t, num_inference_steps=N, **kw)
+    finally:
+        pipe.transformer.forward = forward
+    ran = np.concatenate([[t], grid[grid < t]]) / 1000
+    seen = np.array([c[0] for i, c in enumerate(calls) if i == 0 or c[0] != calls[i - 1][0]])  # one per step
+    assert sum(rows for _, rows in calls) == len(ran) * 2 * denoiser(pipe).prepare(2, **kw).rows
+    np.testing.assert_allclose(seen, 1 - ran if name == "z-image" else ran, atol=1e-6)
+    for start, x_t, ref in ((grid[1], traj.states[1], on), (t, x, off)):
+        sigmas = np.concatenate([[start], grid[grid < start]]) / 1000
+        got = stock(pipe, kw, extra, size, latents=packed(pipe, x_t), sigmas=list(base_sigmas(pipe, den, sigmas, hw)))
+        torch.testing.assert_close(got, packed(pipe, ref), atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- (3) staircase, counts
+@pytest.mark.parametrize("name", NAMES)
+def test_staircase_equals_separate_restarts_and_counts_every_model_row(runs, name):
+    pipe, kw, _, size, _ = runs[name]
+    den = denoiser(pipe)
+    hw = den.sample_shape(size, size)[1:]
+    grid = S.inference_timesteps(pipe.scheduler, N, den.grid_kwargs(N, hw))
+    times = [float(grid[0]), float(grid[2]), 0.5 * float(grid[1] + grid[2]) + 0.3, 0.0]
+    one = {k: (v[:1] if torch.is_tensor(v) and k != "image" or isinstance(v, list) else v) for k, v in kw.items()}
+    groups = []
+    for j, t in enumerate(times):
+        x = torch.randn(2, *den.sample_shape(size, size), generator=torch.Generator().manual_seed(j))
+        groups.append((x, t, [100 * j, 100 * j + 1]))
+    forward = pipe.transformer.forward
+    calls = _recording(pipe)
+    try:
+        outs, evals = hooks.denoise_staircase(pipe, [(x, t, gens(s)) for x, t, s in groups], num_inference_steps=N,
+                                              max_batch=5, return_evaluations=True, **one)
+    finally:
+        pipe.transformer.forward = forward
+    assert sum(int(e.sum()) for e in evals) == sum(rows for _, rows in calls)  # counted where they ran
+    backend = DiffusionBackend(pipe, types.SimpleNamespace(labels=("a", "b")), (), N, conditioning=one,
+                               height=size, width=size)
+    assert backend.rows == (1 if name == "flux-kontext" else 2)  # Kontext: a guidance embedding, no second call
+    for (x, t, seeds), out, e in zip(groups, outs, evals):
+        assert (e == backend.cost(S.restart_timestep(pipe.scheduler, t, N, den.grid_kwargs(N, hw)))).all()
+        alone = hooks.denoise_from(pipe, x, t, num_inference_steps=N, generator=gens(seeds), **one)
+        torch.testing.assert_close(out, alone, atol=1e-5, rtol=1e-5)
+    assert int(evals[-1].sum()) == 0 and outs[-1].equal(groups[-1][0])  # at 0: x0 itself, no step

@@ -1,0 +1,103 @@
+"""Tiny random pipelines of the newer flow-matching image families (shapes as diffusers' own tests
+build them; offline, CPU, milliseconds): Chroma, Flux Kontext, Qwen-Image, Z-Image, each with the
+embeddings its pipeline takes so that no text encoder is needed (Chroma: optionally a tiny T5),
+and the call keywords each test runs them with."""
+import torch
+from tiny_transformers import flow_vae, t5
+
+
+def _scheduler():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=64,
+                                           base_shift=0.5, max_shift=1.15)
+
+
+def _done(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def chroma_pipe(text=False):
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = ChromaTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                           attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                           axes_dims_rope=[4, 4, 8], approximator_hidden_dim=32,
+                                           approximator_layers=1, approximator_num_channels=16).eval()
+    tokenizer, encoder = t5() if text else (None, None)
+    return _done(ChromaPipeline(scheduler=_scheduler(), vae=flow_vae(latent_channels=1), text_encoder=encoder,
+                                tokenizer=tokenizer, transformer=transformer))
+
+
+def kontext_pipe():
+    from diffusers import FluxKontextPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                         pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+                                         guidance_embeds=True).eval()
+    return _done(FluxKontextPipeline(scheduler=_scheduler(), vae=flow_vae(latent_channels=1), text_encoder=None,
+                                     tokenizer=None, text_encoder_2=None, tokenizer_2=None, transformer=transformer))
+
+
+def qwen_pipe():
+    from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=1,
+                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16,
+                                              guidance_embeds=False, axes_dims_rope=(8, 4, 4)).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                 temperal_downsample=[False, True], latents_mean=[0.1, -0.2, 0.3, 0.0],
+                                 latents_std=[1.5, 0.8, 1.2, 1.0]).eval()
+    return _done(QwenImagePipeline(scheduler=_scheduler(), vae=vae, text_encoder=None, tokenizer=None,
+                                   transformer=transformer))
+
+
+def zimage_pipe():
+    from diffusers import ZImagePipeline, ZImageTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=32,
+                                           n_layers=1, n_refiner_layers=1, n_heads=2, n_kv_heads=2, norm_eps=1e-5,
+                                           qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
+                                           axes_dims=[8, 4, 4], axes_lens=[256, 32, 32]).eval()
+    with torch.no_grad():  # created with torch.empty: fixed, as diffusers' tests do
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    return _done(ZImagePipeline(scheduler=_scheduler(), vae=flow_vae(latent_channels=4), text_encoder=None,
+                                tokenizer=None, transformer=transformer))
+
+
+PIPES = {"chroma": chroma_pipe, "flux-kontext": kontext_pipe, "qwen-image": qwen_pipe, "z-image": zimage_pipe}
+SIZES = {"chroma": 8, "flux-kontext": 8, "qwen-image": 32, "z-image": 8}
+
+
+def call_kwargs(name, batch=2):
+    """``(keywords both the stock call and the toolkit take, stock-only keywords)`` of ``name``."""
+    g = torch.Generator().manual_seed(5)
+    mask = torch.ones(batch, 5, dtype=torch.long)
+    mask[:, -1] = 0
+    if name == "chroma":
+        pe, ne = torch.randn(batch, 5, 32, generator=g), torch.randn(batch, 5, 32, generator=g)
+        mask = mask.float()  # as its encode_prompt returns it
+        return dict(prompt_embeds=pe, negative_prompt_embeds=ne, prompt_attention_mask=mask,
+                    negative_prompt_attention_mask=mask.clone(), guidance_scale=3.0), {}
+    if name == "flux-kontext":  # guidance embedding; a reference image of its own size (no Kontext resizing)
+        image = torch.rand(1, 3, 8, 8, generator=g)
+        return (dict(prompt_embeds=torch.randn(batch, 5, 32, generator=g),
+                     pooled_prompt_embeds=torch.randn(batch, 32, generator=g), guidance_scale=3.0, image=image,
+                     _auto_resize=False), dict(max_area=64))
+    if name == "qwen-image":  # true CFG with a negative prompt, rescaled to the positive's norm
+        return dict(prompt_embeds=torch.randn(batch, 5, 16, generator=g), prompt_embeds_mask=mask,
+                    negative_prompt_embeds=torch.randn(batch, 5, 16, generator=g),
+                    negative_prompt_embeds_mask=mask.clone(), true_cfg_scale=3.0), {}
+    if name == "z-image":  # captions are lists of [L, D]; the toolkit also takes them stacked
+        pe = [torch.randn(5, 16, generator=g) for _ in range(batch)]
+        ne = [torch.randn(5, 16, generator=g) for _ in range(batch)]
+        return dict(prompt_embeds=pe, negative_prompt_embeds=ne, guidance_scale=3.0, cfg_normalization=1.2), {}
+    raise KeyError(name)
