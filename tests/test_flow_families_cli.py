@@ -1,0 +1,110 @@
+"""The CLI on the newer flow-matching families: a saved tiny Chroma pipeline end to end with
+--negative-prompt; --negative-prompt, --true-cfg-scale and --image refused in one line where they do
+not apply or are bad; a family the toolkit does not restart refused at load in one line naming it
+and the supported families."""
+import json
+
+import pytest
+import torch
+from test_flow_sweep import TINY_CLIP
+from tiny_families import chroma_pipe
+
+from diffusion_windows.diffusion.denoisers import FAMILIES, denoiser
+from diffusion_windows.sweep import main
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    import open_clip
+
+    path = tmp_path_factory.mktemp("clipcfg") / "dw-families-tiny-clip.json"
+    path.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(path)
+    return "dw-families-tiny-clip"
+
+
+@pytest.fixture(scope="module")
+def chroma_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("chroma") / "pipe"
+    chroma_pipe(text=True).save_pretrained(folder)
+    return folder
+
+
+def args(folder, out, clip, *extra):
+    return ["--model", str(folder), "--out", str(out), "--labels", "cat,dog", "--clip-model", clip, "--samples", "3",
+            "--restarts", "2", "--num-inference-steps", "3", "--quiet", "--no-theory", "--height", "8", "--width",
+            "8", *extra]
+
+
+def one_error(capsys, argv, *words):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for w in words:
+        assert w in err[0], (w, err[0])
+
+
+def test_cli_on_a_saved_chroma_pipeline_with_a_negative_prompt(tmp_path, chroma_folder, tiny_clip):
+    out = tmp_path / "run"
+    assert main(args(chroma_folder, out, tiny_clip, "--prompt", "a photo of a cat", "--negative-prompt", "a dog",
+                     "--guidance-scale", "3", "--timesteps", "0,400,812.5")) == 0
+    d = json.loads((out / "windows.json").read_text())
+    assert d["time_unit"] == "1000 sigma" and d["options"]["negative_prompt"] == "a dog"
+    assert d["features"][0]["timesteps"] == [0, 400, 812.5]
+    # guidance: two model rows per step; a restart at 0 runs none, at 400 and 812.5 those grid steps below
+    assert d["nfe"] > 0 and d["nfe"] % 2 == 0
+    for name in ("options.json", "results.jsonl", "window.png"):
+        assert (out / name).stat().st_size > 0
+    # the negative branch is the negative prompt's encoding (not the empty prompt's)
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(chroma_folder, local_files_only=True)
+    cond = denoiser(pipe).prepare(1, prompt="a photo of a cat", negative_prompt="a dog", guidance_scale=3.0)
+    ref = pipe.encode_prompt("a photo of a cat", negative_prompt="a dog", do_classifier_free_guidance=True)[3]
+    torch.testing.assert_close(cond.uncond["encoder_hidden_states"], ref)
+
+
+def test_conditioning_flags_are_refused_in_one_line(tmp_path, capsys, chroma_folder, tiny_clip):
+    from PIL import Image
+
+    picture = tmp_path / "ref.png"
+    Image.new("RGB", (8, 8)).save(picture)
+    one_error(capsys, args(chroma_folder, tmp_path / "a", tiny_clip, "--prompt", "a cat", "--image", str(picture)),
+              "--image", "ChromaPipeline", "FluxKontextPipeline")
+    one_error(capsys, args(chroma_folder, tmp_path / "b", tiny_clip, "--prompt", "a cat", "--true-cfg-scale", "-1"),
+              "--true-cfg-scale", "-1")
+    one_error(capsys, ["--model", "default", "--negative-prompt", "blurry", "--out", str(tmp_path / "c")],
+              "--negative-prompt", "default")
+    kontext = tmp_path / "kontext"
+    (kontext / "scheduler").mkdir(parents=True)
+    (kontext / "model_index.json").write_text(json.dumps(
+        {"_class_name": "FluxKontextPipeline", "text_encoder": ["transformers", "CLIPTextModel"],
+         "transformer": ["diffusers", "FluxTransformer2DModel"]}))
+    (kontext / "scheduler" / "scheduler_config.json").write_text(json.dumps({"num_train_timesteps": 1000,
+                                                                            "_class_name": "FlowMatchEulerDiscreteScheduler"}))
+    (tmp_path / "notimage.png").write_text("not an image")
+    for bad in (tmp_path / "missing.png", tmp_path / "notimage.png"):
+        one_error(capsys, args(kontext, tmp_path / "d", tiny_clip, "--prompt", "a cat", "--image", str(bad)),
+                  "--image", str(bad), "not a readable image")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()  # refused before anything ran
+
+
+def test_a_family_not_covered_is_refused_at_load_in_one_line(tmp_path, capsys, tiny_clip, monkeypatch):
+    """A real (tiny) pipeline of a family without an adapter, saved (its model_index is what the CLI
+    reads first) and handed to the loader as diffusers loads it (its Gemma text encoder left out)."""
+    from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
+
+    torch.manual_seed(0)
+    transformer = Lumina2Transformer2DModel(sample_size=4, patch_size=2, in_channels=4, hidden_size=8, num_layers=1,
+                                            num_refiner_layers=1, num_attention_heads=1, num_kv_heads=1,
+                                            multiple_of=16, ffn_dim_multiplier=None, norm_eps=1e-5, scaling_factor=1.0,
+                                            axes_dim_rope=(4, 2, 2), axes_lens=(128, 128, 128), cap_feat_dim=8)
+    from tiny_transformers import flow_vae
+
+    pipe = Lumina2Pipeline(transformer=transformer, vae=flow_vae(), scheduler=FlowMatchEulerDiscreteScheduler(),
+                           text_encoder=None, tokenizer=None)
+    pipe.save_pretrained(tmp_path / "lumina")
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", staticmethod(lambda *a, **k: pipe))
+    one_error(capsys, args(tmp_path / "lumina", tmp_path / "run", tiny_clip, "--prompt", "a cat"), "Lumina2",
+              "supported families", *FAMILIES)
+    assert not (tmp_path / "run" / "results.jsonl").exists()
