@@ -14,7 +14,8 @@ from diffusion_windows.diffusion import hooks
 from diffusion_windows.diffusion import schedule as S
 from diffusion_windows.diffusion.backend import DiffusionBackend
 from diffusion_windows.diffusion.denoisers import denoiser
-from diffusion_windows.diffusion.denoisers.flow import PackedDenoiser, pack
+from diffusion_windows.diffusion.denoisers.flow import pack, unpack
+from diffusion_windows.diffusion.denoisers.flux2 import tokens
 
 N = 4
 NAMES = sorted(PIPES)
@@ -55,7 +56,8 @@ def runs(saved):
 
 
 def packed(pipe, x):
-    return pack(x) if isinstance(denoiser(pipe), PackedDenoiser) else x
+    """The toolkit's samples in the layout the stock pipeline returns them."""
+    return denoiser(pipe).pipeline_latents(x)
 
 
 def stock(pipe, kw, extra, size, seeds=(1, 2), output_type="latent", **more):
@@ -65,7 +67,7 @@ def stock(pipe, kw, extra, size, seeds=(1, 2), output_type="latent", **more):
 
 def base_sigmas(pipe, den, sigmas, hw):
     """The unshifted sigmas the stock ``__call__`` takes that its scheduler shifts (``mu``) to ``sigmas``."""
-    e = np.exp(den.mu(hw))
+    e = np.exp(den.mu(hw, N))
     return 1.0 / (1.0 + e * (1.0 / np.asarray(sigmas, dtype=np.float64) - 1.0))
 
 
@@ -123,7 +125,7 @@ def test_restarts_on_and_off_the_grid_equal_the_stock_call_from_those_latents(ru
     np.testing.assert_allclose(seen, 1 - ran if name == "z-image" else ran, atol=1e-6)
     for start, x_t, ref in ((grid[1], traj.states[1], on), (t, x, off)):
         sigmas = np.concatenate([[start], grid[grid < start]]) / 1000
-        got = stock(pipe, kw, extra, size, latents=packed(pipe, x_t), sigmas=list(base_sigmas(pipe, den, sigmas, hw)))
+        got = stock(pipe, kw, extra, size, latents=den.call_latents(x_t), sigmas=list(base_sigmas(pipe, den, sigmas, hw)))
         torch.testing.assert_close(got, packed(pipe, ref), atol=1e-5, rtol=1e-5)
 
 
@@ -150,9 +152,37 @@ def test_staircase_equals_separate_restarts_and_counts_every_model_row(runs, nam
     assert sum(int(e.sum()) for e in evals) == sum(rows for _, rows in calls)  # counted where they ran
     backend = DiffusionBackend(pipe, types.SimpleNamespace(labels=("a", "b")), (), N, conditioning=one,
                                height=size, width=size)
-    assert backend.rows == (1 if name == "flux-kontext" else 2)  # Kontext: a guidance embedding, no second call
+    assert backend.rows == (1 if name in ("flux-kontext", "flux2") else 2)  # guidance embeddings: no second call
     for (x, t, seeds), out, e in zip(groups, outs, evals):
         assert (e == backend.cost(S.restart_timestep(pipe.scheduler, t, N, den.grid_kwargs(N, hw)))).all()
         alone = hooks.denoise_from(pipe, x, t, num_inference_steps=N, generator=gens(seeds), **one)
         torch.testing.assert_close(out, alone, atol=1e-5, rtol=1e-5)
     assert int(evals[-1].sum()) == 0 and outs[-1].equal(groups[-1][0])  # at 0: x0 itself, no step
+
+
+# ----------------------------------------------------------------------------- (4) real images, layouts
+def test_real_images_encode_as_each_pipeline_encodes_them(saved):
+    """Model space is each pipeline's: Flux.2 patchifies and batch-normalises (the posterior's mode, as
+    its reference images), Qwen-Image's frame VAE normalises by latents_mean/std (a posterior draw, as
+    its img2img pipeline), Kontext shifts and scales (mode)."""
+    from diffusers import QwenImageImg2ImgPipeline
+
+    for name in ("flux2", "qwen-image", "flux-kontext"):
+        pipe, size = saved[name], SIZES[name]
+        images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        pixels = images * 2 - 1
+        if name == "qwen-image":
+            z = hooks.encode(pipe, images, generator=torch.Generator().manual_seed(3))
+            ref = QwenImageImg2ImgPipeline(**pipe.components)._encode_vae_image(
+                pixels[:, :, None], torch.Generator().manual_seed(3))[:, :, 0]
+        else:
+            z, ref = hooks.encode(pipe, images), pipe._encode_vae_image(pixels, None)
+        torch.testing.assert_close(z, ref, atol=1e-5, rtol=1e-5)
+        assert tuple(z.shape[1:]) == denoiser(pipe).sample_shape(size, size)
+        assert hooks.decode(pipe, z).shape == images.shape
+
+
+def test_layouts_invert():
+    x = torch.randn(2, 3, 4, 6)
+    assert unpack(pack(x), 4, 6).equal(x) and tokens(x).shape == (2, 24, 3)
+    assert tokens(x).permute(0, 2, 1).reshape(x.shape).equal(x)

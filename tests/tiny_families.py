@@ -43,6 +43,25 @@ def kontext_pipe():
                                      tokenizer=None, text_encoder_2=None, tokenizer_2=None, transformer=transformer))
 
 
+def flux2_pipe():
+    from diffusers import AutoencoderKLFlux2, Flux2Pipeline, Flux2Transformer2DModel
+
+    torch.manual_seed(0)
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16,
+                                          timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4]).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+                             up_block_types=("UpDecoderBlock2D",), block_out_channels=(4,), layers_per_block=1,
+                             latent_channels=1, norm_num_groups=1, use_quant_conv=False,
+                             use_post_quant_conv=False).eval()
+    with torch.no_grad():  # batch-norm statistics other than the identity's, so that decoding checks them
+        vae.bn.running_mean.copy_(torch.tensor([0.1, -0.2, 0.05, 0.3]))
+        vae.bn.running_var.copy_(torch.tensor([1.5, 0.7, 1.1, 2.0]))
+    return _done(Flux2Pipeline(scheduler=_scheduler(), vae=vae, text_encoder=None, tokenizer=None,
+                               transformer=transformer))
+
+
 def qwen_pipe():
     from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
 
@@ -73,8 +92,8 @@ def zimage_pipe():
                                 tokenizer=None, transformer=transformer))
 
 
-PIPES = {"chroma": chroma_pipe, "flux-kontext": kontext_pipe, "qwen-image": qwen_pipe, "z-image": zimage_pipe}
-SIZES = {"chroma": 8, "flux-kontext": 8, "qwen-image": 32, "z-image": 8}
+PIPES = {"chroma": chroma_pipe, "flux-kontext": kontext_pipe, "flux2": flux2_pipe, "qwen-image": qwen_pipe, "z-image": zimage_pipe}
+SIZES = {"chroma": 8, "flux-kontext": 8, "flux2": 16, "qwen-image": 32, "z-image": 8}
 
 
 def call_kwargs(name, batch=2):
@@ -92,6 +111,8 @@ def call_kwargs(name, batch=2):
         return (dict(prompt_embeds=torch.randn(batch, 5, 32, generator=g),
                      pooled_prompt_embeds=torch.randn(batch, 32, generator=g), guidance_scale=3.0, image=image,
                      _auto_resize=False), dict(max_area=64))
+    if name == "flux2":  # a guidance embedding, one row per sample
+        return dict(prompt_embeds=torch.randn(batch, 5, 16, generator=g), guidance_scale=3.0), {}
     if name == "qwen-image":  # true CFG with a negative prompt, rescaled to the positive's norm
         return dict(prompt_embeds=torch.randn(batch, 5, 16, generator=g), prompt_embeds_mask=mask,
                     negative_prompt_embeds=torch.randn(batch, 5, 16, generator=g),

@@ -2,7 +2,8 @@
 real images as base samples (`load_images`, ``--images DIR``).
 
 Model space: latents for latent models (``z * scaling_factor`` after ``shift_factor`` or
-``latents_mean``/``latents_std``; SD3 and Flux shift, Sana's ``AutoencoderDC`` only scales and
+``latents_mean``/``latents_std``; Flux.2: 2x2-patchified, then its VAE's batch norm; Qwen-Image's
+frame VAE: one frame; SD3 and Flux shift, Sana's ``AutoencoderDC`` only scales and
 encodes deterministically), ``2 x - 1`` pixels otherwise; images are ``[N, C, H, W]``
 in ``[0, 1]``. `decode` runs in chunks of at most ``batch_size`` images and moves each chunk's
 images to ``device`` (default: where they were decoded), so memory on the GPU never grows
@@ -39,6 +40,25 @@ def _frames(vae) -> bool:
     return "z_dim" in vae.config and "temperal_downsample" in vae.config
 
 
+def _batch_norm(vae, z):
+    """Flux.2's VAE: latents are 2x2-patchified and normalised by its batch-norm statistics: ``(mean, std)``."""
+    bn = getattr(vae, "bn", None)
+    if bn is None or getattr(bn, "running_mean", None) is None or "batch_norm_eps" not in vae.config:
+        return None
+    view = lambda v: v.view(1, -1, 1, 1).to(z.device, z.dtype)  # noqa: E731
+    return view(bn.running_mean), view(torch.sqrt(bn.running_var + vae.config.batch_norm_eps))
+
+
+def _patchify(z):
+    n, c, h, w = z.shape
+    return z.view(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(n, c * 4, h // 2, w // 2)
+
+
+def _unpatchify(z):
+    n, c, h, w = z.shape
+    return z.reshape(n, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(n, c // 4, h * 2, w * 2)
+
+
 def _scaling(cfg) -> float:
     return getattr(cfg, "scaling_factor", None) or 1.0  # frame VAEs have none: latents_mean/std only
 
@@ -70,8 +90,10 @@ def decode(pipe, x, *, batch_size: int | None = None, device=None):
             cfg = vae.config
             with _upcast(vae):
                 z = chunk.to(vae.device, vae.dtype)
-                stats = _latent_stats(cfg, z)
-                if stats is not None:
+                stats, bn = _latent_stats(cfg, z), _batch_norm(vae, z)
+                if bn is not None:
+                    z = _unpatchify(z * bn[1] + bn[0])
+                elif stats is not None:
                     z = z * stats[1] / _scaling(cfg) + stats[0]
                 else:
                     z = z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
@@ -115,8 +137,11 @@ def encode(pipe, images, *, generator=None):
             z = posterior.sample(generator) if generator is not None else posterior.mode()
         z = z[:, :, 0] if frames else z
         cfg = vae.config
-        stats = _latent_stats(cfg, z)
-        if stats is not None:
+        stats, bn = _latent_stats(cfg, z), _batch_norm(vae, z)
+        if bn is not None:
+            z = _patchify(z)
+            z = (z - bn[0].view(1, -1, 1, 1)) / bn[1]
+        elif stats is not None:
             z = (z - stats[0]) * _scaling(cfg) / stats[1]
         else:
             z = (z - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor

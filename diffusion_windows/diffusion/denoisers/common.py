@@ -152,6 +152,15 @@ class TransformerDenoiser(ModuleAdapter):
         """The pipeline's extra ``set_timesteps`` keywords for its N-step grid (none here)."""
         return {}
 
+    def pipeline_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples ``[N, C, H, W]`` in the layout the pipeline's ``__call__`` returns with
+        ``output_type="latent"`` (packed for Flux-like pipelines; here: as they are)."""
+        return x
+
+    def call_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples ``[N, C, H, W]`` in the layout the pipeline's ``__call__`` takes as ``latents=``."""
+        return self.pipeline_latents(x)
+
     def _check(self, given: dict) -> None:
         check_keywords(self.pipe, given, self.KEYWORDS)
 

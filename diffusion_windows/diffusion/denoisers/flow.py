@@ -75,7 +75,7 @@ class ShiftedFlowDenoiser(TransformerDenoiser):
     def default_size(self) -> tuple:
         return self.latent_size()
 
-    def mu(self, hw) -> float:
+    def mu(self, hw, num_inference_steps=None) -> float:
         """``calculate_shift`` of the sequence length ``(h/2)(w/2)`` with the scheduler's settings."""
         h, w = hw if hw is not None else self.default_size()
         cfg = self.pipe.scheduler.config
@@ -88,8 +88,8 @@ class ShiftedFlowDenoiser(TransformerDenoiser):
         its own flow sigmas, DPM-Solver's, keeps them: ``mu`` only)."""
         n = int(num_inference_steps)
         if self.pipe.scheduler.config.get("use_flow_sigmas", False):
-            return {"mu": self.mu(hw)}
-        return {"sigmas": np.linspace(1.0, 1 / n, n), "mu": self.mu(hw)}
+            return {"mu": self.mu(hw, n)}
+        return {"sigmas": np.linspace(1.0, 1 / n, n), "mu": self.mu(hw, n)}
 
 
 class PackedDenoiser(ShiftedFlowDenoiser):
@@ -98,6 +98,9 @@ class PackedDenoiser(ShiftedFlowDenoiser):
     @property
     def latent_channels(self) -> int:
         return int(self.module.config.in_channels) // 4
+
+    def pipeline_latents(self, x: torch.Tensor) -> torch.Tensor:
+        return pack(x)
 
     def _model(self, x, timestep, branch: dict, shared: dict, hw) -> torch.Tensor:
         """One model call on packed latents ``x`` ``[m, seq, 4C]`` -> packed output (per family)."""
