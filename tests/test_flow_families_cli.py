@@ -91,20 +91,18 @@ def test_conditioning_flags_are_refused_in_one_line(tmp_path, capsys, chroma_fol
 
 def test_a_family_not_covered_is_refused_at_load_in_one_line(tmp_path, capsys, tiny_clip, monkeypatch):
     """A real (tiny) pipeline of a family without an adapter, saved (its model_index is what the CLI
-    reads first) and handed to the loader as diffusers loads it (its Gemma text encoder left out)."""
-    from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
-
-    torch.manual_seed(0)
-    transformer = Lumina2Transformer2DModel(sample_size=4, patch_size=2, in_channels=4, hidden_size=8, num_layers=1,
-                                            num_refiner_layers=1, num_attention_heads=1, num_kv_heads=1,
-                                            multiple_of=16, ffn_dim_multiplier=None, norm_eps=1e-5, scaling_factor=1.0,
-                                            axes_dim_rope=(4, 2, 2), axes_lens=(128, 128, 128), cap_feat_dim=8)
+    reads first) and handed to the loader as diffusers loads it (its GLM text encoder left out)."""
+    from diffusers import CogView4Pipeline, CogView4Transformer2DModel, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
     from tiny_transformers import flow_vae
 
-    pipe = Lumina2Pipeline(transformer=transformer, vae=flow_vae(), scheduler=FlowMatchEulerDiscreteScheduler(),
-                           text_encoder=None, tokenizer=None)
-    pipe.save_pretrained(tmp_path / "lumina")
+    torch.manual_seed(0)
+    transformer = CogView4Transformer2DModel(patch_size=2, in_channels=4, num_layers=1, attention_head_dim=4,
+                                             num_attention_heads=4, out_channels=4, text_embed_dim=32,
+                                             time_embed_dim=8, condition_dim=4)
+    pipe = CogView4Pipeline(transformer=transformer, vae=flow_vae(), scheduler=FlowMatchEulerDiscreteScheduler(),
+                            text_encoder=None, tokenizer=None)
+    pipe.save_pretrained(tmp_path / "cogview4")
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", staticmethod(lambda *a, **k: pipe))
-    one_error(capsys, args(tmp_path / "lumina", tmp_path / "run", tiny_clip, "--prompt", "a cat"), "Lumina2",
+    one_error(capsys, args(tmp_path / "cogview4", tmp_path / "run", tiny_clip, "--prompt", "a cat"), "CogView4",
               "supported families", *FAMILIES)
     assert not (tmp_path / "run" / "results.jsonl").exists()

@@ -92,8 +92,27 @@ def zimage_pipe():
                                 tokenizer=None, transformer=transformer))
 
 
-PIPES = {"chroma": chroma_pipe, "flux-kontext": kontext_pipe, "flux2": flux2_pipe, "qwen-image": qwen_pipe, "z-image": zimage_pipe}
-SIZES = {"chroma": 8, "flux-kontext": 8, "flux2": 16, "qwen-image": 32, "z-image": 8}
+def lumina2_pipe():
+    """Lumina 2 with a VAE of factor 8 (the pipeline assumes 8): 32 px images, 4x4 latents."""
+    from diffusers import AutoencoderKL, Lumina2Pipeline, Lumina2Transformer2DModel
+
+    torch.manual_seed(0)
+    transformer = Lumina2Transformer2DModel(sample_size=4, patch_size=2, in_channels=4, hidden_size=8, num_layers=1,
+                                            num_refiner_layers=1, num_attention_heads=1, num_kv_heads=1,
+                                            multiple_of=16, ffn_dim_multiplier=None, norm_eps=1e-5,
+                                            scaling_factor=1.0, axes_dim_rope=(4, 2, 2), axes_lens=(128, 128, 128),
+                                            cap_feat_dim=8).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(4, 4, 4, 4),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        layers_per_block=1, latent_channels=4, norm_num_groups=1, sample_size=32,
+                        scaling_factor=0.3611, shift_factor=0.1159).eval()
+    return _done(Lumina2Pipeline(scheduler=_scheduler(), vae=vae, text_encoder=None, tokenizer=None,
+                                 transformer=transformer))
+
+
+PIPES = {"chroma": chroma_pipe, "flux-kontext": kontext_pipe, "flux2": flux2_pipe, "lumina2": lumina2_pipe, "qwen-image": qwen_pipe, "z-image": zimage_pipe}
+SIZES = {"chroma": 8, "flux-kontext": 8, "flux2": 16, "lumina2": 32, "qwen-image": 32, "z-image": 8}
 
 
 def call_kwargs(name, batch=2):
@@ -113,6 +132,10 @@ def call_kwargs(name, batch=2):
                      _auto_resize=False), dict(max_area=64))
     if name == "flux2":  # a guidance embedding, one row per sample
         return dict(prompt_embeds=torch.randn(batch, 5, 16, generator=g), guidance_scale=3.0), {}
+    if name == "lumina2":  # CFG with its default normalisation along the last axis
+        return dict(prompt_embeds=torch.randn(batch, 5, 8, generator=g), prompt_attention_mask=mask.bool(),
+                    negative_prompt_embeds=torch.randn(batch, 5, 8, generator=g),
+                    negative_prompt_attention_mask=mask.bool(), guidance_scale=3.0), {}
     if name == "qwen-image":  # true CFG with a negative prompt, rescaled to the positive's norm
         return dict(prompt_embeds=torch.randn(batch, 5, 16, generator=g), prompt_embeds_mask=mask,
                     negative_prompt_embeds=torch.randn(batch, 5, 16, generator=g),
