@@ -111,8 +111,27 @@ def lumina2_pipe():
                                  transformer=transformer))
 
 
-PIPES = {"chroma": chroma_pipe, "flux-kontext": kontext_pipe, "flux2": flux2_pipe, "lumina2": lumina2_pipe, "qwen-image": qwen_pipe, "z-image": zimage_pipe}
-SIZES = {"chroma": 8, "flux-kontext": 8, "flux2": 16, "lumina2": 32, "qwen-image": 32, "z-image": 8}
+def hidream_pipe():
+    """HiDream-I1 whose default size is 16 px (the stock call rescales any size to that area)."""
+    from diffusers import HiDreamImagePipeline, HiDreamImageTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                                 num_single_layers=1, attention_head_dim=8, num_attention_heads=4,
+                                                 caption_channels=[32, 16], text_emb_dim=64, num_routed_experts=4,
+                                                 num_activated_experts=2, axes_dims_rope=(4, 2, 2),
+                                                 max_resolution=(32, 32), llama_layers=(0, 1)).eval()
+    parts = {f"{k}{i}": None for k in ("text_encoder", "tokenizer") for i in ("", "_2", "_3", "_4")}
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe = HiDreamImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=flow_vae(latent_channels=4),
+                                transformer=transformer, **parts)
+    pipe.default_sample_size = 16
+    return _done(pipe)
+
+
+PIPES = {"chroma": chroma_pipe, "flux-kontext": kontext_pipe, "flux2": flux2_pipe, "lumina2": lumina2_pipe, "hidream": hidream_pipe, "qwen-image": qwen_pipe, "z-image": zimage_pipe}
+SIZES = {"chroma": 8, "flux-kontext": 8, "flux2": 16, "lumina2": 32, "hidream": 16, "qwen-image": 32, "z-image": 8}
 
 
 def call_kwargs(name, batch=2):
@@ -136,6 +155,13 @@ def call_kwargs(name, batch=2):
         return dict(prompt_embeds=torch.randn(batch, 5, 8, generator=g), prompt_attention_mask=mask.bool(),
                     negative_prompt_embeds=torch.randn(batch, 5, 8, generator=g),
                     negative_prompt_attention_mask=mask.bool(), guidance_scale=3.0), {}
+    if name == "hidream":  # CFG batched [negative, positive], the output negated first
+        return dict(prompt_embeds_t5=torch.randn(batch, 5, 32, generator=g),
+                    prompt_embeds_llama3=torch.randn(2, batch, 5, 16, generator=g),
+                    pooled_prompt_embeds=torch.randn(batch, 64, generator=g),
+                    negative_prompt_embeds_t5=torch.randn(batch, 5, 32, generator=g),
+                    negative_prompt_embeds_llama3=torch.randn(2, batch, 5, 16, generator=g),
+                    negative_pooled_prompt_embeds=torch.randn(batch, 64, generator=g), guidance_scale=3.0), {}
     if name == "qwen-image":  # true CFG with a negative prompt, rescaled to the positive's norm
         return dict(prompt_embeds=torch.randn(batch, 5, 16, generator=g), prompt_embeds_mask=mask,
                     negative_prompt_embeds=torch.randn(batch, 5, 16, generator=g),

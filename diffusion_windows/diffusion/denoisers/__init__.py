@@ -22,7 +22,8 @@ line naming it and listing the supported families (`FAMILIES`). Every adapter of
 Samples stay ``[N, C, H, W]`` outside the adapter (a model that packs latents packs them inside).
 The adapters, one module each: `unet` (UNet2DModel, Stable Diffusion 1.x/2.x/XL), `sd3`
 (SD3/3.5), `flux` (Flux.1 dev and schnell), `flux2` (Flux.2 dev), `kontext` (Flux Kontext), `chroma`, `qwenimage`
-(Qwen-Image), `zimage` (Z-Image), `lumina2` (Lumina 2), `pixart` (PixArt-α and -Σ), `sana`, `dit`. The flow-matching
+(Qwen-Image), `zimage` (Z-Image), `lumina2` (Lumina 2),
+`hidream` (HiDream-I1), `pixart` (PixArt-α and -Σ), `sana`, `dit`. The flow-matching
 image families share `flow` (Flux's grid, 2x2 packing, two-call guidance): a new one is a short
 file of its call differences. A pipeline whose denoiser is another family's (Kontext's is Flux's)
 is chosen first by its pipeline class (`PIPELINE_ADAPTERS`).
@@ -39,6 +40,7 @@ from .chroma import ChromaDenoiser
 from .dit import DiTDenoiser
 from .flux import FluxDenoiser
 from .flux2 import Flux2Denoiser
+from .hidream import HiDreamDenoiser
 from .kontext import FluxKontextDenoiser
 from .lumina2 import Lumina2Denoiser
 from .pixart import PixArtDenoiser
@@ -50,7 +52,7 @@ from .zimage import ZImageDenoiser
 
 __all__ = ["ADAPTERS", "PIPELINE_ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser",
            "Flux2Denoiser", "FluxKontextDenoiser", "ChromaDenoiser", "QwenImageDenoiser", "ZImageDenoiser", "Lumina2Denoiser",
-           "PixArtDenoiser",
+           "HiDreamDenoiser", "PixArtDenoiser",
            "SanaDenoiser", "DiTDenoiser"]
 
 # denoising-model class name -> adapter (names, so that optional diffusers classes need not import)
@@ -68,6 +70,7 @@ ADAPTERS: dict = {
     "QwenImageTransformer2DModel": QwenImageDenoiser,
     "ZImageTransformer2DModel": ZImageDenoiser,
     "Lumina2Transformer2DModel": Lumina2Denoiser,
+    "HiDreamImageTransformer2DModel": HiDreamDenoiser,
 }
 
 # pipeline class name -> adapter, for pipelines that feed another family's denoiser other inputs
@@ -77,7 +80,7 @@ PIPELINE_ADAPTERS: dict = {
 
 # the families the adapters cover, for the one line that refuses any other pipeline
 FAMILIES = ("DDPM/DDIM (UNet2DModel)", "Stable Diffusion 1.x/2.x/XL", "Stable Diffusion 3/3.5", "Flux.1 dev/schnell",
-            "Flux.2 dev", "Flux Kontext", "Chroma", "Qwen-Image", "Z-Image", "Lumina 2", "PixArt-alpha/sigma", "Sana", "DiT")
+            "Flux.2 dev", "Flux Kontext", "Chroma", "Qwen-Image", "Z-Image", "Lumina 2", "HiDream-I1", "PixArt-alpha/sigma", "Sana", "DiT")
 
 
 def _module(pipe):
