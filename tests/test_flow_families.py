@@ -73,10 +73,12 @@ def base_sigmas(pipe, den, sigmas, hw):
     """The unshifted sigmas the stock ``__call__`` takes that its scheduler shifts to ``sigmas`` (``mu``,
     or a static ``shift``)."""
     s = np.asarray(sigmas, dtype=np.float64)
-    if not pipe.scheduler.config.use_dynamic_shifting:
-        k = pipe.scheduler.config.shift
+    cfg = pipe.scheduler.config
+    if not cfg.use_dynamic_shifting:
+        k = cfg.shift
         return s / (k - (k - 1) * s)
-    e = np.exp(den.grid_kwargs(N, hw)["mu"])
+    mu = den.grid_kwargs(N, hw)["mu"]
+    e = mu if cfg.time_shift_type == "linear" else np.exp(mu)
     return 1.0 / (1.0 + e * (1.0 / s - 1.0))
 
 
@@ -86,7 +88,8 @@ def test_the_toolkit_loop_reproduces_the_stock_pipeline(runs, name):
     pipe, kw, extra, size, traj = runs[name]
     ref = stock(pipe, kw, extra, size)
     torch.testing.assert_close(packed(pipe, traj.final), ref, atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(traj.timesteps, pipe.scheduler.timesteps.double().numpy(), atol=1e-4)
+    # the grid the pipeline ran, in noise levels 1000 s (CogView 4's scheduler keeps other timesteps)
+    np.testing.assert_allclose(traj.timesteps, 1000 * pipe.scheduler.sigmas[:-1].double().numpy(), atol=1e-3)
     images = torch.as_tensor(np.asarray(stock(pipe, kw, extra, size, output_type="np"))).permute(0, 3, 1, 2)
     torch.testing.assert_close(hooks.decode(pipe, traj.final), images, atol=1e-5, rtol=1e-5)
     assert tuple(images.shape[1:]) == denoiser(pipe).image_shape(size, size)
@@ -134,10 +137,18 @@ def test_restarts_on_and_off_the_grid_equal_the_stock_call_from_those_latents(ru
     seen = np.array([c[0] for i, c in enumerate(calls) if i == 0 or c[0] != calls[i - 1][0]])  # one per step
     assert sum(rows for _, rows in calls) == len(ran) * 2 * denoiser(pipe).prepare(2, **kw).rows
     want = 1 - ran if name in REVERSED else 1000 * ran if name in THOUSANDS else ran
+    if name == "cogview4":  # the unshifted time: the pipeline's integers on its grid, exact off it
+        want = 1000 * base_sigmas(pipe, den, ran, hw)
+        assert np.abs(want[1:] - np.round(want[1:])).max() < 1e-3 and abs(want[0] - round(want[0])) > 1e-2
     np.testing.assert_allclose(seen, want, atol=1e-6 * want.max())
     for start, x_t, ref in ((grid[1], traj.states[1], on), (t, x, off)):
-        sigmas = np.concatenate([[start], grid[grid < start]]) / 1000
-        got = stock(pipe, kw, extra, size, latents=den.call_latents(x_t), sigmas=list(base_sigmas(pipe, den, sigmas, hw)))
+        sigmas = base_sigmas(pipe, den, np.concatenate([[start], grid[grid < start]]) / 1000, hw)
+        more = dict(sigmas=list(sigmas))
+        if name == "cogview4":  # it takes integer timesteps with their sigmas: on the grid only
+            if start == t:
+                continue
+            more["timesteps"] = list(np.round(1000 * sigmas))
+        got = stock(pipe, kw, extra, size, latents=den.call_latents(x_t), **more)
         torch.testing.assert_close(got, packed(pipe, ref), atol=1e-5, rtol=1e-5)
 
 

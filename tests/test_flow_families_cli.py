@@ -91,18 +91,19 @@ def test_conditioning_flags_are_refused_in_one_line(tmp_path, capsys, chroma_fol
 
 def test_a_family_not_covered_is_refused_at_load_in_one_line(tmp_path, capsys, tiny_clip, monkeypatch):
     """A real (tiny) pipeline of a family without an adapter, saved (its model_index is what the CLI
-    reads first) and handed to the loader as diffusers loads it (its GLM text encoder left out)."""
-    from diffusers import CogView4Pipeline, CogView4Transformer2DModel, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+    reads first) and handed to the loader as diffusers loads it (its text encoder left out)."""
+    from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
     from tiny_transformers import flow_vae
 
     torch.manual_seed(0)
-    transformer = CogView4Transformer2DModel(patch_size=2, in_channels=4, num_layers=1, attention_head_dim=4,
-                                             num_attention_heads=4, out_channels=4, text_embed_dim=32,
-                                             time_embed_dim=8, condition_dim=4)
-    pipe = CogView4Pipeline(transformer=transformer, vae=flow_vae(), scheduler=FlowMatchEulerDiscreteScheduler(),
+    transformer = AuraFlowTransformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_mmdit_layers=1,
+                                             num_single_dit_layers=1, attention_head_dim=8, num_attention_heads=4,
+                                             caption_projection_dim=32, joint_attention_dim=32, out_channels=4,
+                                             pos_embed_max_size=64)
+    pipe = AuraFlowPipeline(transformer=transformer, vae=flow_vae(), scheduler=FlowMatchEulerDiscreteScheduler(),
                             text_encoder=None, tokenizer=None)
-    pipe.save_pretrained(tmp_path / "cogview4")
+    pipe.save_pretrained(tmp_path / "auraflow")
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", staticmethod(lambda *a, **k: pipe))
-    one_error(capsys, args(tmp_path / "cogview4", tmp_path / "run", tiny_clip, "--prompt", "a cat"), "CogView4",
+    one_error(capsys, args(tmp_path / "auraflow", tmp_path / "run", tiny_clip, "--prompt", "a cat"), "AuraFlow",
               "supported families", *FAMILIES)
     assert not (tmp_path / "run" / "results.jsonl").exists()

@@ -221,11 +221,11 @@ def test_adapters_refuse_bad_conditioning():
 
 
 def test_unsupported_families_are_refused_in_one_line(monkeypatch):
-    class CogView4Transformer2DModel(torch.nn.Module):
+    class AuraFlowTransformer2DModel(torch.nn.Module):
         pass
 
-    fake = types.SimpleNamespace(transformer=CogView4Transformer2DModel(), scheduler=sd3_pipe().scheduler)
-    with pytest.raises(ValueError, match="CogView4Transformer2DModel is not supported; supported families: .*Flux.1"):
+    fake = types.SimpleNamespace(transformer=AuraFlowTransformer2DModel(), scheduler=sd3_pipe().scheduler)
+    with pytest.raises(ValueError, match="AuraFlowTransformer2DModel is not supported; supported families: .*Flux.1"):
         denoiser(fake)
     from diffusers import DiffusionPipeline
 
@@ -239,5 +239,5 @@ def test_unsupported_families_are_refused_in_one_line(monkeypatch):
     with pytest.raises(ValueError, match="FluxFillPipeline is not supported .*FluxPipeline, FluxImg2ImgPipeline"):
         denoiser(fill)
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", staticmethod(lambda *a, **k: fake))
-    with pytest.raises(models.ModelLoadError, match="CogView4.*SD3|CogView4.*Stable Diffusion 3"):
-        models._from_pretrained("some/cogview4", torch.float32, "cpu")
+    with pytest.raises(models.ModelLoadError, match="AuraFlow.*SD3|AuraFlow.*Stable Diffusion 3"):
+        models._from_pretrained("some/auraflow", torch.float32, "cpu")

@@ -130,8 +130,24 @@ def hidream_pipe():
     return _done(pipe)
 
 
-PIPES = {"chroma": chroma_pipe, "flux-kontext": kontext_pipe, "flux2": flux2_pipe, "lumina2": lumina2_pipe, "hidream": hidream_pipe, "qwen-image": qwen_pipe, "z-image": zimage_pipe}
-SIZES = {"chroma": 8, "flux-kontext": 8, "flux2": 16, "lumina2": 32, "hidream": 16, "qwen-image": 32, "z-image": 8}
+def cogview4_pipe():
+    """CogView 4 with its scheduler's settings (linear time shift, base 0.25, max 0.75) at tiny sequence lengths."""
+    from diffusers import CogView4Pipeline, CogView4Transformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(0)
+    transformer = CogView4Transformer2DModel(patch_size=2, in_channels=4, num_layers=1, attention_head_dim=4,
+                                             num_attention_heads=4, out_channels=4, text_embed_dim=32,
+                                             time_embed_dim=8, condition_dim=4, sample_size=16).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(base_shift=0.25, max_shift=0.75, base_image_seq_len=4,
+                                                use_dynamic_shifting=True, time_shift_type="linear")
+    vae = flow_vae(latent_channels=4)
+    vae.register_to_config(shift_factor=None)  # CogView 4's VAE has none (its pipeline decodes z / scaling_factor)
+    return _done(CogView4Pipeline(scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None,
+                                  transformer=transformer))
+
+
+PIPES = {"chroma": chroma_pipe, "flux-kontext": kontext_pipe, "flux2": flux2_pipe, "lumina2": lumina2_pipe, "hidream": hidream_pipe, "cogview4": cogview4_pipe, "qwen-image": qwen_pipe, "z-image": zimage_pipe}
+SIZES = {"chroma": 8, "flux-kontext": 8, "flux2": 16, "lumina2": 32, "hidream": 16, "cogview4": 16, "qwen-image": 32, "z-image": 8}
 
 
 def call_kwargs(name, batch=2):
@@ -162,6 +178,9 @@ def call_kwargs(name, batch=2):
                     negative_prompt_embeds_t5=torch.randn(batch, 5, 32, generator=g),
                     negative_prompt_embeds_llama3=torch.randn(2, batch, 5, 16, generator=g),
                     negative_pooled_prompt_embeds=torch.randn(batch, 64, generator=g), guidance_scale=3.0), {}
+    if name == "cogview4":  # CFG as two calls; unshifted integer timesteps on a shifted grid
+        return dict(prompt_embeds=torch.randn(batch, 5, 32, generator=g),
+                    negative_prompt_embeds=torch.randn(batch, 5, 32, generator=g), guidance_scale=3.0), {}
     if name == "qwen-image":  # true CFG with a negative prompt, rescaled to the positive's norm
         return dict(prompt_embeds=torch.randn(batch, 5, 16, generator=g), prompt_embeds_mask=mask,
                     negative_prompt_embeds=torch.randn(batch, 5, 16, generator=g),

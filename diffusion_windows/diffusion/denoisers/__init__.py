@@ -23,7 +23,7 @@ Samples stay ``[N, C, H, W]`` outside the adapter (a model that packs latents pa
 The adapters, one module each: `unet` (UNet2DModel, Stable Diffusion 1.x/2.x/XL), `sd3`
 (SD3/3.5), `flux` (Flux.1 dev and schnell), `flux2` (Flux.2 dev), `kontext` (Flux Kontext), `chroma`, `qwenimage`
 (Qwen-Image), `zimage` (Z-Image), `lumina2` (Lumina 2),
-`hidream` (HiDream-I1), `pixart` (PixArt-α and -Σ), `sana`, `dit`. The flow-matching
+`hidream` (HiDream-I1), `cogview4` (CogView 4), `pixart` (PixArt-α and -Σ), `sana`, `dit`. The flow-matching
 image families share `flow` (Flux's grid, 2x2 packing, two-call guidance): a new one is a short
 file of its call differences. A pipeline whose denoiser is another family's (Kontext's is Flux's)
 is chosen first by its pipeline class (`PIPELINE_ADAPTERS`).
@@ -37,6 +37,7 @@ Example::
 from __future__ import annotations
 
 from .chroma import ChromaDenoiser
+from .cogview4 import CogView4Denoiser
 from .dit import DiTDenoiser
 from .flux import FluxDenoiser
 from .flux2 import Flux2Denoiser
@@ -52,7 +53,8 @@ from .zimage import ZImageDenoiser
 
 __all__ = ["ADAPTERS", "PIPELINE_ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser",
            "Flux2Denoiser", "FluxKontextDenoiser", "ChromaDenoiser", "QwenImageDenoiser", "ZImageDenoiser", "Lumina2Denoiser",
-           "HiDreamDenoiser", "PixArtDenoiser",
+           "HiDreamDenoiser", "CogView4Denoiser",
+           "PixArtDenoiser",
            "SanaDenoiser", "DiTDenoiser"]
 
 # denoising-model class name -> adapter (names, so that optional diffusers classes need not import)
@@ -71,6 +73,7 @@ ADAPTERS: dict = {
     "ZImageTransformer2DModel": ZImageDenoiser,
     "Lumina2Transformer2DModel": Lumina2Denoiser,
     "HiDreamImageTransformer2DModel": HiDreamDenoiser,
+    "CogView4Transformer2DModel": CogView4Denoiser,
 }
 
 # pipeline class name -> adapter, for pipelines that feed another family's denoiser other inputs
@@ -80,7 +83,7 @@ PIPELINE_ADAPTERS: dict = {
 
 # the families the adapters cover, for the one line that refuses any other pipeline
 FAMILIES = ("DDPM/DDIM (UNet2DModel)", "Stable Diffusion 1.x/2.x/XL", "Stable Diffusion 3/3.5", "Flux.1 dev/schnell",
-            "Flux.2 dev", "Flux Kontext", "Chroma", "Qwen-Image", "Z-Image", "Lumina 2", "HiDream-I1", "PixArt-alpha/sigma", "Sana", "DiT")
+            "Flux.2 dev", "Flux Kontext", "Chroma", "Qwen-Image", "Z-Image", "Lumina 2", "HiDream-I1", "CogView 4", "PixArt-alpha/sigma", "Sana", "DiT")
 
 
 def _module(pipe):
