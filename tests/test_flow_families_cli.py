@@ -1,5 +1,5 @@
-"""The CLI on the newer flow-matching families: a saved tiny Chroma pipeline end to end with
---negative-prompt; --negative-prompt, --true-cfg-scale and --image refused in one line where they do
+"""The CLI on the newer flow-matching families: saved tiny Chroma (with --negative-prompt) and Flux
+Kontext (with --image, resized as the pipeline resizes it) pipelines end to end; --negative-prompt, --true-cfg-scale and --image refused in one line where they do
 not apply or are bad; a family the toolkit does not restart refused at load in one line naming it
 and the supported families."""
 import json
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from test_flow_sweep import TINY_CLIP
-from tiny_families import chroma_pipe
+from tiny_families import chroma_pipe, kontext_text_pipe
 
 from diffusion_windows.diffusion.denoisers import FAMILIES, denoiser
 from diffusion_windows.sweep import main
@@ -107,3 +107,42 @@ def test_a_family_not_covered_is_refused_at_load_in_one_line(tmp_path, capsys, t
     one_error(capsys, args(tmp_path / "auraflow", tmp_path / "run", tiny_clip, "--prompt", "a cat"), "AuraFlow",
               "supported families", *FAMILIES)
     assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def kontext(tmp_path_factory):
+    """A saved tiny Flux Kontext pipeline (text encoders included) and a 24x16 reference image file."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("kontext")
+    kontext_text_pipe(root / "tok").save_pretrained(root / "pipe")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 16, 3), dtype=np.uint8)).save(root / "ref.png")
+    return root / "pipe", root / "ref.png"
+
+
+def test_flux_kontext_with_a_reference_image_file_from_the_library_and_the_cli(tmp_path, kontext, tiny_clip):
+    """The image file as the CLI passes it (`models.conditioning`): the toolkit's loop reproduces the
+    stock pipeline given the same image (resized to the Kontext resolution of its aspect ratio, encoded,
+    appended as tokens); then the CLI runs end to end with --image and records it."""
+    from diffusers import DiffusionPipeline
+
+    from diffusion_windows.diffusion import hooks
+    from diffusion_windows.diffusion.models import conditioning
+
+    folder, picture = kontext
+    pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    cond = conditioning("a cat", 2.5, image=str(picture))
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2)]  # noqa: E731
+    traj = hooks.sample_trajectory(pipe, batch_size=2, num_inference_steps=3, generator=gens(), height=64, width=64,
+                                   **cond)
+    ref = pipe(prompt="a cat", image=cond["image"], guidance_scale=2.5, height=64, width=64, max_area=64 * 64,
+               num_inference_steps=3, generator=gens(), num_images_per_prompt=2, output_type="latent").images
+    torch.testing.assert_close(denoiser(pipe).pipeline_latents(traj.final), ref, atol=1e-5, rtol=1e-5)
+    out = tmp_path / "run"
+    assert main(args(folder, out, tiny_clip, "--prompt", "a cat", "--image", str(picture), "--guidance-scale", "2.5",
+                     "--height", "64", "--width", "64", "--samples", "2", "--timesteps", "0,500")) == 0
+    d = json.loads((out / "windows.json").read_text())
+    assert d["options"]["image"] == str(picture.resolve()) and d["nfe"] > 0
+    assert json.loads((out / "options.json").read_text())["image"] == str(picture.resolve())

@@ -62,6 +62,22 @@ def flux2_pipe():
                                transformer=transformer))
 
 
+def kontext_text_pipe(tmp):
+    """Flux Kontext with tiny CLIP and T5 encoders (written in ``tmp``) and a VAE of factor 8, so that
+    the pipeline's resizing of a reference image to a Kontext resolution (~1 MP) stays cheap."""
+    from diffusers import AutoencoderKL, FluxKontextPipeline
+    from tiny_transformers import flux_text
+
+    transformer = kontext_pipe().transformer
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(4, 4, 4, 4),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        layers_per_block=1, latent_channels=1, norm_num_groups=1, sample_size=64,
+                        scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                        use_post_quant_conv=False).eval()
+    return _done(FluxKontextPipeline(scheduler=_scheduler(), vae=vae, transformer=transformer, **flux_text(tmp)))
+
+
 def qwen_pipe():
     from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
 
