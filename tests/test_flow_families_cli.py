@@ -73,6 +73,8 @@ def test_conditioning_flags_are_refused_in_one_line(tmp_path, capsys, chroma_fol
               "--image", "ChromaPipeline", "FluxKontextPipeline")
     one_error(capsys, args(chroma_folder, tmp_path / "b", tiny_clip, "--prompt", "a cat", "--true-cfg-scale", "-1"),
               "--true-cfg-scale", "-1")
+    one_error(capsys, args(chroma_folder, tmp_path / "b2", tiny_clip, "--prompt", "a cat", "--true-cfg-scale", "2"),
+              "true_cfg_scale", "ChromaPipeline restarts take only")  # no true CFG there: refused at load
     one_error(capsys, ["--model", "default", "--negative-prompt", "blurry", "--out", str(tmp_path / "c")],
               "--negative-prompt", "default")
     kontext = tmp_path / "kontext"
