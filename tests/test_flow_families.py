@@ -210,3 +210,20 @@ def test_layouts_invert():
     x = torch.randn(2, 3, 4, 6)
     assert unpack(pack(x), 4, 6).equal(x) and tokens(x).shape == (2, 24, 3)
     assert tokens(x).permute(0, 2, 1).reshape(x.shape).equal(x)
+
+
+def test_bad_conditioning_is_refused_in_one_line(saved):
+    for name in NAMES:
+        den = denoiser(saved[name])
+        with pytest.raises(ValueError, match="needs prompt or"):
+            den.prepare(1)
+        with pytest.raises(ValueError, match="restarts take only"):
+            den.prepare(1, prompt="a cat", strength=0.5)
+        if name != "chroma":  # the others were saved without text encoders
+            with pytest.raises(ValueError, match="no text encoder"):
+                den.prepare(1, prompt="a cat")
+    kw, _ = call_kwargs("z-image")
+    with pytest.raises(ValueError, match="cfg_truncation=0.5"):
+        denoiser(saved["z-image"]).prepare(2, **{**kw, "cfg_truncation": 0.5})
+    with pytest.raises(ValueError, match="negative_prompt_embeds"):  # guidance on, no encoder, no negative
+        denoiser(saved["cogview4"]).prepare(1, prompt_embeds=call_kwargs("cogview4")[0]["prompt_embeds"])

@@ -70,15 +70,9 @@ class CogView4Denoiser(TransformerDenoiser):
         """GLM conditioning and classifier-free guidance for ``n`` samples."""
         self._check(given)
         g = given.get
-        name = type(self.pipe).__name__
-        if g("prompt") is None and g("prompt_embeds") is None:
-            raise ValueError(f"{name} needs prompt or prompt_embeds, got None")
-        if g("prompt") is not None and not self._has_encoder():
-            raise ValueError(f"prompt={g('prompt')!r} but pipeline {name} has no text encoder")
         scale = self._guidance(g("guidance_scale"), 5.0)
         cfg = scale > 1
-        if cfg and not self._has_encoder() and g("negative_prompt_embeds") is None:
-            raise ValueError(f"guidance_scale={scale} without a text encoder needs negative_prompt_embeds, got None")
+        self._check_text(given, negatives=("negative_prompt_embeds",), guidance=scale if cfg else None)
         device, dtype = self.device_dtype
         pe, ne = self._encode(prompt=g("prompt"), negative_prompt=g("negative_prompt"), do_classifier_free_guidance=cfg,
                               num_images_per_prompt=1, prompt_embeds=g("prompt_embeds"),

@@ -68,11 +68,7 @@ class Flux2Denoiser(ShiftedFlowDenoiser):
         """Mistral-3 conditioning and the guidance embedding for ``n`` samples."""
         self._check(given)
         g = given.get
-        name = type(self.pipe).__name__
-        if g("prompt") is None and g("prompt_embeds") is None:
-            raise ValueError(f"{name} needs prompt or prompt_embeds, got None")
-        if g("prompt") is not None and not self._has_encoder():
-            raise ValueError(f"prompt={g('prompt')!r} but pipeline {name} has no text encoder")
+        self._check_text(given)
         device, dtype = self.device_dtype
         extra = {"text_encoder_out_layers": g("text_encoder_out_layers")} if g("text_encoder_out_layers") else {}
         pe, ids = self._encode(prompt=g("prompt"), prompt_embeds=g("prompt_embeds"), device=device,

@@ -42,16 +42,10 @@ class HiDreamDenoiser(ShiftedFlowDenoiser):
         """T5, Llama-3 and pooled CLIP conditioning with classifier-free guidance for ``n`` samples."""
         self._check(given)
         g = given.get
-        name = type(self.pipe).__name__
-        if g("prompt") is None and any(g(k) is None for k in _EMBEDS):
-            raise ValueError(f"{name} needs prompt or all of {', '.join(_EMBEDS)}")
-        if g("prompt") is not None and not self._has_encoder():
-            raise ValueError(f"prompt={g('prompt')!r} but pipeline {name} has no text encoder")
         scale = self._guidance(g("guidance_scale"), 5.0)
         cfg = scale > 1
-        negatives = ("negative_prompt_embeds_t5", "negative_prompt_embeds_llama3", "negative_pooled_prompt_embeds")
-        if cfg and not self._has_encoder() and any(g(k) is None for k in negatives):
-            raise ValueError(f"guidance_scale={scale} without a text encoder needs {', '.join(negatives)}")
+        self._check_text(given, _EMBEDS, ("negative_prompt_embeds_t5", "negative_prompt_embeds_llama3",
+                                          "negative_pooled_prompt_embeds"), scale if cfg else None)
         device, dtype = self.device_dtype
         kwargs = {k: v for k, v in given.items() if k != "guidance_scale"}
         kwargs.setdefault("max_sequence_length", 128)

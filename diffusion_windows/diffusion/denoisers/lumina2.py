@@ -41,18 +41,12 @@ class Lumina2Denoiser(ShiftedFlowDenoiser):
         """Gemma-2 conditioning and classifier-free guidance for ``n`` samples."""
         self._check(given)
         g = given.get
-        name = type(self.pipe).__name__
-        if g("prompt") is None and g("prompt_embeds") is None:
-            raise ValueError(f"{name} needs prompt or prompt_embeds, got None")
-        if g("prompt") is not None and not self._has_encoder():
-            raise ValueError(f"prompt={g('prompt')!r} but pipeline {name} has no text encoder")
         ratio = g("cfg_trunc_ratio")
         if ratio is not None and float(ratio) < 1:
             raise ValueError(f"cfg_trunc_ratio={ratio}: restarts take only 1.0 (guidance at every step)")
         scale = self._guidance(g("guidance_scale"), 4.0)
         cfg = scale > 1
-        if cfg and not self._has_encoder() and g("negative_prompt_embeds") is None:
-            raise ValueError(f"guidance_scale={scale} without a text encoder needs negative_prompt_embeds, got None")
+        self._check_text(given, negatives=("negative_prompt_embeds",), guidance=scale if cfg else None)
         device, dtype = self.device_dtype
         pe, mask, ne, nmask = self._encode(
             prompt=g("prompt"), do_classifier_free_guidance=cfg, negative_prompt=g("negative_prompt"),

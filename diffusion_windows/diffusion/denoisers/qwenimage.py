@@ -41,10 +41,9 @@ class QwenImageDenoiser(PackedDenoiser):
         self._check(given)
         g = given.get
         name = type(self.pipe).__name__
-        if g("prompt") is None and g("prompt_embeds") is None:
-            raise ValueError(f"{name} needs prompt or prompt_embeds, got None")
-        if (g("prompt") is not None or g("negative_prompt") is not None) and not self._has_encoder():
-            raise ValueError(f"prompt={g('prompt')!r} but pipeline {name} has no text encoder")
+        self._check_text(given)
+        if g("negative_prompt") is not None and not self._has_encoder():
+            raise ValueError(f"negative_prompt={g('negative_prompt')!r} but pipeline {name} has no text encoder")
         scale, do_cfg = true_cfg(self.pipe, given)
         device, dtype = self.device_dtype
         length = g("max_sequence_length") or 512

@@ -50,11 +50,7 @@ class ZImageDenoiser(ShiftedFlowDenoiser):
         """Qwen3 captions and classifier-free guidance for ``n`` samples."""
         self._check(given)
         g = given.get
-        name = type(self.pipe).__name__
-        if g("prompt") is None and g("prompt_embeds") is None:
-            raise ValueError(f"{name} needs prompt or prompt_embeds, got None")
-        if g("prompt") is not None and not self._has_encoder():
-            raise ValueError(f"prompt={g('prompt')!r} but pipeline {name} has no text encoder")
+        self._check_text(given)
         truncation = g("cfg_truncation")
         if truncation is not None and float(truncation) < 1:
             raise ValueError(f"cfg_truncation={truncation}: restarts take only 1.0 (guidance at every step)")
