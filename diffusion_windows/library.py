@@ -49,8 +49,8 @@ def _backend(pipe, classifier, features, mixture, *, num_inference_steps, eta, p
 
 
 def measure_window(
-    pipe,                           # a diffusers pipeline (DDPM/DDIM, Stable Diffusion, SD3, Flux, Flux Kontext,
-                                    # Chroma, Qwen-Image, Z-Image, PixArt, Sana, DiT)
+    pipe,                           # a diffusers pipeline (DDPM/DDIM, Stable Diffusion, SD3, Flux.1/.2, Kontext,
+                                    # Chroma, Qwen-Image, Z-Image, HiDream, Lumina 2, CogView 4, PixArt, Sana, DiT)
     classifier,                     # images [N,C,H,W] in [0,1] -> probabilities [N,K], with .labels
     *,
     features=None,                  # list of features.Feature (None: the default's digit+group, or one per label)

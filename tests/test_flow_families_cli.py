@@ -1,7 +1,7 @@
 """The CLI on the newer flow-matching families: saved tiny Chroma (with --negative-prompt) and Flux
-Kontext (with --image, resized as the pipeline resizes it) pipelines end to end; --negative-prompt, --true-cfg-scale and --image refused in one line where they do
-not apply or are bad; a family the toolkit does not restart refused at load in one line naming it
-and the supported families."""
+Kontext (with --image, resized as the pipeline resizes it) pipelines end to end; --negative-prompt,
+--true-cfg-scale and --image refused in one line where they do not apply or are bad; a family the
+toolkit does not restart refused at load in one line naming it and the supported families."""
 import json
 
 import pytest
@@ -82,8 +82,8 @@ def test_conditioning_flags_are_refused_in_one_line(tmp_path, capsys, chroma_fol
     (kontext / "model_index.json").write_text(json.dumps(
         {"_class_name": "FluxKontextPipeline", "text_encoder": ["transformers", "CLIPTextModel"],
          "transformer": ["diffusers", "FluxTransformer2DModel"]}))
-    (kontext / "scheduler" / "scheduler_config.json").write_text(json.dumps({"num_train_timesteps": 1000,
-                                                                            "_class_name": "FlowMatchEulerDiscreteScheduler"}))
+    (kontext / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"num_train_timesteps": 1000, "_class_name": "FlowMatchEulerDiscreteScheduler"}))
     (tmp_path / "notimage.png").write_text("not an image")
     for bad in (tmp_path / "missing.png", tmp_path / "notimage.png"):
         one_error(capsys, args(kontext, tmp_path / "d", tiny_clip, "--prompt", "a cat", "--image", str(bad)),
@@ -94,7 +94,8 @@ def test_conditioning_flags_are_refused_in_one_line(tmp_path, capsys, chroma_fol
 def test_a_family_not_covered_is_refused_at_load_in_one_line(tmp_path, capsys, tiny_clip, monkeypatch):
     """A real (tiny) pipeline of a family without an adapter, saved (its model_index is what the CLI
     reads first) and handed to the loader as diffusers loads it (its text encoder left out)."""
-    from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+    from diffusers import (AuraFlowPipeline, AuraFlowTransformer2DModel, DiffusionPipeline,
+                           FlowMatchEulerDiscreteScheduler)
     from tiny_transformers import flow_vae
 
     torch.manual_seed(0)

@@ -162,8 +162,10 @@ def cogview4_pipe():
                                   transformer=transformer))
 
 
-PIPES = {"chroma": chroma_pipe, "flux-kontext": kontext_pipe, "flux2": flux2_pipe, "lumina2": lumina2_pipe, "hidream": hidream_pipe, "cogview4": cogview4_pipe, "qwen-image": qwen_pipe, "z-image": zimage_pipe}
-SIZES = {"chroma": 8, "flux-kontext": 8, "flux2": 16, "lumina2": 32, "hidream": 16, "cogview4": 16, "qwen-image": 32, "z-image": 8}
+PIPES = {"chroma": chroma_pipe, "flux-kontext": kontext_pipe, "flux2": flux2_pipe, "lumina2": lumina2_pipe,
+         "hidream": hidream_pipe, "cogview4": cogview4_pipe, "qwen-image": qwen_pipe, "z-image": zimage_pipe}
+SIZES = {"chroma": 8, "flux-kontext": 8, "flux2": 16, "lumina2": 32, "hidream": 16, "cogview4": 16, "qwen-image": 32,
+         "z-image": 8}
 
 
 def call_kwargs(name, batch=2):

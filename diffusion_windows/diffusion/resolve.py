@@ -28,9 +28,11 @@ BUILTINS = ("default", "gaussian-mixture", "gaussian-mixture-flow")
 MODELS, NOUN = "diffusion models", "a diffusion model"
 ABOUT = ("'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), 'gaussian-mixture-flow' (its "
          "flow-matching twin), a diffusers pipeline folder or a hub id in the local Hugging Face cache (UNet "
-         "pipelines, SD3, Flux.1, Flux Kontext, Chroma, Qwen-Image, Z-Image, PixArt, Sana, DiT)")
-OPTIONS = ("guidance_scale", "negative_prompt", "true_cfg_scale", "image", "class_label", "height", "width", "num_inference_steps", "scheduler", "eta", "labels",
-           "clip_model", "clip_pretrained", "templates", "images")
+         "pipelines, SD3, Flux.1 and .2, Flux Kontext, Chroma, Qwen-Image, Z-Image, HiDream, Lumina 2, CogView 4, "
+         "PixArt, Sana, DiT)")
+OPTIONS = ("guidance_scale", "negative_prompt", "true_cfg_scale", "image", "class_label", "height", "width",
+           "num_inference_steps", "scheduler", "eta", "labels", "clip_model", "clip_pretrained", "templates",
+           "images")
 BUILTIN_STEPS = 20   # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
 DEFAULT_STEPS = 50
 DEFAULTS = {"timesteps": "0:1000:50", "samples": 300, "restarts": 4, "edge_precision": 40,

@@ -52,10 +52,8 @@ from .unet import UNetDenoiser
 from .zimage import ZImageDenoiser
 
 __all__ = ["ADAPTERS", "PIPELINE_ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser",
-           "Flux2Denoiser", "FluxKontextDenoiser", "ChromaDenoiser", "QwenImageDenoiser", "ZImageDenoiser", "Lumina2Denoiser",
-           "HiDreamDenoiser", "CogView4Denoiser",
-           "PixArtDenoiser",
-           "SanaDenoiser", "DiTDenoiser"]
+           "Flux2Denoiser", "FluxKontextDenoiser", "ChromaDenoiser", "QwenImageDenoiser", "ZImageDenoiser",
+           "Lumina2Denoiser", "HiDreamDenoiser", "CogView4Denoiser", "PixArtDenoiser", "SanaDenoiser", "DiTDenoiser"]
 
 # denoising-model class name -> adapter (names, so that optional diffusers classes need not import)
 ADAPTERS: dict = {
@@ -83,7 +81,8 @@ PIPELINE_ADAPTERS: dict = {
 
 # the families the adapters cover, for the one line that refuses any other pipeline
 FAMILIES = ("DDPM/DDIM (UNet2DModel)", "Stable Diffusion 1.x/2.x/XL", "Stable Diffusion 3/3.5", "Flux.1 dev/schnell",
-            "Flux.2 dev", "Flux Kontext", "Chroma", "Qwen-Image", "Z-Image", "Lumina 2", "HiDream-I1", "CogView 4", "PixArt-alpha/sigma", "Sana", "DiT")
+            "Flux.2 dev", "Flux Kontext", "Chroma", "Qwen-Image", "Z-Image", "Lumina 2", "HiDream-I1", "CogView 4",
+            "PixArt-alpha/sigma", "Sana", "DiT")
 
 
 def _module(pipe):

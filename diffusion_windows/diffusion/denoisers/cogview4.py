@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .common import Condition, TransformerDenoiser, per_sample
+from .flow import two_calls
 
 __all__ = ["CogView4Denoiser"]
 
@@ -79,7 +80,9 @@ class CogView4Denoiser(TransformerDenoiser):
                               negative_prompt_embeds=g("negative_prompt_embeds"), device=device,
                               max_sequence_length=g("max_sequence_length") or 1024)
         cond = {"encoder_hidden_states": per_sample(pe.to(device, dtype), n, "prompt_embeds")}
-        uncond = {"encoder_hidden_states": per_sample(ne.to(device, dtype), n, "negative_prompt_embeds")} if cfg else None
+        uncond = None
+        if cfg:
+            uncond = {"encoder_hidden_states": per_sample(ne.to(device, dtype), n, "negative_prompt_embeds")}
         sizes = {"original_size": g("original_size"), "crops": tuple(g("crops_coords_top_left") or (0, 0))}
         return Condition(cond, uncond, scale, sizes, order="cond_first")
 
@@ -96,13 +99,6 @@ class CogView4Denoiser(TransformerDenoiser):
                      crop_coords=rows(cond.shared["crops"]))
         timestep = torch.full([m], self.model_timestep(t, (h, w)), dtype=torch.float32, device=device)
         x = inp.to(dtype)
-
-        def call(branch):
-            return self.module(hidden_states=x, encoder_hidden_states=branch["encoder_hidden_states"][:m],
-                               timestep=timestep, return_dict=False, **sizes)[0]
-
-        out = call(cond.cond)
-        if cond.uncond is not None:
-            neg = call(cond.uncond)
-            out = neg + cond.scale * (out - neg)
-        return out.float()
+        call = lambda branch, _: self.module(  # noqa: E731
+            hidden_states=x, timestep=timestep, return_dict=False, **branch, **sizes)[0]
+        return two_calls(call, cond, m).float()

@@ -19,7 +19,7 @@ import torch
 
 from .common import TransformerDenoiser, calculate_shift, pipeline_default
 
-__all__ = ["ShiftedFlowDenoiser", "PackedDenoiser", "pack", "unpack", "image_ids", "true_cfg"]
+__all__ = ["ShiftedFlowDenoiser", "PackedDenoiser", "pack", "unpack", "image_ids", "true_cfg", "cfg", "two_calls"]
 
 
 def pack(x: torch.Tensor) -> torch.Tensor:
@@ -51,6 +51,23 @@ def true_cfg(pipe, given: dict, embeds=("negative_prompt_embeds",)) -> tuple:
     scale = float(pipeline_default(pipe, "true_cfg_scale", 1.0) if scale is None else scale)
     has_neg = given.get("negative_prompt") is not None or all(given.get(k) is not None for k in embeds)
     return scale, scale > 1 and has_neg
+
+
+def cfg(pos: torch.Tensor, neg: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance of two outputs: ``neg + scale (pos - neg)``."""
+    return neg + scale * (pos - neg)
+
+
+def two_calls(call, cond, m: int, combine=cfg) -> torch.Tensor:
+    """Guidance as the pipelines that make one model call per branch run it: ``call(branch, shared)`` on
+    the first ``m`` rows of the positive branch and, with guidance, of the negative one, then
+    ``combine(pos, neg, scale)``."""
+    rows = lambda d: {k: (None if v is None else v[:m]) for k, v in d.items()}  # noqa: E731
+    out = call(rows(cond.cond), cond.shared)
+    if cond.uncond is None:
+        return out
+    shared = cond.shared if cond.uncond_shared is None else cond.uncond_shared
+    return combine(out, call(rows(cond.uncond), shared), cond.scale)
 
 
 class ShiftedFlowDenoiser(TransformerDenoiser):
@@ -108,7 +125,7 @@ class PackedDenoiser(ShiftedFlowDenoiser):
 
     def combine(self, pos: torch.Tensor, neg: torch.Tensor, scale: float) -> torch.Tensor:
         """Guidance of two packed outputs: ``neg + scale (pos - neg)``."""
-        return neg + scale * (pos - neg)
+        return cfg(pos, neg, scale)
 
     def __call__(self, inp, t, cond):
         """Velocity ``[m, C, H, W]`` for the unpacked state ``inp`` at scalar timestep ``t`` (``1000 s``)."""
@@ -117,9 +134,5 @@ class PackedDenoiser(ShiftedFlowDenoiser):
         m, _, h, w = inp.shape
         x = pack(inp)
         timestep = self._timestep(t, m, x.dtype) / 1000  # t.expand(B).to(latents.dtype) / 1000
-        rows = lambda d: {k: (None if v is None else v[:m]) for k, v in d.items()}  # noqa: E731
-        out = self._model(x, timestep, rows(cond.cond), cond.shared, (h, w))
-        if cond.uncond is not None:  # a second call, as the pipelines make it
-            shared = cond.shared if cond.uncond_shared is None else cond.uncond_shared
-            out = self.combine(out, self._model(x, timestep, rows(cond.uncond), shared, (h, w)), cond.scale)
+        out = two_calls(lambda branch, shared: self._model(x, timestep, branch, shared, (h, w)), cond, m, self.combine)
         return unpack(out, h, w)

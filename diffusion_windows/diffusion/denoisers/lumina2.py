@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from .common import Condition, calculate_shift, per_sample, pipeline_default
-from .flow import ShiftedFlowDenoiser
+from .flow import ShiftedFlowDenoiser, cfg, two_calls
 
 __all__ = ["Lumina2Denoiser"]
 
@@ -71,15 +71,12 @@ class Lumina2Denoiser(ShiftedFlowDenoiser):
         m = inp.shape[0]
         timestep = 1 - self._timestep(t, m) / self.pipe.scheduler.config.num_train_timesteps
 
-        def call(branch):
-            kw = {k: (None if v is None else v[:m]) for k, v in branch.items()}
-            return self.module(hidden_states=inp, timestep=timestep, return_dict=False, **kw)[0]
+        def combine(pos, neg, scale):  # with cfg_normalization: at the positive's norm along the last axis
+            out = cfg(pos, neg, scale)
+            if not cond.shared["cfg_normalization"]:
+                return out
+            return out * (torch.norm(pos, dim=-1, keepdim=True) / torch.norm(out, dim=-1, keepdim=True))
 
-        out = call(cond.cond)
-        if cond.uncond is not None:
-            pos = out
-            neg = call(cond.uncond)
-            out = neg + cond.scale * (pos - neg)
-            if cond.shared["cfg_normalization"]:
-                out = out * (torch.norm(pos, dim=-1, keepdim=True) / torch.norm(out, dim=-1, keepdim=True))
-        return -out
+        call = lambda branch, _: self.module(hidden_states=inp, timestep=timestep, return_dict=False,  # noqa: E731
+                                             **branch)[0]
+        return -two_calls(call, cond, m, combine)
