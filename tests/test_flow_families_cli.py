@@ -149,3 +149,18 @@ def test_flux_kontext_with_a_reference_image_file_from_the_library_and_the_cli(t
     d = json.loads((out / "windows.json").read_text())
     assert d["options"]["image"] == str(picture.resolve()) and d["nfe"] > 0
     assert json.loads((out / "options.json").read_text())["image"] == str(picture.resolve())
+
+
+def test_a_unet_text_pipeline_takes_the_negative_prompt_and_refuses_true_cfg(tmp_path):
+    """--negative-prompt applies to every text pipeline: Stable Diffusion encodes it as its pipeline does;
+    a keyword its restarts do not take is refused in one line (not a TypeError)."""
+    from conftest import make_tiny_sd_pipe
+    from tiny_transformers import clip_encoder, clip_tokenizer
+
+    pipe = make_tiny_sd_pipe()
+    pipe.tokenizer, pipe.text_encoder = clip_tokenizer(tmp_path / "clip"), clip_encoder(16)
+    cond = denoiser(pipe).prepare(1, prompt="a cat", negative_prompt="a dog", guidance_scale=3.0)
+    ref = pipe.encode_prompt("a cat", "cpu", 1, True, negative_prompt="a dog")[1]
+    torch.testing.assert_close(cond.negative, ref)
+    with pytest.raises(ValueError, match="true_cfg_scale=.*restarts take only"):
+        denoiser(pipe).prepare(1, prompt="a cat", true_cfg_scale=2.0)
