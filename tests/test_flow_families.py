@@ -227,3 +227,12 @@ def test_bad_conditioning_is_refused_in_one_line(saved):
         denoiser(saved["z-image"]).prepare(2, **{**kw, "cfg_truncation": 0.5})
     with pytest.raises(ValueError, match="negative_prompt_embeds"):  # guidance on, no encoder, no negative
         denoiser(saved["cogview4"]).prepare(1, prompt_embeds=call_kwargs("cogview4")[0]["prompt_embeds"])
+
+
+def test_default_sizes_are_the_pipelines(saved):
+    """Without height and width each adapter makes the pipeline's default image size."""
+    f = {name: saved[name].vae_scale_factor for name in NAMES}
+    assert denoiser(saved["z-image"]).image_shape() == (3, 1024, 1024)  # ZImagePipeline: 1024 whatever the VAE
+    assert denoiser(saved["qwen-image"]).image_shape() == (3, 128 * f["qwen-image"], 128 * f["qwen-image"])
+    assert denoiser(saved["cogview4"]).image_shape() == (3, 16, 16)  # the transformer's sample_size, factor 1
+    assert denoiser(saved["flux2"]).sample_shape() == (4, 64, 64)  # 128 px, patchified

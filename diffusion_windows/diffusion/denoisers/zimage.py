@@ -46,6 +46,12 @@ class ZImageDenoiser(ShiftedFlowDenoiser):
     def multiple(self) -> int:
         return 2
 
+    def latent_size(self, height=None, width=None) -> tuple:
+        """As ``ZImagePipeline``: 1024 px unless given, whatever the VAE."""
+        if height is None and width is None:
+            height = width = 1024
+        return super().latent_size(height, width)
+
     def prepare(self, n, hw=None, **given):
         """Qwen3 captions and classifier-free guidance for ``n`` samples."""
         self._check(given)
