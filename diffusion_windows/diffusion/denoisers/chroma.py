@@ -23,7 +23,7 @@ class ChromaDenoiser(PackedDenoiser):
 
     KEYWORDS = ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "prompt_attention_mask",
                 "negative_prompt_attention_mask", "guidance_scale", "max_sequence_length")
-    PIPELINES = ("ChromaPipeline", "ChromaImg2ImgPipeline")
+    PIPELINES = ("ChromaPipeline",)
 
     def prepare(self, n, hw=None, **given):
         """T5 conditioning (with masks) and classifier-free guidance for ``n`` samples."""

@@ -28,7 +28,7 @@ class Lumina2Denoiser(ShiftedFlowDenoiser):
     KEYWORDS = ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "prompt_attention_mask",
                 "negative_prompt_attention_mask", "guidance_scale", "system_prompt", "cfg_trunc_ratio",
                 "cfg_normalization", "max_sequence_length")
-    PIPELINES = ("Lumina2Pipeline", "Lumina2Text2ImgPipeline")
+    PIPELINES = ("Lumina2Pipeline",)
 
     def mu(self, hw, num_inference_steps=None) -> float:
         """As ``Lumina2Pipeline``: ``calculate_shift`` of ``latents.shape[1]``, the channel count."""

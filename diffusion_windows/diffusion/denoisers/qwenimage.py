@@ -28,7 +28,7 @@ class QwenImageDenoiser(PackedDenoiser):
 
     KEYWORDS = ("prompt", "negative_prompt", "prompt_embeds", "prompt_embeds_mask", "negative_prompt_embeds",
                 "negative_prompt_embeds_mask", "true_cfg_scale", "guidance_scale", "max_sequence_length")
-    PIPELINES = ("QwenImagePipeline", "QwenImageImg2ImgPipeline")
+    PIPELINES = ("QwenImagePipeline",)
 
     def image_shape(self, height=None, width=None) -> tuple:
         h, w = self.latent_size(height, width)

@@ -36,7 +36,7 @@ class ZImageDenoiser(ShiftedFlowDenoiser):
 
     KEYWORDS = ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "guidance_scale",
                 "cfg_normalization", "cfg_truncation", "max_sequence_length")
-    PIPELINES = ("ZImagePipeline", "ZImageImg2ImgPipeline")
+    PIPELINES = ("ZImagePipeline",)
 
     @property
     def dtype(self):
