@@ -227,7 +227,7 @@ def test_bad_conditioning_is_refused_in_one_line(saved):
         denoiser(saved["z-image"]).prepare(2, **{**kw, "cfg_truncation": 0.5})
     from diffusers import QwenImageImg2ImgPipeline  # the same transformer, inputs the adapter does not reproduce
 
-    with pytest.raises(ValueError, match="QwenImageImg2ImgPipeline is not supported .*as QwenImagePipeline calls it"):
+    with pytest.raises(ValueError, match="QwenImageImg2ImgPipeline is not supported .*as QwenImagePipeline call"):
         denoiser(QwenImageImg2ImgPipeline(**saved["qwen-image"].components))
     with pytest.raises(ValueError, match="negative_prompt_embeds"):  # guidance on, no encoder, no negative
         denoiser(saved["cogview4"]).prepare(1, prompt_embeds=call_kwargs("cogview4")[0]["prompt_embeds"])
