@@ -240,3 +240,19 @@ def test_default_sizes_are_the_pipelines(saved):
     assert denoiser(saved["qwen-image"]).image_shape() == (3, 128 * f["qwen-image"], 128 * f["qwen-image"])
     assert denoiser(saved["cogview4"]).image_shape() == (3, 16, 16)  # the transformer's sample_size, factor 1
     assert denoiser(saved["flux2"]).sample_shape() == (4, 64, 64)  # 128 px, patchified
+
+
+def test_flux2_with_reference_images_reproduces_the_stock_pipeline(saved):
+    """Flux.2's reference images (PIL, prepared by the pipeline's own steps) are tokens after the latents'."""
+    from PIL import Image
+
+    pipe = saved["flux2"]
+    rng = np.random.default_rng(0)
+    refs = [Image.fromarray(rng.integers(0, 255, (72, 64, 3), dtype=np.uint8)) for _ in range(2)]  # >= 64 px
+    kw, _ = call_kwargs("flux2")
+    traj = hooks.sample_trajectory(pipe, batch_size=2, num_inference_steps=N, generator=gens([1, 2]), height=16,
+                                   width=16, image=refs, **kw)
+    ref = stock(pipe, kw, {}, 16, image=refs)
+    torch.testing.assert_close(denoiser(pipe).pipeline_latents(traj.final), ref, atol=1e-5, rtol=1e-5)
+    plain = stock(pipe, kw, {}, 16)
+    assert (ref - plain).abs().max() > 1e-3  # the references do condition the run

@@ -176,7 +176,7 @@ def resolve(o: dict, given: set):
     o["num_train_timesteps"] = T
 
 
-REFERENCE_IMAGE_PIPELINES = ("FluxKontextPipeline",)   # pipelines whose --image is conditioning
+REFERENCE_IMAGE_PIPELINES = ("FluxKontextPipeline", "Flux2Pipeline")   # pipelines whose --image is conditioning
 
 
 def _resolve_conditioning(o: dict, info, builtin: bool):

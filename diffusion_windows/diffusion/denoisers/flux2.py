@@ -8,7 +8,10 @@ model with ``img_ids`` (0, row, column, 0) and ``txt_ids`` (0, 0, 0, token); Mis
 ``guidance = guidance_scale`` (default 4.0) is an embedding: one model row per sample, no
 classifier-free guidance. The grid is ``sigmas = linspace(1, 1/N, N)`` with Flux.2's empirical
 ``mu`` (``compute_empirical_mu`` of the token count and N). Decoding undoes the batch norm and the
-patchify before the VAE (`images.decode`). Reference images (``image=``) are not supported.
+patchify before the VAE (`images.decode`). Reference images (``image=``: a PIL image or a list)
+are prepared as the pipeline prepares them (above 1 MP resized to that area, both sides rounded
+down to ``2 vae_scale_factor``, cropped, encoded, patchified and normalised) and appended as tokens
+whose ids carry 10, 20, ... in their first axis; only the latents' part of the output is kept.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def token_ids(n: int, h: int, w: int, device) -> torch.Tensor:
 class Flux2Denoiser(ShiftedFlowDenoiser):
     """``pipe.transformer`` (Flux.2) called as ``Flux2Pipeline`` calls it (module docstring)."""
 
-    KEYWORDS = ("prompt", "prompt_embeds", "guidance_scale", "max_sequence_length", "text_encoder_out_layers")
+    KEYWORDS = ("prompt", "prompt_embeds", "guidance_scale", "max_sequence_length", "text_encoder_out_layers", "image")
     PIPELINES = ("Flux2Pipeline",)
 
     @property
@@ -64,8 +67,25 @@ class Flux2Denoiser(ShiftedFlowDenoiser):
     def call_latents(self, x):
         return x  # Flux2Pipeline packs the latents it is given
 
+    def reference(self, image) -> tuple:
+        """Reference images as ``Flux2Pipeline`` prepares them: ``(tokens [1, L, C], ids [1, L, 4])``."""
+        pipe = self.pipe
+        processed = []
+        for img in image if isinstance(image, list) else [image]:
+            pipe.image_processor.check_image_input(img)
+            width, height = img.size
+            if width * height > 1024 * 1024:
+                img = pipe.image_processor._resize_to_target_area(img, 1024 * 1024)
+                width, height = img.size
+            multiple = self.vae_scale_factor * 2
+            width, height = width // multiple * multiple, height // multiple * multiple
+            processed.append(pipe.image_processor.preprocess(img, height=height, width=width, resize_mode="crop"))
+        with torch.no_grad():
+            return pipe.prepare_image_latents(processed, batch_size=1, generator=None, device=self.device,
+                                              dtype=pipe.vae.dtype)
+
     def prepare(self, n, hw=None, **given):
-        """Mistral-3 conditioning and the guidance embedding for ``n`` samples."""
+        """Mistral-3 conditioning, the guidance embedding and reference images for ``n`` samples."""
         self._check(given)
         g = given.get
         self._check_text(given)
@@ -77,6 +97,9 @@ class Flux2Denoiser(ShiftedFlowDenoiser):
         cond = {"encoder_hidden_states": per_sample(pe.to(device, dtype), n, "prompt_embeds"),
                 "txt_ids": per_sample(ids.to(device), n, "prompt_embeds"),
                 "guidance": torch.full([n], scale, device=device, dtype=torch.float32)}
+        if g("image") is not None:
+            tokens_, ids_ = self.reference(g("image"))
+            cond["image_latents"], cond["image_ids"] = per_sample(tokens_, n, "image"), per_sample(ids_, n, "image")
         return Condition(cond, None, scale)
 
     def __call__(self, inp, t, cond):
@@ -87,6 +110,10 @@ class Flux2Denoiser(ShiftedFlowDenoiser):
         x = tokens(inp)
         timestep = self._timestep(t, m, x.dtype) / 1000
         kw = {k: v[:m] for k, v in cond.cond.items()}
-        out = self.module(hidden_states=x.to(self.device_dtype[1]), timestep=timestep,
-                          img_ids=token_ids(m, h, w, x.device), return_dict=False, **kw)[0]
+        ids = token_ids(m, h, w, x.device)
+        if "image_latents" in kw:  # reference tokens after the latents', as Flux2Pipeline appends them
+            x = torch.cat([x, kw.pop("image_latents")], dim=1)
+            ids = torch.cat([ids, kw.pop("image_ids")], dim=1)
+        out = self.module(hidden_states=x.to(self.device_dtype[1]), timestep=timestep, img_ids=ids, return_dict=False,
+                          **kw)[0]
         return out[:, :h * w].permute(0, 2, 1).reshape(m, c, h, w)
