@@ -1,5 +1,6 @@
-"""The CLI on the newer flow-matching families: saved tiny Chroma (with --negative-prompt) and Flux
-Kontext (with --image, resized as the pipeline resizes it) pipelines end to end; --negative-prompt,
+"""The CLI on the newer flow-matching families: saved tiny Chroma (with --negative-prompt), Qwen-Image
+(--negative-prompt and --true-cfg-scale) and Flux Kontext (with --image, resized as the pipeline
+resizes it) pipelines end to end; --negative-prompt,
 --true-cfg-scale and --image refused in one line where they do not apply or are bad; a family the
 toolkit does not restart refused at load in one line naming it and the supported families."""
 import json
@@ -7,7 +8,7 @@ import json
 import pytest
 import torch
 from test_flow_sweep import TINY_CLIP
-from tiny_families import chroma_pipe, kontext_text_pipe
+from tiny_families import chroma_pipe, kontext_text_pipe, qwen_pipe
 
 from diffusion_windows.diffusion.denoisers import FAMILIES, denoiser
 from diffusion_windows.sweep import main
@@ -164,3 +165,29 @@ def test_a_unet_text_pipeline_takes_the_negative_prompt_and_refuses_true_cfg(tmp
     torch.testing.assert_close(cond.negative, ref)
     with pytest.raises(ValueError, match="true_cfg_scale=.*restarts take only"):
         denoiser(pipe).prepare(1, prompt="a cat", true_cfg_scale=2.0)
+
+
+def test_qwen_image_with_its_text_encoder_from_the_library_and_the_cli(tmp_path, tiny_clip):
+    """A prompt and a negative prompt encoded by the pipeline's own Qwen2.5-VL path: the toolkit's loop
+    reproduces the stock call (true CFG 3); the CLI runs end to end with both flags."""
+    from diffusers import DiffusionPipeline
+
+    from diffusion_windows.diffusion import hooks
+
+    qwen_pipe(text=True).save_pretrained(tmp_path / "qwen")
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "qwen", local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(prompt="a photo of a cat", negative_prompt="a dog", true_cfg_scale=3.0, max_sequence_length=48)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2)]  # noqa: E731
+    traj = hooks.sample_trajectory(pipe, batch_size=2, num_inference_steps=3, generator=gens(), height=32, width=32,
+                                   **kw)
+    ref = pipe(num_inference_steps=3, generator=gens(), height=32, width=32, num_images_per_prompt=2,
+               output_type="latent", **kw).images
+    torch.testing.assert_close(denoiser(pipe).pipeline_latents(traj.final), ref, atol=1e-5, rtol=1e-5)
+    out = tmp_path / "run"
+    assert main(args(tmp_path / "qwen", out, tiny_clip, "--prompt", "a photo of a cat", "--negative-prompt", "a dog",
+                     "--true-cfg-scale", "3", "--height", "32", "--width", "32", "--samples", "2",
+                     "--timesteps", "0,500")) == 0
+    d = json.loads((out / "windows.json").read_text())
+    assert d["options"]["true_cfg_scale"] == 3.0 and d["options"]["negative_prompt"] == "a dog"
+    assert d["nfe"] > 0 and d["nfe"] % 2 == 0  # true CFG: two model rows per sample and step

@@ -78,7 +78,7 @@ def kontext_text_pipe(tmp):
     return _done(FluxKontextPipeline(scheduler=_scheduler(), vae=vae, transformer=transformer, **flux_text(tmp)))
 
 
-def qwen_pipe():
+def qwen_pipe(text=False):
     from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
 
     torch.manual_seed(0)
@@ -89,8 +89,32 @@ def qwen_pipe():
     vae = AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
                                  temperal_downsample=[False, True], latents_mean=[0.1, -0.2, 0.3, 0.0],
                                  latents_std=[1.5, 0.8, 1.2, 1.0]).eval()
-    return _done(QwenImagePipeline(scheduler=_scheduler(), vae=vae, text_encoder=None, tokenizer=None,
-                                   transformer=transformer))
+    parts = qwen_text() if text else dict(text_encoder=None, tokenizer=None)
+    return _done(QwenImagePipeline(scheduler=_scheduler(), vae=vae, transformer=transformer, **parts))
+
+
+def qwen_text():
+    """A tiny Qwen2.5-VL text encoder and a byte-level tokenizer (the 256 byte symbols, no merges, and
+    the chat template's special tokens): Qwen-Image's prompt path, offline."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
+
+    vocab = {c: i for i, c in enumerate(sorted(ByteLevel.alphabet()))}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, bos_token=None, eos_token="<|endoftext|>",
+                               pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    end = vocab["<|endoftext|>"]
+    torch.manual_seed(0)
+    config = Qwen2_5_VLConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 2, "vocab_size": 300, "eos_token_id": end, "pad_token_id": end,
+                     "bos_token_id": end, "rope_theta": 1000000.0,
+                     "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"}},
+        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        hidden_size=16, vocab_size=300, vision_start_token_id=297, vision_end_token_id=298, vision_token_id=299)
+    return dict(text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(), tokenizer=tokenizer)
 
 
 def zimage_pipe():
