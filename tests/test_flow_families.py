@@ -256,3 +256,18 @@ def test_flux2_with_reference_images_reproduces_the_stock_pipeline(saved):
     torch.testing.assert_close(denoiser(pipe).pipeline_latents(traj.final), ref, atol=1e-5, rtol=1e-5)
     plain = stock(pipe, kw, {}, 16)
     assert (ref - plain).abs().max() > 1e-3  # the references do condition the run
+
+
+def test_hidream_under_unipc_with_flow_sigmas_reproduces_the_stock_pipeline(saved):
+    """HiDream's pipeline also runs UniPC with flow sigmas (no ``mu``): the same loop, the same latents."""
+    import copy
+
+    from diffusers import UniPCMultistepScheduler
+
+    pipe = copy.copy(saved["hidream"])
+    pipe.scheduler = UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0)
+    kw, _ = call_kwargs("hidream")
+    traj = hooks.sample_trajectory(pipe, batch_size=2, num_inference_steps=N, generator=gens([1, 2]), height=16,
+                                   width=16, **kw)
+    torch.testing.assert_close(traj.final, stock(pipe, kw, {}, 16), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(traj.timesteps, pipe.scheduler.timesteps.double().numpy())

@@ -6,9 +6,9 @@ scheduler's own (``1000 s``); conditioning is T5 ``prompt_embeds_t5`` ``[B, L, D
 hidden layers ``prompt_embeds_llama3`` ``[layers, B, L, D]`` (batch on axis 1) and pooled CLIP
 ``pooled_prompt_embeds`` (`encode_prompt`, or given); classifier-free guidance when
 ``guidance_scale > 1`` (default 5.0) as one batch ``[negative, positive]``, the model's output
-negated *before* the combination ``neg + s (pos - neg)``. The grid is the scheduler's default
-(HiDream's configs: static shift) with ``mu = calculate_shift(transformer.max_seq)`` where the
-scheduler shifts dynamically. The stock call first rescales ``height x width`` to the area of its
+negated *before* the combination ``neg + s (pos - neg)``. The grid is the scheduler's own
+(FlowMatch Euler, or UniPC with flow sigmas, which the pipeline also takes), with
+``mu = calculate_shift(transformer.max_seq)`` where the scheduler shifts dynamically. The stock call first rescales ``height x width`` to the area of its
 default size; the adapter runs at the size it is given (the default size: the same).
 """
 from __future__ import annotations
