@@ -15,6 +15,10 @@ fp16, 8 base samples x 8 restarts x 10 timesteps by default):
   (decoding one clip at a time: ``enable_slicing``), UMT5-shaped prompt embeddings (512 x 4096),
   guidance 5.0 (two calls per step, as Wan makes them), 480 x 832, 33 frames, 50 flow-ancestral
   steps on UniPC's ``flow_shift=3`` grid; the classifier is CLIP on every frame, averaged.
+- ``--family qwen-image``: `QwenImageTransformer2DModel` with Qwen-Image's config (60 layers, 24
+  heads of 128, 20 B; 41 GB of weights in bfloat16, built directly on the device in that dtype),
+  its frame VAE (`AutoencoderKLQwenImage`), true CFG 4.0 with a negative prompt (two model calls
+  per step, rescaled to the positive's norm), 1024 px, 28 flow-ancestral steps; bfloat16 by default.
 
 In the same process it times the bare denoiser (the same adapter call, in a tight loop) at the
 run's largest batch. Prints one JSON object as its last line:
@@ -32,6 +36,8 @@ run's largest batch. Prints one JSON object as its last line:
     python benchmarks/bench_gpu.py --tiny --family flux
     python benchmarks/bench_gpu.py --family wan --device cuda --dtype bfloat16 --batch-size 2 --samples 2
     python benchmarks/bench_gpu.py --tiny --family wan
+    python benchmarks/bench_gpu.py --family qwen-image --device cuda --batch-size 4
+    python benchmarks/bench_gpu.py --tiny --family qwen-image
 
 Ratios are what to compare: absolute times drift.
 """
@@ -155,6 +161,30 @@ def wan_components(tiny: bool):
     return model, vae, (512, 4096), (480, 832, 33)
 
 
+def qwen_components(tiny: bool, device, dtype):
+    """Qwen-Image's transformer and frame VAE and its prompt-embedding shape (tiny: a few thousand
+    parameters). The full transformer is created on ``device`` in ``dtype`` (41 GB in bfloat16: no
+    float32 copy first)."""
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
+
+    torch.manual_seed(0)
+    if tiny:
+        model = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=1,
+                                            attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16,
+                                            axes_dims_rope=(8, 4, 4))
+        vae = AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                     temperal_downsample=[False, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+        return model, vae, (6, 16), 32
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = QwenImageTransformer2DModel()  # its defaults are Qwen-Image's config
+    finally:
+        torch.set_default_dtype(default)
+    return model, AutoencoderKLQwenImage(), (128, 3584), 1024
+
+
 def build(args):
     """``(pipe, classifier, conditioning, denoising module, image size or None)`` of ``args.family``."""
     import open_clip
@@ -190,6 +220,18 @@ def build(args):
         pos, neg = (torch.randn(1, length, width, generator=g) for _ in range(2))
         cond = dict(prompt_embeds=pos, negative_prompt_embeds=neg, guidance_scale=7.5)
         size = None
+    elif args.family == "qwen-image":
+        from diffusers import QwenImagePipeline
+
+        model, vae, shape, size = qwen_components(args.tiny, args.device, dtype)
+        # Qwen-Image's scheduler settings: dynamic shift up to 0.9 at 8192 tokens, stretched to end at 0.02
+        scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+                                                    base_image_seq_len=256, max_image_seq_len=8192,
+                                                    shift_terminal=0.02)
+        pipe = QwenImagePipeline(transformer=model, vae=vae, scheduler=scheduler, text_encoder=None, tokenizer=None)
+        pe, ne = (torch.randn(1, *shape, generator=g) for _ in range(2))
+        cond = dict(prompt_embeds=pe, negative_prompt_embeds=ne, true_cfg_scale=4.0)
+        pipe.scheduler = make_scheduler("flow-ancestral", pipe.scheduler)
     else:
         model, vae, shapes, size = transformer_components(args.family, args.tiny)
         size = (size, size)
@@ -260,7 +302,8 @@ def bare_throughput(backend, batch: int, sync, repeats: int) -> float:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--family", default="sd15", choices=["sd15", "sd3", "flux", "wan"], help="the denoiser's shape")
+    p.add_argument("--family", default="sd15", choices=["sd15", "sd3", "flux", "wan", "qwen-image"],
+                   help="the denoiser's shape")
     p.add_argument("--tiny", action="store_true", help="tiny components on the CPU (for CI)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
@@ -272,7 +315,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="inference steps (default: 50 for sd15 and wan, else 28)")
     a = p.parse_args(argv)
     a.device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    a.dtype = a.dtype or ("float16" if a.device.startswith("cuda") else "float32")
+    a.dtype = a.dtype or ("float32" if not a.device.startswith("cuda") else
+                          "bfloat16" if a.family == "qwen-image" else "float16")
     a.steps = a.steps or (50 if a.family in ("sd15", "wan") else 28)
     if a.tiny:
         a.samples, a.restarts, a.timesteps, a.steps = 2, 2, 4, 10
@@ -312,8 +356,10 @@ def main(argv=None):
     shares = {k: v / wall for k, v in seconds.items()}  # before the bare loop, which the denoiser's timer also sees
     shares["rest"] = max(0.0, 1.0 - sum(shares.values()))
     achieved = rows / wall
-    batched = "negative_prompt_embeds" in cond and a.family != "wan"  # Wan calls its branches one after the other
-    bare = bare_throughput(backend, max(1, largest // (2 if batched else 1)), sync, repeats=3 if a.tiny else 10)
+    # guidance as one batch of both branches (Wan and Qwen-Image call their branches one after the other)
+    batched = a.family in ("sd15", "sd3")
+    bare = bare_throughput(backend, max(1, largest // (2 if batched and "negative_prompt_embeds" in cond else 1)),
+                           sync, repeats=3 if a.tiny else 10)
     result = {
         "family": f"{a.family}-shaped", "tiny": a.tiny, "device": a.device, "dtype": a.dtype,
         "gpu": torch.cuda.get_device_name(a.device) if cuda else None, "sampler": type(pipe.scheduler).__name__,

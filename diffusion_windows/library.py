@@ -28,7 +28,8 @@ __all__ = ["measure_window", "measure_text_window", "theory_predictions", "Windo
 
 
 def _backend(pipe, classifier, features, mixture, *, num_inference_steps, eta, protocol, prompt, guidance_scale,
-             class_label=None, height=None, width=None, num_frames=None):
+             class_label=None, height=None, width=None, negative_prompt=None, true_cfg_scale=None, image=None,
+             num_frames=None):
     from .diffusion.backend import DiffusionBackend
     from .diffusion.models import conditioning
     from .diffusion.resolve import is_bundled_pipeline
@@ -43,12 +44,15 @@ def _backend(pipe, classifier, features, mixture, *, num_inference_steps, eta, p
         if is_digits and mixture is None and is_bundled_pipeline(pipe):
             mixture = "default"
     return DiffusionBackend(pipe, classifier, features, num_inference_steps, eta=eta,
-                            conditioning=conditioning(prompt, guidance_scale, class_label), mixture=mixture,
+                            conditioning=conditioning(prompt, guidance_scale, class_label, negative_prompt,
+                                                      true_cfg_scale, image), mixture=mixture,
                             protocol=protocol, height=height, width=width, num_frames=num_frames)
 
 
 def measure_window(
-    pipe,                           # a diffusers pipeline (DDPM/DDIM, Stable Diffusion, SD3, Flux, PixArt, Sana, DiT)
+    pipe,                           # a diffusers pipeline (DDPM/DDIM, Stable Diffusion, SD3, Flux.1/.2, Kontext,
+                                    # Chroma, Qwen-Image, Z-Image, HiDream, Lumina 2, CogView 4, PixArt, Sana, DiT,
+                                    # Wan, CogVideoX, HunyuanVideo, LTX-Video)
     classifier,                     # images [N,C,H,W] (video: clips [N,F,C,H,W]) in [0,1] -> probs [N,K], .labels
     *,
     features=None,                  # list of features.Feature (None: the default's digit+group, or one per label)
@@ -67,6 +71,9 @@ def measure_window(
     mixture=None,                   # theory data in model space ("default": the digits training split)
     prompt: str | None = _L["prompt"],  # text pipelines
     guidance_scale: float | None = _L["guidance_scale"],
+    negative_prompt: str | None = _L["negative_prompt"],  # text pipelines: guidance's other branch
+    true_cfg_scale: float | None = _L["true_cfg_scale"],  # Flux, Flux Kontext, Qwen-Image (with negative_prompt)
+    image=_L["image"],              # reference image (Flux Kontext): a file name or a PIL image
     class_label=_L["class_label"],  # class-conditional pipelines (DiT): an index or an id2label name
     height: int | None = _L["height"],  # image size in pixels (None: the pipeline's)
     width: int | None = _L["width"],
@@ -93,7 +100,7 @@ def measure_window(
                   initial_restarts=initial_restarts, max_evaluations=max_evaluations, eta=eta, prompt=prompt,
                   guidance_scale=guidance_scale)
     more = {k: v for k, v in dict(class_label=class_label, height=height, width=width,
-                                  num_frames=num_frames).items() if v is not None}
+                                  true_cfg_scale=true_cfg_scale, num_frames=num_frames).items() if v is not None}
     check_values(values)
     check_values(dict(more, class_label=str(class_label)) if class_label is not None else more)
     if initial_restarts is not None and initial_restarts > restarts:
@@ -104,6 +111,7 @@ def measure_window(
                             flow=schedule.is_flow(pipe.scheduler))
     backend = _backend(pipe, classifier, features, mixture, num_inference_steps=num_inference_steps, eta=eta,
                        protocol=protocol, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label,
+                       negative_prompt=negative_prompt, true_cfg_scale=true_cfg_scale, image=image,
                        height=height, width=width, num_frames=num_frames)
     settings = Settings(samples=samples, restarts=restarts, timesteps=steps, seed=seed, batch_size=batch_size,
                         tolerance=tolerance, edge_precision=edge_precision, initial_restarts=initial_restarts,

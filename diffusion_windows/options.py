@@ -128,6 +128,12 @@ OPTIONS: tuple = (
     Option("prompt", None, str, "prompt of text pipelines and of language models", shown="none"),
     Option("guidance_scale", None, float, "guidance scale (classifier-free; Flux dev: its guidance embedding)",
            check=_non_negative, shown="the pipeline's"),
+    Option("negative_prompt", None, str, "negative prompt of text pipelines: classifier-free guidance's other branch "
+           "(Flux, Flux Kontext, Qwen-Image: with --true-cfg-scale)", shown="the pipeline's"),
+    Option("true_cfg_scale", None, float, "true classifier-free guidance scale of Flux, Flux Kontext and Qwen-Image "
+           "(above 1 with --negative-prompt: a second model call per step)", check=_non_negative,
+           shown="the pipeline's"),
+    Option("image", None, str, "reference image file of image-conditioned pipelines (Flux Kontext, Flux.2)", shown="none"),
     Option("class_label", None, str, "class of class-conditional pipelines (DiT): an index or a name of its id2label",
            check=_non_empty, shown="none"),
     Option("height", None, int, "image height in pixels", check=_at_least(1), shown="the pipeline's"),

@@ -41,6 +41,9 @@ def run_sweep(
     model: str = _D["model"],                         # a built-in name, a pipeline or causal LM folder, a hub id
     prompt: str | None = _D["prompt"],                # text pipelines and language models
     guidance_scale: float | None = _D["guidance_scale"],
+    negative_prompt: str | None = _D["negative_prompt"],  # text pipelines: guidance's other branch
+    true_cfg_scale: float | None = _D["true_cfg_scale"],  # Flux, Flux Kontext, Qwen-Image (with negative_prompt)
+    image: str | None = _D["image"],                  # reference image file (Flux Kontext)
     class_label: str | None = _D["class_label"],      # class-conditional pipelines (DiT)
     height: int | None = _D["height"],                # image size in pixels (None: the pipeline's)
     width: int | None = _D["width"],

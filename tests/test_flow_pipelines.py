@@ -221,23 +221,23 @@ def test_adapters_refuse_bad_conditioning():
 
 
 def test_unsupported_families_are_refused_in_one_line(monkeypatch):
-    class Lumina2Transformer2DModel(torch.nn.Module):
+    class AuraFlowTransformer2DModel(torch.nn.Module):
         pass
 
-    fake = types.SimpleNamespace(transformer=Lumina2Transformer2DModel(), scheduler=sd3_pipe().scheduler)
-    with pytest.raises(ValueError, match="Lumina2Transformer2DModel is not supported; supported families: .*Flux.1"):
+    fake = types.SimpleNamespace(transformer=AuraFlowTransformer2DModel(), scheduler=sd3_pipe().scheduler)
+    with pytest.raises(ValueError, match="AuraFlowTransformer2DModel is not supported; supported families: .*Flux.1"):
         denoiser(fake)
     from diffusers import DiffusionPipeline
 
     from diffusion_windows.diffusion import models
 
-    class FluxKontextPipeline:  # the supported transformer inside a pipeline that feeds it image tokens
+    class FluxFillPipeline:  # the supported transformer inside a pipeline that feeds it other inputs
         pass
 
-    kontext = FluxKontextPipeline()
-    kontext.transformer, kontext.scheduler = flux_pipe().transformer, fake.scheduler
-    with pytest.raises(ValueError, match="FluxKontextPipeline is not supported .*FluxPipeline, FluxImg2ImgPipeline"):
-        denoiser(kontext)
+    fill = FluxFillPipeline()
+    fill.transformer, fill.scheduler = flux_pipe().transformer, fake.scheduler
+    with pytest.raises(ValueError, match="FluxFillPipeline is not supported .*FluxPipeline, FluxImg2ImgPipeline"):
+        denoiser(fill)
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", staticmethod(lambda *a, **k: fake))
-    with pytest.raises(models.ModelLoadError, match="Lumina2.*SD3|Lumina2.*Stable Diffusion 3"):
-        models._from_pretrained("some/lumina", torch.float32, "cpu")
+    with pytest.raises(models.ModelLoadError, match="AuraFlow.*SD3|AuraFlow.*Stable Diffusion 3"):
+        models._from_pretrained("some/auraflow", torch.float32, "cpu")

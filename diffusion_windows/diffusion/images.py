@@ -2,7 +2,8 @@
 real images as base samples (`load_images`, ``--images DIR``).
 
 Model space: latents for latent models (``z * scaling_factor`` after ``shift_factor`` or
-``latents_mean``/``latents_std``; SD3 and Flux shift, Sana's ``AutoencoderDC`` only scales and
+``latents_mean``/``latents_std``; Flux.2: 2x2-patchified, then its VAE's batch norm; Qwen-Image's
+frame VAE: one frame; SD3 and Flux shift, Sana's ``AutoencoderDC`` only scales and
 encodes deterministically; Wan's VAE has no ``scaling_factor``: 1), ``2 x - 1`` pixels
 otherwise; images are ``[N, C, H, W]`` in ``[0, 1]``. Video latents are ``[N, C, F, H, W]``
 (Wan, CogVideoX) and decode to clips ``[N, F, C, H, W]`` in ``[0, 1]`` (the layout of
@@ -34,6 +35,30 @@ class _upcast:
     def __exit__(self, *exc):
         if self.needed:
             self.vae.to(torch.float16)
+
+
+def _frames(vae) -> bool:
+    """A VAE of frames ``[B, C, F, H, W]`` (Qwen-Image's, Wan's): image latents are one frame of it."""
+    return "z_dim" in vae.config and "temperal_downsample" in vae.config
+
+
+def _batch_norm(vae, z):
+    """Flux.2's VAE: latents are 2x2-patchified and normalised by its batch-norm statistics: ``(mean, std)``."""
+    bn = getattr(vae, "bn", None)
+    if bn is None or getattr(bn, "running_mean", None) is None or "batch_norm_eps" not in vae.config:
+        return None
+    view = lambda v: v.view(1, -1, 1, 1).to(z.device, z.dtype)  # noqa: E731
+    return view(bn.running_mean), view(torch.sqrt(bn.running_var + vae.config.batch_norm_eps))
+
+
+def _patchify(z):
+    n, c, h, w = z.shape
+    return z.view(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(n, c * 4, h // 2, w // 2)
+
+
+def _unpatchify(z):
+    n, c, h, w = z.shape
+    return z.reshape(n, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(n, c // 4, h * 2, w * 2)
 
 
 def _latent_stats(cfg, z, vae=None):
@@ -70,15 +95,19 @@ def decode(pipe, x, *, batch_size: int | None = None, device=None):
             cfg = vae.config
             with _upcast(vae):
                 z = chunk.to(vae.device, vae.dtype)
-                stats = _latent_stats(cfg, z, vae)
-                if stats is not None:
+                stats, bn = _latent_stats(cfg, z, vae), _batch_norm(vae, z)
+                if bn is not None:
+                    z = _unpatchify(z * bn[1] + bn[0])
+                elif stats is not None:
                     z = z * stats[1] / _scaling(cfg) + stats[0]
                 else:
                     z = z / _scaling(cfg) + (getattr(cfg, "shift_factor", None) or 0.0)
+                one_frame = z.ndim == 4 and _frames(vae)  # an image through a frame VAE: one frame
                 # a timestep-conditioned VAE (LTX 0.9.1+) decodes at its pipeline's default decode_timestep, 0
                 extra = ((torch.zeros(len(z), device=z.device, dtype=z.dtype),)
                          if getattr(cfg, "timestep_conditioning", False) else ())
-                images = vae.decode(z, *extra, return_dict=False)[0].float() / 2 + 0.5
+                images = vae.decode(z[:, :, None] if one_frame else z, *extra, return_dict=False)[0]
+                images = (images[:, :, 0] if one_frame else images).float() / 2 + 0.5
         if images.ndim == 5:  # a video VAE decodes [N, C, F, H, W]: clips are [N, F, C, H, W]
             images = images.permute(0, 2, 1, 3, 4)
         images = torch.where(torch.isfinite(images), images.clamp(0, 1), images)
@@ -106,20 +135,26 @@ def encode(pipe, images, *, generator=None):
     if vae is None:
         den.check_sample(images, "images")
         return (images * 2 - 1).to(device, dtype)
-    channels = vae.config.in_channels
+    frames = not video and _frames(vae)  # an image through a frame VAE (Qwen-Image): one frame
+    channels = vae.config.get("input_channels", 3) if frames else vae.config.in_channels
     if not torch.is_tensor(images) or images.ndim != (5 if video else 4) or images.shape[1] != channels:
         raise ValueError(f"images shape {tuple(getattr(images, 'shape', ()))}: the VAE takes "
                          + (f"clips [N, F, {channels}, H, W]" if video else f"[N, {channels}, H, W]"))
     with _upcast(vae):
-        encoded = vae.encode((images * 2 - 1).to(vae.device, vae.dtype))
+        pixels = (images * 2 - 1).to(vae.device, vae.dtype)
+        encoded = vae.encode(pixels[:, :, None] if frames else pixels)
         posterior = getattr(encoded, "latent_dist", None)
         if posterior is None:  # AutoencoderDC: a deterministic encoder
             z = encoded.latent if hasattr(encoded, "latent") else encoded[0]
         else:
             z = posterior.sample(generator) if generator is not None else posterior.mode()
+        z = z[:, :, 0] if frames else z
         cfg = vae.config
-        stats = _latent_stats(cfg, z, vae)
-        if stats is not None:
+        stats, bn = _latent_stats(cfg, z, vae), _batch_norm(vae, z)
+        if bn is not None:
+            z = _patchify(z)
+            z = (z - bn[0].view(1, -1, 1, 1)) / bn[1]
+        elif stats is not None:
             z = (z - stats[0]) * _scaling(cfg) / stats[1]
         else:
             z = (z - (getattr(cfg, "shift_factor", None) or 0.0)) * _scaling(cfg)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -78,13 +79,23 @@ BUILTIN_MODELS = {"default": _default, "gaussian-mixture": _gaussian_mixture,
                   "gaussian-mixture-flow": _gaussian_mixture_flow, "default-video": _default_video}
 
 
-def conditioning(prompt=None, guidance_scale=None, class_label=None) -> dict:
-    """The pipeline ``__call__`` keywords of a run: ``prompt`` (text pipelines), ``class_labels``
-    (class-conditional ones: an index, or a name of the pipeline's ``id2label``) and, with
-    either, ``guidance_scale``."""
+def conditioning(prompt=None, guidance_scale=None, class_label=None, negative_prompt=None, true_cfg_scale=None,
+                 image=None) -> dict:
+    """The pipeline ``__call__`` keywords of a run: ``prompt`` (text pipelines) with
+    ``negative_prompt`` and ``true_cfg_scale``, ``class_labels`` (class-conditional ones: an
+    index, or a name of the pipeline's ``id2label``) and, with either, ``guidance_scale``;
+    ``image``: a reference image (a file name is opened as RGB, as ``load_image`` does)."""
     out = {}
     if prompt:
         out["prompt"] = prompt
+        if negative_prompt is not None:
+            out["negative_prompt"] = negative_prompt
+        if true_cfg_scale is not None:
+            out["true_cfg_scale"] = float(true_cfg_scale)
+    if image is not None:
+        from diffusers.utils import load_image
+
+        out["image"] = load_image(str(image)) if isinstance(image, (str, Path)) else image
     if class_label is not None:
         text = str(class_label).strip()
         out["class_labels"] = int(text) if text.lstrip("-").isdigit() else text
@@ -134,7 +145,8 @@ def load_backend(o: dict):
             raise ModelLoadError(str(e)) from None
     if device.startswith("cuda") and getattr(pipe, "unet", None) is not None:
         pipe.unet.to(memory_format=torch.channels_last)
-    cond = conditioning(o["prompt"], o["guidance_scale"], o.get("class_label"))
+    cond = conditioning(o["prompt"], o["guidance_scale"], o.get("class_label"), o.get("negative_prompt"),
+                        o.get("true_cfg_scale"), o.get("image"))
     height, width = o.get("height"), o.get("width")
     images = None
     if o["images"]:

@@ -28,10 +28,12 @@ BUILTINS = ("default", "gaussian-mixture", "gaussian-mixture-flow", "default-vid
 MODELS, NOUN = "diffusion models", "a diffusion model"
 ABOUT = ("'default' (bundled digits DDPM), 'gaussian-mixture' (exact denoiser), 'gaussian-mixture-flow' (its "
          "flow-matching twin), 'default-video' (bundled moving digits: motion and digit), a diffusers pipeline "
-         "folder or a hub id in the local Hugging Face cache (UNet pipelines, SD3, Flux.1, PixArt, Sana, DiT, Wan, "
-         "CogVideoX, HunyuanVideo, LTX-Video)")
-OPTIONS = ("guidance_scale", "class_label", "height", "width", "num_inference_steps", "scheduler", "eta", "labels",
-           "clip_model", "clip_pretrained", "templates", "images", "num_frames", "motion", "clip_frame")
+         "folder or a hub id in the local Hugging Face cache (UNet pipelines, SD3, Flux.1 and .2, Flux Kontext, "
+         "Chroma, Qwen-Image, Z-Image, HiDream, Lumina 2, CogView 4, PixArt, Sana, DiT, Wan, CogVideoX, HunyuanVideo, "
+         "LTX-Video)")
+OPTIONS = ("guidance_scale", "negative_prompt", "true_cfg_scale", "image", "class_label", "height", "width",
+           "num_inference_steps", "scheduler", "eta", "labels", "clip_model", "clip_pretrained", "templates",
+           "images", "num_frames", "motion", "clip_frame")
 BUILTIN_STEPS = 20   # the bundled models sample well in 20 DDPM steps (grid spacing 50 timesteps)
 DEFAULT_STEPS = 50
 DEFAULTS = {"timesteps": "0:1000:50", "samples": 300, "restarts": 4, "edge_precision": 40,
@@ -193,6 +195,7 @@ def resolve(o: dict, given: set):
         raise OptionError(f"--class-label: the class-conditional pipeline {model!r} needs a class label")
     if o["class_label"] is not None and (builtin or not is_class_model(info)):
         raise OptionError(f"--class-label: {model!r} is not a class-conditional pipeline")
+    _resolve_conditioning(o, info, builtin)
     if (o["height"] is not None or o["width"] is not None) and builtin:
         raise OptionError(f"--height/--width: the built-in model {model!r} has one size")
     if not builtin and o["labels"] is not None and o["clip_model"] is None:
@@ -206,6 +209,32 @@ def resolve(o: dict, given: set):
     if model in _MIXTURES and (o["labels"] or o["clip_model"]):
         raise OptionError(f"--labels: the {model} model is classified by its own posterior")
     o["num_train_timesteps"] = T
+
+
+REFERENCE_IMAGE_PIPELINES = ("FluxKontextPipeline", "Flux2Pipeline")   # pipelines whose --image is conditioning
+
+
+def _resolve_conditioning(o: dict, info, builtin: bool):
+    """``--negative-prompt``/``--true-cfg-scale`` need a text pipeline, ``--image`` a reference-image one
+    and a readable image file."""
+    for name in ("negative_prompt", "true_cfg_scale"):
+        if o[name] is not None and (builtin or not is_text_model(info)):
+            raise OptionError(f"{_flag(name)}: {o['model']!r} is not a text pipeline")
+    if o["image"] is None:
+        return
+    kind = (info or {}).get("_class_name")
+    if kind not in REFERENCE_IMAGE_PIPELINES:
+        raise OptionError(f"--image: {o['model']!r} ({kind or 'built-in'}) takes no reference image; "
+                          f"pipelines that do: {', '.join(REFERENCE_IMAGE_PIPELINES)}")
+    path = Path(o["image"]).expanduser()
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as e:  # PIL raises many kinds: one line naming the file
+        raise OptionError(f"--image: {o['image']!r} is not a readable image ({type(e).__name__})") from None
+    o["image"] = str(path.resolve())
 
 
 def _resolve_images(o: dict, given: set):
@@ -287,4 +316,6 @@ def fingerprints(o: dict) -> dict:
         out["clip"] = fp.file_fingerprint(o["clip_pretrained"])
     if o["images"] is not None:
         out["images"] = fp.images_fingerprint(list_images(o["images"])[:o["samples"]])
+    if o.get("image") is not None:
+        out["image"] = fp.file_fingerprint(o["image"])
     return out

@@ -23,12 +23,16 @@ line naming it and listing the supported families (`FAMILIES`). Every adapter of
 Samples stay ``[N, C, H, W]`` (video ``[N, C, F, H, W]``) outside the adapter (a model that packs
 latents packs them inside).
 The adapters, one module each: `unet` (UNet2DModel, Stable Diffusion 1.x/2.x/XL), `sd3`
-(SD3/3.5), `flux` (Flux.1 dev and schnell), `pixart` (PixArt-α and -Σ), `sana`, `dit`; video
-(`video`: samples ``[N, C, F, H, W]``, ``sample_shape(height, width, num_frames)``): `wan`
-(Wan 2.1/2.2 text-to-video), `cogvideox` (CogVideoX 2b/5b), `hunyuan_video` (HunyuanVideo
-text-to-video), `ltx` (LTX-Video text-to-video); `VIDEO_REFUSED` names pipelines refused
-outright; `frames` (a UNet2DModel whose channels are frames: the bundled video default, chosen
-by its pipeline class, `PIPELINE_ADAPTERS`).
+(SD3/3.5), `flux` (Flux.1 dev and schnell), `flux2` (Flux.2 dev), `kontext` (Flux Kontext), `chroma`, `qwenimage`
+(Qwen-Image), `zimage` (Z-Image), `lumina2` (Lumina 2),
+`hidream` (HiDream-I1), `cogview4` (CogView 4), `pixart` (PixArt-α and -Σ), `sana`, `dit`. The flow-matching
+image families share `flow` (Flux's grid, 2x2 packing, two-call guidance): a new one is a short
+file of its call differences. Video (samples ``[N, C, F, H, W]``, ``sample_shape(height, width,
+num_frames)``): `wan` (Wan 2.1/2.2 text-to-video), `cogvideox` (CogVideoX 2b/5b), `hunyuan_video`
+(HunyuanVideo text-to-video), `ltx` (LTX-Video text-to-video), `frames` (a UNet2DModel whose
+channels are frames: the bundled video default); `VIDEO_REFUSED` names pipelines refused outright.
+A pipeline whose denoiser is another family's (Kontext's is Flux's) or whose denoising module
+alone does not say how to call it is chosen first by its pipeline class (`PIPELINE_ADAPTERS`).
 
 Example::
 
@@ -38,21 +42,31 @@ Example::
 """
 from __future__ import annotations
 
+from .chroma import ChromaDenoiser
+from .cogview4 import CogView4Denoiser
 from .cogvideox import CogVideoXDenoiser
 from .dit import DiTDenoiser
 from .flux import FluxDenoiser
+from .flux2 import Flux2Denoiser
 from .frames import FramesUNetDenoiser
+from .hidream import HiDreamDenoiser
 from .hunyuan_video import HunyuanVideoDenoiser
+from .kontext import FluxKontextDenoiser
 from .ltx import LTXDenoiser
+from .lumina2 import Lumina2Denoiser
 from .pixart import PixArtDenoiser
+from .qwenimage import QwenImageDenoiser
 from .sana import SanaDenoiser
 from .sd3 import SD3Denoiser
 from .unet import UNetDenoiser
 from .wan import WanDenoiser
+from .zimage import ZImageDenoiser
 
-__all__ = ["ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser", "PixArtDenoiser",
-           "SanaDenoiser", "DiTDenoiser", "WanDenoiser", "CogVideoXDenoiser", "FramesUNetDenoiser",
-           "HunyuanVideoDenoiser", "LTXDenoiser", "VIDEO_REFUSED", "PIPELINE_ADAPTERS"]
+__all__ = ["ADAPTERS", "PIPELINE_ADAPTERS", "FAMILIES", "denoiser", "UNetDenoiser", "SD3Denoiser", "FluxDenoiser",
+           "Flux2Denoiser", "FluxKontextDenoiser", "ChromaDenoiser", "QwenImageDenoiser", "ZImageDenoiser",
+           "Lumina2Denoiser", "HiDreamDenoiser", "CogView4Denoiser", "PixArtDenoiser", "SanaDenoiser", "DiTDenoiser",
+           "WanDenoiser", "CogVideoXDenoiser", "FramesUNetDenoiser", "HunyuanVideoDenoiser", "LTXDenoiser",
+           "VIDEO_REFUSED"]
 
 # denoising-model class name -> adapter (names, so that optional diffusers classes need not import)
 ADAPTERS: dict = {
@@ -64,20 +78,32 @@ ADAPTERS: dict = {
     "PixArtTransformer2DModel": PixArtDenoiser,
     "SanaTransformer2DModel": SanaDenoiser,
     "DiTTransformer2DModel": DiTDenoiser,
+    "Flux2Transformer2DModel": Flux2Denoiser,
+    "ChromaTransformer2DModel": ChromaDenoiser,
+    "QwenImageTransformer2DModel": QwenImageDenoiser,
+    "ZImageTransformer2DModel": ZImageDenoiser,
+    "Lumina2Transformer2DModel": Lumina2Denoiser,
+    "HiDreamImageTransformer2DModel": HiDreamDenoiser,
+    "CogView4Transformer2DModel": CogView4Denoiser,
     "WanTransformer3DModel": WanDenoiser,
     "CogVideoXTransformer3DModel": CogVideoXDenoiser,
     "HunyuanVideoTransformer3DModel": HunyuanVideoDenoiser,
     "LTXVideoTransformer3DModel": LTXDenoiser,
 }
 
-# pipeline class name -> adapter, for pipelines whose denoising module alone does not say how to call it
-PIPELINE_ADAPTERS: dict = {"VideoDDPMPipeline": FramesUNetDenoiser}
+# pipeline class name -> adapter, for pipelines that feed another family's denoiser other inputs, or whose
+# denoising module alone does not say how to call it
+PIPELINE_ADAPTERS: dict = {
+    "FluxKontextPipeline": FluxKontextDenoiser,
+    "VideoDDPMPipeline": FramesUNetDenoiser,
+}
 
 # video pipelines whose restarts are not written yet: refused by name at load
 VIDEO_REFUSED: tuple = ()
 
 # the families the adapters cover, for the one line that refuses any other pipeline
 FAMILIES = ("DDPM/DDIM (UNet2DModel)", "Stable Diffusion 1.x/2.x/XL", "Stable Diffusion 3/3.5", "Flux.1 dev/schnell",
+            "Flux.2 dev", "Flux Kontext", "Chroma", "Qwen-Image", "Z-Image", "Lumina 2", "HiDream-I1", "CogView 4",
             "PixArt-alpha/sigma", "Sana", "DiT", "Wan 2.1/2.2 text-to-video", "CogVideoX 2b/5b",
             "HunyuanVideo text-to-video", "LTX-Video text-to-video")
 
@@ -99,8 +125,9 @@ def denoiser(pipe):
     if type(pipe).__name__ in VIDEO_REFUSED:
         raise ValueError(f"pipeline {type(pipe).__name__} is not supported yet (its restarts are not written); "
                          f"supported families: {', '.join(FAMILIES)}")
-    if type(pipe).__name__ in PIPELINE_ADAPTERS:
-        return PIPELINE_ADAPTERS[type(pipe).__name__](pipe, module)
+    for cls in type(pipe).__mro__:
+        if cls.__name__ in PIPELINE_ADAPTERS:
+            return PIPELINE_ADAPTERS[cls.__name__](pipe, module)
     inner = getattr(module, "_orig_mod", module)  # torch.compile wraps the model
     for cls in type(inner).__mro__:
         if cls.__name__ in ADAPTERS:

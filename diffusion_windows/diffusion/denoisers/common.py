@@ -152,8 +152,31 @@ class TransformerDenoiser(ModuleAdapter):
         """The pipeline's extra ``set_timesteps`` keywords for its N-step grid (none here)."""
         return {}
 
+    def pipeline_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples ``[N, C, H, W]`` in the layout the pipeline's ``__call__`` returns with
+        ``output_type="latent"`` (packed for Flux-like pipelines; here: as they are)."""
+        return x
+
+    def call_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples ``[N, C, H, W]`` in the layout the pipeline's ``__call__`` takes as ``latents=``."""
+        return self.pipeline_latents(x)
+
     def _check(self, given: dict) -> None:
         check_keywords(self.pipe, given, self.KEYWORDS)
+
+    def _check_text(self, given: dict, embeds=("prompt_embeds",), negatives=(), guidance=None) -> None:
+        """What a text adapter checks before encoding, one line each: a prompt or all of ``embeds``; a
+        prompt only with a text encoder; with guidance on (``guidance``: its scale) and no encoder,
+        all of ``negatives``."""
+        g = given.get
+        name = type(self.pipe).__name__
+        if g("prompt") is None and any(g(k) is None for k in embeds):
+            raise ValueError(f"{name} needs prompt or {' and '.join(embeds)}, got None")
+        if g("prompt") is not None and not self._has_encoder():
+            raise ValueError(f"prompt={g('prompt')!r} but pipeline {name} has no text encoder")
+        if guidance is not None and not self._has_encoder() and any(g(k) is None for k in negatives):
+            raise ValueError(f"guidance_scale={guidance} without a text encoder needs {' and '.join(negatives)}, "
+                             "got None")
 
     def _guidance(self, guidance_scale, fallback) -> float:
         g = pipeline_default(self.pipe, "guidance_scale", fallback) if guidance_scale is None else guidance_scale

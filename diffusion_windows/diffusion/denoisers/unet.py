@@ -132,11 +132,16 @@ class UNetDenoiser(ModuleAdapter):
 
     # ------------------------------------------------------------------ conditioning
     def prepare(self, n, hw=None, *, prompt=None, prompt_embeds=None, negative_prompt_embeds=None,
-                guidance_scale=None, pooled_prompt_embeds=None, negative_pooled_prompt_embeds=None):
+                guidance_scale=None, pooled_prompt_embeds=None, negative_pooled_prompt_embeds=None,
+                negative_prompt=None, **other):
         """Text conditioning for ``n`` samples (embeddings of batch 1 are shared), or None."""
         pipe = self.pipe
+        for key in other:
+            raise ValueError(f"{key}=...: {type(pipe).__name__} restarts take only prompt, negative_prompt, "
+                             "prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, "
+                             "negative_pooled_prompt_embeds, guidance_scale")
         given = {"prompt": prompt, "prompt_embeds": prompt_embeds, "guidance_scale": guidance_scale,
-                 "negative_prompt_embeds": negative_prompt_embeds}
+                 "negative_prompt_embeds": negative_prompt_embeds, "negative_prompt": negative_prompt}
         if not self.is_text:
             for key, value in given.items():
                 if value is not None:
@@ -157,7 +162,7 @@ class UNetDenoiser(ModuleAdapter):
                              "negative_prompt_embeds, got None")
         device, dtype = self.device_dtype
         kwargs = dict(prompt=prompt, device=device, num_images_per_prompt=1,
-                      do_classifier_free_guidance=cfg, prompt_embeds=prompt_embeds,
+                      do_classifier_free_guidance=cfg, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
                       negative_prompt_embeds=negative_prompt_embeds,
                       pooled_prompt_embeds=pooled_prompt_embeds,
                       negative_pooled_prompt_embeds=negative_pooled_prompt_embeds)
