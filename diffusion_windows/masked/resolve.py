@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from ..errors import OptionError
-from ..text.resolve import parse_fractions, read_prompts
+from ..text.resolve import check_prompts, parse_fractions
 
 __all__ = ["BUILTINS", "MODELS", "NOUN", "ABOUT", "OPTIONS", "DEFAULTS", "BUILTIN_DEFAULTS", "claims", "resolve",
            "fingerprints", "PIPELINES", "SAMPLERS"]
@@ -73,25 +73,7 @@ def resolve(o: dict, given: set):
                 raise OptionError(f"--{name}: the built-in model {o['model']!r} has its own tasks and outcomes")
         o["outcome"] = "default"
         return
-    if o["prompt"] is None and o["prompts"] is None:
-        raise OptionError(f"--prompt: the masked-diffusion model {o['model']!r} needs --prompt or --prompts")
-    if o["prompt"] is not None and o["prompts"] is not None:
-        raise OptionError("--prompts: give --prompt or --prompts, not both")
-    if not o["prompt"] and o["prompt"] is not None:
-        raise OptionError("--prompt: '' is empty")
-    if o["prompts"] is not None:
-        read_prompts(o["prompts"])
-        o["prompts"] = str(Path(o["prompts"]).resolve())
-    from ..text.outcomes import make_outcome
-
-    try:
-        outcome = make_outcome(o["outcome"])
-    except ValueError as e:
-        raise OptionError(f"--outcome: {e}") from None
-    if outcome.needs_reference and (o["prompts"] is None or any(r is None for _, r in read_prompts(o["prompts"]))):
-        raise OptionError(f"--outcome: {o['outcome']!r} needs a reference answer for every prompt (--prompts FILE "
-                          "with a \"reference\" on every line)")
-
+    check_prompts(o, "masked-diffusion model")
 
 def fingerprints(o: dict) -> dict:
     """Content fingerprints of the model folder and the prompts file (`engine.fingerprint`)."""

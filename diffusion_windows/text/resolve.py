@@ -21,7 +21,7 @@ from ..errors import OptionError
 from ..options import parse_auto
 
 __all__ = ["BUILTINS", "MODELS", "NOUN", "ABOUT", "OPTIONS", "DEFAULTS", "BUILTIN_DEFAULTS", "claims", "resolve",
-           "fingerprints", "parse_fractions", "read_prompts", "default_lm_folder"]
+           "fingerprints", "parse_fractions", "read_prompts", "check_prompts", "default_lm_folder"]
 
 # ----------------------------------------------------------------------------- the registration (backends.py)
 DEFAULT_TEXT = "default-text"   # the bundled story/addition language model (text.default)
@@ -63,8 +63,14 @@ def resolve(o: dict, given: set):
                 raise OptionError(f"--{name}: the built-in model {o['model']!r} has its own tasks and outcomes")
         o["outcome"] = "default"
         return
+    check_prompts(o, "language model")
+
+
+def check_prompts(o: dict, noun: str) -> None:
+    """The prompts and outcome of a language model folder (causal or masked, ``noun``): one prompt source,
+    none empty, an outcome that exists and has the references it needs (one-line `OptionError`)."""
     if o["prompt"] is None and o["prompts"] is None:
-        raise OptionError(f"--prompt: the language model {o['model']!r} needs --prompt or --prompts")
+        raise OptionError(f"--prompt: the {noun} {o['model']!r} needs --prompt or --prompts")
     if o["prompt"] is not None and o["prompts"] is not None:
         raise OptionError("--prompts: give --prompt or --prompts, not both")
     if not o["prompt"] and o["prompt"] is not None:
@@ -81,7 +87,6 @@ def resolve(o: dict, given: set):
     if outcome.needs_reference and (o["prompts"] is None or any(r is None for _, r in read_prompts(o["prompts"]))):
         raise OptionError(f"--outcome: {o['outcome']!r} needs a reference answer for every prompt (--prompts FILE "
                           "with a \"reference\" on every line)")
-
 
 def fingerprints(o: dict) -> dict:
     """Content fingerprints of the model folder and the prompts file (`engine.fingerprint`)."""

@@ -24,6 +24,7 @@ from scipy import stats
 from .predict import _feature_items
 from .story import StoryLanguage, story_features
 from .story_sums import _mix, retention, tv
+from .text import window_sets
 from .thresholds import _eps_from_delta
 
 __all__ = ["retention_masked", "tv_masked", "critical_window_masked", "MaskedWindow", "predict_masked_windows"]
@@ -101,18 +102,7 @@ def critical_window_masked(language: StoryLanguage, after, before=None, eps=0.05
     eps_b^2}`` (the second void when ``before`` is None, every genre); ``T_start`` = sup of the second
     set (inf for every genre). nan: the defining set is empty.
     """
-    eps_b = eps if eps_before is None else eps_before
-    for e in (eps, eps_b):
-        if not 0 < e < 1:
-            raise ValueError(f"eps must lie in (0, 1), got {e!r}")
-    everything = np.arange(len(language.genre_names))
-    s_a = language.labels(after)
-    s_b = everything if before is None else language.labels(before)
-    if not np.isin(s_a, s_b).all():
-        raise ValueError("after must be a subset of before")
-    rest_a, rest_b = np.setdiff1d(everything, s_a), np.setdiff1d(everything, s_b)
-    if len(rest_a) == 0:
-        raise ValueError("after covers every genre: no feature to decide")
+    eps_b, s_a, s_b, rest_a, rest_b = window_sets(language, after, before, eps, eps_before)
     t_after = _last_at_least(_tv_function(language, s_a, rest_a), 1 - eps ** 2)
     t_start = _last_at_least(_tv_function(language, s_b, rest_b), 1 - eps_b ** 2) if len(rest_b) else np.inf
     t1 = _first_at_most(_tv_function(language, s_a, s_b), eps_b)

@@ -46,6 +46,24 @@ def _rest(language, s):
     return np.setdiff1d(np.arange(len(language.genre_names)), language.labels(s))
 
 
+def window_sets(language, after, before, eps, eps_before):
+    """Def. 4's checked inputs, shared by truncation and masking: ``(eps_b, S_after, S_before, rest of
+    S_after, rest of S_before)`` as genre indices (``before`` None: every genre)."""
+    eps_b = eps if eps_before is None else eps_before
+    for e in (eps, eps_b):
+        if not 0 < e < 1:
+            raise ValueError(f"eps must lie in (0, 1), got {e!r}")
+    everything = np.arange(len(language.genre_names))
+    s_after = language.labels(after)
+    s_before = everything if before is None else language.labels(before)
+    if not np.isin(s_after, s_before).all():
+        raise ValueError("after must be a subset of before")
+    rest_a, rest_b = _rest(language, s_after), _rest(language, s_before)
+    if len(rest_a) == 0:
+        raise ValueError("after covers every genre: no feature to decide")
+    return eps_b, s_after, s_before, rest_a, rest_b
+
+
 def _smallest_kept(f, length, level):
     """Smallest kept k in 0..length with f(k) >= level for f nondecreasing in k (TV of
     prefixes: a longer prefix is a richer statistic); None if none. Bisection."""
@@ -74,18 +92,7 @@ def critical_window_tokens(language: StoryLanguage, after, before=None, eps=0.05
     r, so each is found by bisection on exact TVs.
     """
     length = language.length if length is None else int(length)
-    eps_b = eps if eps_before is None else eps_before
-    for e in (eps, eps_b):
-        if not 0 < e < 1:
-            raise ValueError(f"eps must lie in (0, 1), got {e!r}")
-    everything = np.arange(len(language.genre_names))
-    s_after = language.labels(after)
-    s_before = everything if before is None else language.labels(before)
-    if not np.isin(s_after, s_before).all():
-        raise ValueError("after must be a subset of before")
-    rest_a, rest_b = _rest(language, s_after), _rest(language, s_before)
-    if len(rest_a) == 0:
-        raise ValueError("after covers every genre: no feature to decide")
+    eps_b, s_after, s_before, rest_a, rest_b = window_sets(language, after, before, eps, eps_before)
 
     def tv_at(x, y):
         memo = {}
