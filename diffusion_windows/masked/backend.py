@@ -38,7 +38,7 @@ import numpy as np
 
 from ..engine.backend import UnitResult, restart_slots
 from ..engine.seeds import unit_seed
-from ..text.backend import FractionAxis, Prompt
+from ..text.backend import FractionAxis, Prompt, label_bases
 from ..text.outcomes import OTHER, make_outcome
 from .sampler import Restart, ancestral, reveal_schedule
 
@@ -77,18 +77,7 @@ class MaskedBackend:
         self._check_context()
         self.seed = int(seed)
         self.bases = self._generate(samples, seed, batch_size)
-        texts = [self.text(b) for b in range(len(self.bases))]
-        refs = [self.prompt_of(b).reference for b in range(len(self.bases))]
-        if labels is None:
-            self.outcome = self.outcome.fit(texts, refs)
-            labels = self.outcome.labels
-        self.labels = tuple(labels)
-        if features is None:
-            from ..features import labels_feature
-
-            features = (labels_feature(self.labels),)
-        self.features = tuple(features)
-        self.base_labels = [self.label(t, r) for t, r in zip(texts, refs)]
+        label_bases(self, labels, features)
         self.mean_length = float(np.mean([len(r) for _, r in self.bases])) if self.bases else 0.0
 
     # ------------------------------------------------------------------ base responses

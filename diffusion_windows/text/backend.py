@@ -48,7 +48,7 @@ from . import lm
 from .outcomes import OTHER, make_outcome
 from .resample import resample
 
-__all__ = ["TextBackend", "FractionAxis", "Prompt"]
+__all__ = ["TextBackend", "FractionAxis", "Prompt", "label_bases"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,24 @@ class FractionAxis:
         return float(round(t, 6)), None
 
 
+def label_bases(backend, labels=None, features=None) -> None:
+    """Set ``backend``'s outcome labels (fitted on its base responses when ``labels`` is None), its
+    features (one over the labels when None) and each base response's label: what every language-model
+    backend (truncation or re-masking) does once its base responses exist."""
+    texts = [backend.text(b) for b in range(len(backend.bases))]
+    refs = [backend.prompt_of(b).reference for b in range(len(backend.bases))]
+    if labels is None:
+        backend.outcome = backend.outcome.fit(texts, refs)
+        labels = backend.outcome.labels
+    backend.labels = tuple(labels)
+    if features is None:
+        from ..features import labels_feature
+
+        features = (labels_feature(backend.labels),)
+    backend.features = tuple(features)
+    backend.base_labels = [backend.label(t, r) for t, r in zip(texts, refs)]
+
+
 class TextBackend:
     """The engine's `Backend` for a causal language model (module docstring)."""
 
@@ -99,18 +117,7 @@ class TextBackend:
         self.bases = self._generate(samples, seed, batch_size)
         if self.bases and not any(self.length(b) for b in range(len(self.bases))):
             raise ValueError(f"every base response is empty: the model ends at once after {self.prompts[0].text!r}")
-        texts = [self.text(b) for b in range(len(self.bases))]
-        refs = [self.prompt_of(b).reference for b in range(len(self.bases))]
-        if labels is None:
-            self.outcome = self.outcome.fit(texts, refs)
-            labels = self.outcome.labels
-        self.labels = tuple(labels)
-        if features is None:
-            from ..features import labels_feature
-
-            features = (labels_feature(self.labels),)
-        self.features = tuple(features)
-        self.base_labels = [self.label(t, r) for t, r in zip(texts, refs)]
+        label_bases(self, labels, features)
         lengths = [self.length(b) for b in range(len(self.bases))]
         self.mean_length = float(np.mean(lengths)) if lengths else 0.0
 
