@@ -58,18 +58,14 @@ class WanDenoiser(VideoDenoiser):
         """UMT5 conditioning for ``n`` samples (embeddings of batch 1 are shared)."""
         self._check(given)
         g = given.get
-        if g("prompt") is None and g("prompt_embeds") is None:
-            raise ValueError(f"{type(self.pipe).__name__} needs prompt or prompt_embeds, got None")
-        if g("prompt") is not None and not self._has_encoder():
-            raise ValueError(f"prompt={g('prompt')!r} but pipeline {type(self.pipe).__name__} has no text encoder")
+        self._check_text(given)
         scale = self._guidance(g("guidance_scale"), 5.0)
         if g("guidance_scale_2") is not None and self.boundary is None:
             raise ValueError(f"guidance_scale_2={g('guidance_scale_2')} needs Wan 2.2's second transformer "
                              "(transformer_2 and boundary_ratio); this pipeline has one")
         scale_2 = scale if g("guidance_scale_2") is None else float(g("guidance_scale_2"))
         cfg = scale > 1.0
-        if cfg and not self._has_encoder() and g("negative_prompt_embeds") is None:
-            raise ValueError(f"guidance_scale={scale} without a text encoder needs negative_prompt_embeds, got None")
+        self._check_text(given, negatives=("negative_prompt_embeds",), guidance=scale if cfg else None)
         device, dtype = self.device, self.module.dtype
         pe, ne = self._encode(prompt=g("prompt"), negative_prompt=g("negative_prompt"),
                               do_classifier_free_guidance=cfg, num_videos_per_prompt=1,
