@@ -24,7 +24,7 @@ from scipy import stats
 from .predict import _feature_items
 from .story import StoryLanguage, story_features
 from .story_sums import _mix, retention, tv
-from .text import window_sets
+from .text import story_records, window_sets
 from .thresholds import _eps_from_delta
 
 __all__ = ["retention_masked", "tv_masked", "critical_window_masked", "MaskedWindow", "predict_masked_windows"]
@@ -143,26 +143,16 @@ def predict_masked_windows(language: StoryLanguage, features=None, *, delta=0.1,
     if not 0 < delta < 1:
         raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
     fr = tuple(float(f) for f in _fractions(fractions))
-    items = _feature_items(story_features(language) if features is None else features)
-    records = [(f, v, labs, None, None, None) for f, values in items for v, labs in values.items()]
-    records += [(f, v, labs, g, gv, glabs) for f, values in items for g, gvalues in items if g != f
-                for v, labs in values.items() for gv, glabs in gvalues.items() if set(labs) < set(glabs)]
-    w = language.weights
     out = []
-    for fname, v, labs, pname, pv, plabs in records:
-        s_a = language.labels(labs)
-        s_b = np.arange(len(w)) if plabs is None else language.labels(plabs)
-        rest_a, rest_b = np.setdiff1d(np.arange(len(w)), s_a), np.setdiff1d(np.arange(len(w)), s_b)
-        w_a = w[rest_a].sum() / w[s_a].sum()
-        w_b = w[rest_b].sum() / w[s_b].sum() if len(rest_b) else 0.0
-        eps_a, eps_b = _eps_from_delta(delta, w_a), _eps_from_delta(delta, w_b)
-        t_a, t_b, t_s = critical_window_masked(language, s_a, None if plabs is None else s_b, eps_a,
-                                               eps_before=eps_b)
+    for r in story_records(language, features, delta):
+        s_a = r.s_after
+        t_a, t_b, t_s = critical_window_masked(language, s_a, r.parent_labels, r.eps_after,
+                                               eps_before=r.eps_before)
         out.append(MaskedWindow(
-            feature=fname, value=v, labels=tuple(int(i) for i in s_a), parent_feature=pname, parent_value=pv,
-            parent_labels=None if plabs is None else tuple(int(i) for i in s_b), t_after=t_a, t_before=t_b,
+            feature=r.feature, value=r.value, labels=tuple(int(i) for i in s_a), parent_feature=r.parent_feature,
+            parent_value=r.parent_value, parent_labels=r.parent_labels, t_after=t_a, t_before=t_b,
             t_start_before=t_s, window_exists=bool(np.isfinite(t_a) and np.isfinite(t_b) and t_a < t_b),
-            eps_after=float(eps_a), eps_before=float(eps_b), delta_after=float(delta), delta_before=float(delta),
-            w_after=float(w_a), w_before=float(w_b), base_rate=float(w[s_a].sum() / w[s_b].sum()),
+            eps_after=r.eps_after, eps_before=r.eps_before, delta_after=float(delta), delta_before=float(delta),
+            w_after=r.w_after, w_before=r.w_before, base_rate=r.base_rate,
             fractions=fr, ideal_retention=tuple(float(x) for x in retention_masked(language, s_a, fr))))
     return out

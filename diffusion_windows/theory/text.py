@@ -64,6 +64,50 @@ def window_sets(language, after, before, eps, eps_before):
     return eps_b, s_after, s_before, rest_a, rest_b
 
 
+@dataclass(frozen=True)
+class StoryRecord:
+    """One feature value of a story language with Def. 4's inputs, shared by truncation and masking:
+    its genres ``s_after``, its parent's (``s_before``; every genre when it has no parent), the
+    rest-to-kept weight ratios ``w_after``/``w_before`` and the thresholds from ``delta``."""
+    feature: str
+    value: str
+    parent_feature: str | None
+    parent_value: str | None
+    parent_labels: tuple | None
+    s_after: np.ndarray
+    s_before: np.ndarray
+    w_after: float
+    w_before: float
+    eps_after: float
+    eps_before: float
+    base_rate: float
+
+
+def story_records(language, features, delta) -> list:
+    """Every feature value, then every value nested in a value of another feature (its genres a
+    strict subset) -> list of `StoryRecord`, in the order the predictions report them."""
+    items = _feature_items(story_features(language) if features is None else features)
+    pairs = [(f, v, labs, None, None, None) for f, values in items for v, labs in values.items()]
+    pairs += [(f, v, labs, g, gv, glabs) for f, values in items for g, gvalues in items if g != f
+              for v, labs in values.items() for gv, glabs in gvalues.items() if set(labs) < set(glabs)]
+    w = language.weights
+    out = []
+    for fname, v, labs, pname, pv, plabs in pairs:
+        s_a = language.labels(labs)
+        s_b = np.arange(len(w)) if plabs is None else language.labels(plabs)
+        rest_a, rest_b = _rest(language, s_a), np.setdiff1d(np.arange(len(w)), s_b)
+        if len(rest_a) == 0:
+            raise ValueError(f"feature value {fname}={v!r} covers every genre")
+        w_a = w[rest_a].sum() / w[s_a].sum()
+        w_b = w[rest_b].sum() / w[s_b].sum() if len(rest_b) else 0.0
+        out.append(StoryRecord(
+            feature=fname, value=v, parent_feature=pname, parent_value=pv,
+            parent_labels=None if plabs is None else tuple(int(i) for i in s_b), s_after=s_a, s_before=s_b,
+            w_after=float(w_a), w_before=float(w_b), eps_after=float(_eps_from_delta(delta, w_a)),
+            eps_before=float(_eps_from_delta(delta, w_b)), base_rate=float(w[s_a].sum() / w[s_b].sum())))
+    return out
+
+
 def _smallest_kept(f, length, level):
     """Smallest kept k in 0..length with f(k) >= level for f nondecreasing in k (TV of
     prefixes: a longer prefix is a richer statistic); None if none. Bisection."""
@@ -215,32 +259,18 @@ def predict_text_windows(language: StoryLanguage, features=None, *, delta=0.1, f
         raise ValueError(f"length must be >= {language.length} (M cues and the ending)")
     fr = tuple(float(f) for f in np.atleast_1d(np.asarray(fractions, dtype=np.float64)))
     kept = tuple(int(k) for k in np.atleast_1d(kept_tokens(np.array(fr), length)))
-    items = _feature_items(story_features(language) if features is None else features)
-    records = [(f, v, labs, None, None, None) for f, values in items for v, labs in values.items()]
-    records += [(f, v, labs, g, gv, glabs) for f, values in items for g, gvalues in items if g != f
-                for v, labs in values.items() for gv, glabs in gvalues.items() if set(labs) < set(glabs)]
-    w = language.weights
     out = []
-    for fname, v, labs, pname, pv, plabs in records:
-        s_a = language.labels(labs)
-        s_b = np.arange(len(w)) if plabs is None else language.labels(plabs)
-        rest_a, rest_b = _rest(language, s_a), np.setdiff1d(np.arange(len(w)), s_b)
-        if len(rest_a) == 0:
-            raise ValueError(f"feature value {fname}={v!r} covers every genre")
-        w_a = w[rest_a].sum() / w[s_a].sum()
-        w_b = w[rest_b].sum() / w[s_b].sum() if len(rest_b) else 0.0
-        eps_a, eps_b = _eps_from_delta(delta, w_a), _eps_from_delta(delta, w_b)
-        r_a, r_b, r_s = critical_window_tokens(language, s_a, None if plabs is None else s_b, eps_a,
-                                               eps_before=eps_b, length=length)
-        t_a, t_b = _sup_fraction(r_a, length), _inf_fraction(r_b, length)
+    for r in story_records(language, features, delta):
+        s_a = r.s_after
+        r_a, r_b, r_s = critical_window_tokens(language, s_a, r.parent_labels, r.eps_after,
+                                               eps_before=r.eps_before, length=length)
         out.append(TextWindow(
-            feature=fname, value=v, labels=tuple(int(i) for i in s_a), parent_feature=pname,
-            parent_value=pv, parent_labels=None if plabs is None else tuple(int(i) for i in s_b),
-            t_after=t_a, t_before=t_b, t_start_before=_sup_fraction(r_s, length),
-            t_after_tokens=r_a, t_before_tokens=r_b, t_start_before_tokens=r_s,
-            window_exists=bool(np.isfinite(r_a) and np.isfinite(r_b) and r_a < r_b),
-            eps_after=float(eps_a), eps_before=float(eps_b), delta_after=float(delta),
-            delta_before=float(delta), w_after=float(w_a), w_before=float(w_b),
-            base_rate=float(w[s_a].sum() / w[s_b].sum()), length=length, fractions=fr, kept_tokens=kept,
-            ideal_retention=tuple(float(x) for x in retention(language, s_a, kept, length=length))))
+            feature=r.feature, value=r.value, labels=tuple(int(i) for i in s_a),
+            parent_feature=r.parent_feature, parent_value=r.parent_value, parent_labels=r.parent_labels,
+            t_after=_sup_fraction(r_a, length), t_before=_inf_fraction(r_b, length),
+            t_start_before=_sup_fraction(r_s, length), t_after_tokens=r_a, t_before_tokens=r_b,
+            t_start_before_tokens=r_s, window_exists=bool(np.isfinite(r_a) and np.isfinite(r_b) and r_a < r_b),
+            eps_after=r.eps_after, eps_before=r.eps_before, delta_after=float(delta), delta_before=float(delta),
+            w_after=r.w_after, w_before=r.w_before, base_rate=r.base_rate, length=length, fractions=fr,
+            kept_tokens=kept, ideal_retention=tuple(float(x) for x in retention(language, s_a, kept, length=length))))
     return out
