@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import Condition, per_sample
+from .common import Condition
 from .video import VideoDenoiser
 
 __all__ = ["CogVideoXDenoiser"]
@@ -43,20 +43,8 @@ class CogVideoXDenoiser(VideoDenoiser):
     def prepare(self, n, hw=None, **given):
         """T5 conditioning for ``n`` samples (embeddings of batch 1 are shared)."""
         self._check(given)
-        g = given.get
-        self._check_text(given)
-        scale = self._guidance(g("guidance_scale"), 6.0)
-        cfg = scale > 1.0
-        self._check_text(given, negatives=("negative_prompt_embeds",), guidance=scale if cfg else None)
-        device, dtype = self.device_dtype
-        pe, ne = self._encode(prompt=g("prompt"), negative_prompt=g("negative_prompt"),
-                              do_classifier_free_guidance=cfg, num_videos_per_prompt=1,
-                              prompt_embeds=g("prompt_embeds"), negative_prompt_embeds=g("negative_prompt_embeds"),
-                              max_sequence_length=g("max_sequence_length") or 226, device=device)
-        cond = {"encoder_hidden_states": per_sample(pe.to(device, dtype), n, "prompt_embeds")}
-        uncond = None
-        if cfg:
-            uncond = {"encoder_hidden_states": per_sample(ne.to(device, dtype), n, "negative_prompt_embeds")}
+        scale = self._guidance(given.get("guidance_scale"), 6.0)
+        cond, uncond = self._embeds_condition(given, n, scale, 226, *self.device_dtype)
         return Condition(cond, uncond, scale)
 
     def draw_noise(self, shape, generator, device, dtype) -> torch.Tensor:

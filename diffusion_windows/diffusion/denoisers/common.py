@@ -178,6 +178,22 @@ class TransformerDenoiser(ModuleAdapter):
             raise ValueError(f"guidance_scale={guidance} without a text encoder needs {' and '.join(negatives)}, "
                              "got None")
 
+    def _embeds_condition(self, given: dict, n: int, scale: float, max_length: int, device, dtype):
+        """``(cond, uncond)`` for ``n`` samples of a pipeline whose ``encode_prompt`` returns ``(prompt_embeds,
+        negative_prompt_embeds)`` and whose model takes them as ``encoder_hidden_states`` (Wan, CogVideoX);
+        guidance on when ``scale > 1`` (``uncond`` None otherwise). Embeddings of batch 1 are shared."""
+        g = given.get
+        cfg = scale > 1.0
+        self._check_text(given, negatives=("negative_prompt_embeds",), guidance=scale if cfg else None)
+        pe, ne = self._encode(prompt=g("prompt"), negative_prompt=g("negative_prompt"),
+                              do_classifier_free_guidance=cfg, num_videos_per_prompt=1,
+                              prompt_embeds=g("prompt_embeds"), negative_prompt_embeds=g("negative_prompt_embeds"),
+                              max_sequence_length=g("max_sequence_length") or max_length, device=device)
+        cond = {"encoder_hidden_states": per_sample(pe.to(device, dtype), n, "prompt_embeds")}
+        if not cfg:
+            return cond, None
+        return cond, {"encoder_hidden_states": per_sample(ne.to(device, dtype), n, "negative_prompt_embeds")}
+
     def _guidance(self, guidance_scale, fallback) -> float:
         g = pipeline_default(self.pipe, "guidance_scale", fallback) if guidance_scale is None else guidance_scale
         return float(g)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .common import Condition, per_sample
+from .common import Condition
 from .video import VideoDenoiser
 
 __all__ = ["WanDenoiser", "WanCondition"]
@@ -58,23 +58,12 @@ class WanDenoiser(VideoDenoiser):
         """UMT5 conditioning for ``n`` samples (embeddings of batch 1 are shared)."""
         self._check(given)
         g = given.get
-        self._check_text(given)
         scale = self._guidance(g("guidance_scale"), 5.0)
         if g("guidance_scale_2") is not None and self.boundary is None:
             raise ValueError(f"guidance_scale_2={g('guidance_scale_2')} needs Wan 2.2's second transformer "
                              "(transformer_2 and boundary_ratio); this pipeline has one")
         scale_2 = scale if g("guidance_scale_2") is None else float(g("guidance_scale_2"))
-        cfg = scale > 1.0
-        self._check_text(given, negatives=("negative_prompt_embeds",), guidance=scale if cfg else None)
-        device, dtype = self.device, self.module.dtype
-        pe, ne = self._encode(prompt=g("prompt"), negative_prompt=g("negative_prompt"),
-                              do_classifier_free_guidance=cfg, num_videos_per_prompt=1,
-                              prompt_embeds=g("prompt_embeds"), negative_prompt_embeds=g("negative_prompt_embeds"),
-                              max_sequence_length=g("max_sequence_length") or 512, device=device)
-        cond = {"encoder_hidden_states": per_sample(pe.to(device, dtype), n, "prompt_embeds")}
-        uncond = None
-        if cfg:
-            uncond = {"encoder_hidden_states": per_sample(ne.to(device, dtype), n, "negative_prompt_embeds")}
+        cond, uncond = self._embeds_condition(given, n, scale, 512, self.device, self.module.dtype)
         return WanCondition(cond, uncond, scale, scale_2=scale_2)
 
     def _timesteps(self, t, x) -> torch.Tensor:
