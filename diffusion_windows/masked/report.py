@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.windows import jump_window
-from ..text.report import _colour, jump_rates, response_curves
+from ..text.report import _colour, jump_rates, response_curves, response_head, tokens_page
 
 __all__ = ["token_influence", "per_response", "write_tokens_html", "report"]
 
@@ -63,39 +63,21 @@ def per_response(backend, merged, *, seed: int) -> list:
 
 def write_tokens_html(out, rows, title: str = "Which kept tokens decide each response's outcome") -> Path:
     """``tokens.html``: each response's tokens coloured by their influence (module docstring)."""
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>", """<style>
-body{font:14px/1.5 system-ui,sans-serif;margin:24px;max-width:1100px;color:#111}
-.r{margin:0 0 14px;padding:8px 10px;border:1px solid #ddd;border-radius:6px}
-.h{font-size:12px;color:#555;margin-bottom:4px}.p{color:#777}
-.t{display:inline-block;padding:1px 3px;margin:1px;border-radius:3px;font-family:ui-monospace,monospace}
-.legend span{display:inline-block;width:34px;text-align:center;font-size:11px}
-</style>""", f"<h1>{html.escape(title)}</h1>",
-             "<p>Restarts re-mask each token independently. A token's colour is how much keeping it unmasked raises "
-             "the retention of the response's own outcome: the retention of the restarts that kept it minus that of "
-             "the restarts that masked it, compared at each fraction masked and averaged over the grid (0: no "
-             "influence, 1: the outcome is kept exactly when this token is). Grey: never both kept and masked "
-             "at one time.</p><p class='legend'>influence "]
-    parts += [f"<span style='background:{_colour(r)[0]};color:{_colour(r)[1]}'>{r:.1f}</span>" for r in
-              np.linspace(0, 1, 6)]
-    parts.append("</p>")
+    blocks = []
     for row in rows:
-        jump = row["jump"]
-        head = (f"base {row['base']}" + (f" &middot; {html.escape(row['task'])}" if row.get("task") else "")
-                + f" &middot; outcome <b>{html.escape(str(row['label']))}</b>"
-                + (f" (reference {html.escape(str(row['reference']))})" if row.get("reference") is not None else "")
-                + (f" &middot; jump between fractions masked {jump[0]:g} and {jump[1]:g}" if jump else
-                   " &middot; no jump"))
         toks = []
         for j, (tok, r) in enumerate(zip(row["tokens"], row["influence"])):
             bg, fg = ("#ddd", "#111") if r is None else _colour(max(0.0, r))
             tip = "never both kept and masked" if r is None else f"influence {r:+.2f}"
             toks.append(f"<span class='t' style='background:{bg};color:{fg}' title='position {j}: {tip}'>"
                         f"{html.escape(tok)}</span>")
-        parts.append(f"<div class='r'><div class='h'>{head}</div><span class='p'>{html.escape(row['prompt'])}</span> "
-                     + "".join(toks) + "</div>")
-    path = Path(out) / "tokens.html"
-    path.write_text("\n".join(parts))
-    return path
+        blocks.append((response_head(row, "fractions masked"), row["prompt"], toks))
+    return tokens_page(
+        out, title, "Restarts re-mask each token independently. A token's colour is how much keeping it unmasked "
+        "raises the retention of the response's own outcome: the retention of the restarts that kept it minus that "
+        "of the restarts that masked it, compared at each fraction masked and averaged over the grid (0: no "
+        "influence, 1: the outcome is kept exactly when this token is). Grey: never both kept and masked at one "
+        "time.", "influence", blocks)
 
 
 def report(backend, merged, settings, out) -> dict:

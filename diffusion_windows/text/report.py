@@ -105,34 +105,45 @@ def _position_curve(row):
     return list(np.interp(np.arange(1, len(row["tokens"]) + 1), ks, vs))
 
 
-def write_tokens_html(out, rows, title: str = "Where each response's outcome is decided") -> Path:
-    """``tokens.html``: one block per response (module docstring)."""
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>", """<style>
-body{font:14px/1.5 system-ui,sans-serif;margin:24px;max-width:1100px;color:#111}
-.r{margin:0 0 14px;padding:8px 10px;border:1px solid #ddd;border-radius:6px}
-.h{font-size:12px;color:#555;margin-bottom:4px}.p{color:#777}
-.t{display:inline-block;padding:1px 3px;margin:1px;border-radius:3px;font-family:ui-monospace,monospace}
-.c{outline:2px solid #d7301f;outline-offset:1px}.i{border-bottom:3px solid #d7301f}
-.legend span{display:inline-block;width:34px;text-align:center;font-size:11px}
-</style>""", f"<h1>{html.escape(title)}</h1>",
-             "<p>Each token is coloured by the retention of the prefix that ends with it: the fraction of the "
-             "restarts from there that end with the response's own outcome. The critical token (largest jump, "
-             "found by bisection) is outlined in red; a red underline spans the positions its interval cannot "
-             "exclude, when that is at most half the response.</p><p class='legend'>retention "]
+def tokens_page(out, title: str, explain: str, legend: str, blocks, css: str = "") -> Path:
+    """Write ``tokens.html`` in ``out``: ``title``, the paragraph ``explain`` (what a colour means), a
+    0..1 colour legend named ``legend``, then one ``(head, prompt, token spans)`` block per response."""
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>", f"""<style>
+body{{font:14px/1.5 system-ui,sans-serif;margin:24px;max-width:1100px;color:#111}}
+.r{{margin:0 0 14px;padding:8px 10px;border:1px solid #ddd;border-radius:6px}}
+.h{{font-size:12px;color:#555;margin-bottom:4px}}.p{{color:#777}}
+.t{{display:inline-block;padding:1px 3px;margin:1px;border-radius:3px;font-family:ui-monospace,monospace}}
+.legend span{{display:inline-block;width:34px;text-align:center;font-size:11px}}{css}
+</style>""", f"<h1>{html.escape(title)}</h1>", f"<p>{explain}</p><p class='legend'>{legend} "]
     parts += [f"<span style='background:{_colour(r)[0]};color:{_colour(r)[1]}'>{r:.1f}</span>" for r in
               np.linspace(0, 1, 6)]
     parts.append("</p>")
+    parts += [f"<div class='r'><div class='h'>{head}</div><span class='p'>{html.escape(prompt)}</span> "
+              + "".join(toks) + "</div>" for head, prompt, toks in blocks]
+    path = Path(out) / "tokens.html"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def response_head(row, time_word: str) -> str:
+    """A response block's header: base, task, outcome, reference and its jump between two ``time_word``."""
+    jump = row["jump"]
+    return (f"base {row['base']}" + (f" &middot; {html.escape(row['task'])}" if row.get("task") else "")
+            + f" &middot; outcome <b>{html.escape(str(row['label']))}</b>"
+            + (f" (reference {html.escape(str(row['reference']))})" if row.get("reference") is not None else "")
+            + (f" &middot; jump between {time_word} {jump[0]:g} and {jump[1]:g}" if jump else " &middot; no jump"))
+
+
+def write_tokens_html(out, rows, title: str = "Where each response's outcome is decided") -> Path:
+    """``tokens.html``: one block per response (module docstring)."""
+    blocks = []
     for row in rows:
         curve = _position_curve(row)
         crit = row["critical_token"] or {}
         lo, hi = (crit.get("interval") or [0, -1])
-        jump = row["jump"]
-        head = (f"base {row['base']}" + (f" &middot; {html.escape(row['task'])}" if row.get("task") else "")
-                + f" &middot; outcome <b>{html.escape(str(row['label']))}</b>"
-                + (f" (reference {html.escape(str(row['reference']))})" if row.get("reference") is not None else "")
-                + (f" &middot; jump between fractions {jump[0]:g} and {jump[1]:g}" if jump else " &middot; no jump")
-                + (f" &middot; critical token {crit['position']} ({html.escape(str(crit.get('token')))})"
-                   + ("" if lo == hi else f", interval {lo}&ndash;{hi}") if crit else ""))
+        head = response_head(row, "fractions") + (
+            f" &middot; critical token {crit['position']} ({html.escape(str(crit.get('token')))})"
+            + ("" if lo == hi else f", interval {lo}&ndash;{hi}") if crit else "")
         narrow = hi - lo + 1 <= max(1, len(row["tokens"]) // 2)  # a wide interval is said, not drawn
         toks = []
         for j, (tok, r) in enumerate(zip(row["tokens"], curve), start=1):
@@ -140,11 +151,13 @@ body{font:14px/1.5 system-ui,sans-serif;margin:24px;max-width:1100px;color:#111}
             cls = "t" + (" c" if crit and j == crit["position"] else "") + (" i" if narrow and lo <= j <= hi else "")
             toks.append(f"<span class='{cls}' style='background:{bg};color:{fg}' title='keep {j} tokens: "
                         f"retention {r:.2f}'>{html.escape(tok)}</span>")
-        parts.append(f"<div class='r'><div class='h'>{head}</div><span class='p'>{html.escape(row['prompt'])}</span> "
-                     + "".join(toks) + "</div>")
-    path = Path(out) / "tokens.html"
-    path.write_text("\n".join(parts))
-    return path
+        blocks.append((head, row["prompt"], toks))
+    return tokens_page(
+        out, title, "Each token is coloured by the retention of the prefix that ends with it: the fraction of the "
+        "restarts from there that end with the response's own outcome. The critical token (largest jump, found by "
+        "bisection) is outlined in red; a red underline spans the positions its interval cannot exclude, when "
+        "that is at most half the response.", "retention", blocks,
+        css="\n.c{outline:2px solid #d7301f;outline-offset:1px}.i{border-bottom:3px solid #d7301f}")
 
 
 def report(backend, merged, settings, out, *, localize_budget: int = 12) -> dict:
