@@ -38,7 +38,7 @@ import numpy as np
 
 from ..engine.backend import UnitResult, restart_slots
 from ..engine.seeds import unit_seed
-from ..text.backend import FractionAxis, Prompt, label_bases
+from ..text.backend import Prompt, StoryTheory, label_bases
 from ..text.outcomes import OTHER, make_outcome
 from .sampler import Restart, ancestral, reveal_schedule
 
@@ -47,7 +47,7 @@ __all__ = ["MaskedBackend", "DEFAULT_GRID"]
 DEFAULT_GRID = tuple(round(0.05 * i, 2) for i in range(21))
 
 
-class MaskedBackend:
+class MaskedBackend(StoryTheory):
     """The engine's `Backend` for a masked-diffusion language model (module docstring)."""
 
     time_unit = "fraction masked"
@@ -210,15 +210,3 @@ class MaskedBackend:
         from .report import report
 
         return report(self, merged, settings, out)
-
-    # ------------------------------------------------------------------ theory
-    theory_ahead = False
-
-    def axis(self):
-        return FractionAxis()
-
-    def theory(self, store, merged, *, delta: float, times, device=None):
-        """The story language's exact theory under masking (`theory.story_mask`) when the run has one."""
-        if self.story is None:
-            return None, "no theory for this language model's outcomes (exact only for the story language)"
-        return self.story.predictions(self.features, delta=delta, times=times), None

@@ -95,7 +95,24 @@ def label_bases(backend, labels=None, features=None) -> None:
     backend.base_labels = [backend.label(t, r) for t, r in zip(texts, refs)]
 
 
-class TextBackend:
+class StoryTheory:
+    """What every language-model backend (truncation or re-masking) shares for the comparison with
+    theory: the fraction axis and the story language's exact predictions (``self.story``, the run's
+    `text.tasks` language or None, and ``self.features``)."""
+
+    theory_ahead = False  # the story language's exact sums take a second: no process beside the run
+
+    def axis(self):
+        return FractionAxis()
+
+    def theory(self, store, merged, *, delta: float, times, device=None):
+        """The story language's exact theory when the run has one, else ``(None, reason)``."""
+        if self.story is None:
+            return None, "no theory for this language model's outcomes (exact only for the story language)"
+        return self.story.predictions(self.features, delta=delta, times=times), None
+
+
+class TextBackend(StoryTheory):
     """The engine's `Backend` for a causal language model (module docstring)."""
 
     time_unit = "fraction removed"
@@ -254,14 +271,3 @@ class TextBackend:
 
         return report(self, merged, settings, out)
 
-    # ------------------------------------------------------------------ theory
-    theory_ahead = False  # the story language's exact sums take a second: no process beside the run
-
-    def axis(self):
-        return FractionAxis()
-
-    def theory(self, store, merged, *, delta: float, times, device=None):
-        """The story language's exact theory (`theory.text`) when the run has one, else ``(None, reason)``."""
-        if self.story is None:
-            return None, "no theory for this language model's outcomes (exact only for the story language)"
-        return self.story.predictions(self.features, delta=delta, times=times), None
