@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
-__all__ = ["assets_path"]
+__all__ = ["assets_path", "asset"]
 
 
 def assets_path() -> Path:
@@ -25,3 +25,12 @@ def assets_path() -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"bundled assets not found (looked for {path})")
     return path
+
+
+def asset(name: str, marker: str, what: str) -> Path:
+    """The bundled folder ``assets/<name>``, checked to hold ``marker`` (FileNotFoundError naming
+    ``what`` and the missing file otherwise)."""
+    folder = assets_path() / name
+    if not (folder / marker).is_file():
+        raise FileNotFoundError(f"{what} missing: {folder}/{marker}")
+    return folder

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..bundled import assets_path  # re-exported: its old home
+from ..bundled import asset, assets_path  # assets_path re-exported: its old home
 
 __all__ = [
     "DIGIT_LABELS",
@@ -101,9 +101,7 @@ def load_default_pipeline(device: str = "cpu"):
     """
     from diffusers import DDPMPipeline
 
-    folder = assets_path() / PIPELINE_DIR
-    if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(f"default pipeline missing: {folder}/model_index.json")
+    folder = asset(PIPELINE_DIR, "model_index.json", "default pipeline")
     pipe = DDPMPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True)
     return pipe.to(device)
 

@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 from diffusers import DiffusionPipeline
 
-from ..bundled import assets_path
+from ..bundled import asset
 from .default import DIGIT_LABELS, digits_split
 
 __all__ = ["FRAMES", "SIZE", "DIRECTIONS", "PER_DIGIT", "VIDEO_DIR", "VideoDDPMPipeline", "make_clips",
@@ -84,9 +84,7 @@ def training_clips():
 
 def load_default_video_pipeline(device: str = "cpu") -> VideoDDPMPipeline:
     """The bundled `VideoDDPMPipeline`, loaded offline."""
-    folder = assets_path() / VIDEO_DIR
-    if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(f"default video pipeline missing: {folder}/model_index.json")
+    folder = asset(VIDEO_DIR, "model_index.json", "default video pipeline")
     pipe = VideoDDPMPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -28,12 +28,9 @@ __all__ = ["LABELS", "FEATURES", "OUTCOME", "prompts", "response_length", "Maske
 
 def model_folder():
     """``assets/default_masked``."""
-    from ..bundled import assets_path
+    from ..bundled import asset
 
-    folder = assets_path() / "default_masked"
-    if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(f"default masked language model missing: {folder}/model_index.json")
-    return folder
+    return asset("default_masked", "model_index.json", "default masked language model")
 
 
 @dataclass(frozen=True)

@@ -58,12 +58,9 @@ def prompts(samples: int, seed: int) -> list:
 
 def model_folder():
     """``assets/default_lm``."""
-    from ..bundled import assets_path
+    from ..bundled import asset
 
-    folder = assets_path() / "default_lm"
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"default language model missing: {folder}/config.json")
-    return folder
+    return asset("default_lm", "config.json", "default language model")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ Time: the fraction of a response's tokens removed before a restart, in ``[0, 1]`
 """
 from __future__ import annotations
 
-import importlib.resources
 import json
 import math
 from pathlib import Path
@@ -43,13 +42,9 @@ def claims(model: str) -> bool:
 
 def default_lm_folder() -> Path:
     """``assets/default_lm``: the bundled language model's folder."""
-    try:
-        root = Path(str(importlib.resources.files("diffusion_windows.assets")))
-    except (ModuleNotFoundError, TypeError):
-        root = None
-    if root is None or not root.is_dir():  # a source checkout that is not installed: assets/ beside the package
-        root = Path(__file__).resolve().parents[2] / "assets"
-    return root / "default_lm"
+    from ..bundled import asset
+
+    return asset("default_lm", "config.json", "default language model")
 
 
 def resolve(o: dict, given: set):
