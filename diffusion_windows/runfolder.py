@@ -4,7 +4,9 @@
   ``torchrun``/``accelerate`` run are one run) takes an exclusive `fcntl.flock` on the folder
   itself (a ``.lock`` file inside on file systems that lock only files open for writing) and
   keeps it until the run ends; the kernel drops it when the process dies, so a
-  killed run leaves no stale lock behind and its resume goes ahead. A second sweep into the
+  killed run leaves no stale lock behind and its resume goes ahead. A process forked from the run
+  (the theory computed beside it, `sweep.TheoryAhead`) closes its copy of the lock's descriptor at
+  once: a child that outlived a killed run would otherwise hold the lock and refuse the resume. A second sweep into the
   folder while the first runs gets `OptionError` (one line; the CLI exits 2) in every one of
   its processes, before it reads or writes anything there.
 - `check_resume(out, o)`: a folder that holds ``options.json`` may be resumed only with the same
@@ -34,8 +36,27 @@ _FINGERPRINT_FLAGS = {"model": ("--model", "model"), "model_revision": ("--model
                       "prompts": ("--prompts", "prompts")}
 
 
+_HELD: set = set()  # descriptors of the locks this process holds
+
+
+def _drop_in_child():
+    """After a fork, in the child: close its copies of the held locks' descriptors (the parent keeps the
+    lock; a flock lives while any descriptor of its open file does)."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_in_child)
+
+
 class Lock:
-    """An exclusive `fcntl.flock` on a folder, held until `release` or the process ends."""
+    """An exclusive `fcntl.flock` on a folder, held until `release` or the process ends (not inherited
+    by forked children: `_drop_in_child`)."""
 
     def __init__(self, out: Path):
         import fcntl
@@ -56,9 +77,11 @@ class Lock:
             self._fd = None
             raise OptionError(f"--out: {str(out)!r} is in use by another sweep running now; wait for it to end or "
                               "use another --out") from None
+        _HELD.add(self._fd)
 
     def release(self):
         if self._fd is not None:
+            _HELD.discard(self._fd)
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = None
 

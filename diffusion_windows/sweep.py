@@ -151,9 +151,11 @@ class TheoryAhead:
 
         self.times, self.axis = frozenset(times), axis
         read, write = os.pipe()
+        parent = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:  # the child: compute, write, leave; never return into the parent's code
             try:
+                _die_with_parent(parent)
                 os.close(read)
                 try:
                     payload = json.dumps({"answer": _theory_json(call())})
@@ -191,6 +193,22 @@ class TheoryAhead:
         if "error" in data:
             raise RuntimeError(f"theory: {data['error']}")
         return _theory_from_json(data["answer"], self.axis) if set(times) <= self.times else None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: this forked process gets SIGKILL when its parent (pid ``parent``) dies, so a killed run
+    leaves no theory computing on (best effort: without libc's prctl it ends on its own once it has
+    answered)."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(0)
 
 
 def _theory_json(answer) -> dict:

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,52 @@ def test_a_second_sweep_into_a_folder_in_use_exits_2_and_a_killed_runs_lock_does
         holder.wait()
     with runfolder.hold(out):  # what the resumed sweep takes first: free again
         pass
+
+
+FORKING_HOLDER = ("import os, sys, time\n"
+                  "from diffusion_windows.runfolder import hold\n"
+                  "from diffusion_windows.sweep import TheoryAhead\n"
+                  "lock = hold(sys.argv[1])\n"
+                  "plain = os.fork()\n"
+                  "if plain == 0:\n"
+                  "    time.sleep(600); os._exit(0)\n"
+                  "theory = TheoryAhead(lambda: time.sleep(600), [0], None)\n"
+                  "print(plain, theory.pid, flush=True)\n"
+                  "time.sleep(600)\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"   # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork, /proc and PR_SET_PDEATHSIG are Linux's")
+def test_processes_forked_by_a_killed_run_do_not_keep_its_lock_and_its_theory_child_dies(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", FORKING_HOLDER, str(out)], stdout=subprocess.PIPE, text=True,
+                              env=_env())
+    plain, theory = (int(x) for x in holder.stdout.readline().split())
+    try:
+        with pytest.raises(OptionError, match="in use by another sweep"):
+            runfolder.hold(out)                  # the run holds it
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        assert _alive(plain)                      # a child outlives the run ...
+        with runfolder.hold(out):                 # ... without holding its lock: the resume goes ahead
+            pass
+        deadline = time.time() + 10
+        while _alive(theory) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _alive(theory)                 # the theory computed beside the run ends with it
+    finally:
+        for pid in (plain, theory):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_the_lock_is_the_folders_not_the_processs(tmp_path):
