@@ -1,4 +1,9 @@
 """Shared fixtures: tiny random diffusers pipelines built in code (offline, CPU, milliseconds)."""
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
@@ -82,3 +87,25 @@ def tiny_ddpm_pipe():
 @pytest.fixture
 def tiny_sd_pipe():
     return make_tiny_sd_pipe()
+
+
+def sweep_cli(args, out, timeout=600):
+    """``python -m diffusion_windows.sweep ARGS --out OUT`` in a subprocess -> its CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "diffusion_windows.sweep", *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def kill_sweep_after(args, out, lines: int, timeout: float = 300) -> int:
+    """Start the sweep CLI into ``out``, SIGKILL it once ``results.jsonl`` holds ``lines`` lines (or after
+    ``timeout`` seconds) -> the lines it had written (a run killed mid-way, to resume)."""
+    proc = subprocess.Popen([sys.executable, "-m", "diffusion_windows.sweep", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if results.exists() and len(results.read_text().splitlines()) >= lines:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return len(results.read_text().splitlines()) if results.exists() else 0

@@ -2,10 +2,8 @@
 pipeline, the two features it is read by, and the sweep on it: files, batch-size independence,
 kill and resume, bad input."""
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -14,6 +12,7 @@ from diffusion_windows import run_sweep
 from diffusion_windows.bundled import assets_path
 from diffusion_windows.diffusion import default_video as dv
 from diffusion_windows.video_classifiers import motion_classifier
+from conftest import kill_sweep_after, sweep_cli
 
 TINY = dict(model="default-video", samples=4, restarts=2, timesteps="0,400,800", num_inference_steps=5, seed=2,
             theory=False)
@@ -93,22 +92,10 @@ def test_kill_and_resume_gives_same_windows(tiny_run, tmp_path):
     args = ["--model", "default-video", "--samples", "4", "--restarts", "2", "--timesteps", "0,400,800",
             "--num-inference-steps", "5", "--seed", "2", "--no-theory", "--batch-size", "6", "--quiet"]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "diffusion_windows.sweep", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    results = killed / "results.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if results.exists() and len(results.read_text().splitlines()) >= 1:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    n_done = len(results.read_text().splitlines())
-    assert 1 <= n_done <= 4
-    r = subprocess.run([sys.executable, "-m", "diffusion_windows.sweep", *args, "--out", str(killed)],
-                       capture_output=True, text=True, timeout=600)
+    assert 1 <= kill_sweep_after(args, killed, lines=1) <= 4
+    r = sweep_cli(args, killed)
     assert r.returncode == 0, r.stderr
-    assert len(results.read_text().splitlines()) == 4
+    assert len((killed / "results.jsonl").read_text().splitlines()) == 4
     assert features(killed) == features(tiny_run)
 
 

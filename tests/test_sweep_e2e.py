@@ -1,16 +1,15 @@
 """The sweep end to end on the bundled default model, with tiny budgets."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
 from diffusion_windows import run_sweep
+from conftest import kill_sweep_after, sweep_cli
 
 TINY = dict(samples=6, restarts=2, timesteps="0:1000:250", num_inference_steps=10, seed=3)
 RECORD_KEYS = {"feature", "value", "parent", "base_rate", "floor", "timesteps", "retention", "ci_low", "ci_high",
@@ -95,27 +94,15 @@ def test_cli_kill_and_resume_gives_same_windows(tmp_path):
     args = ["--samples", "8", "--restarts", "2", "--timesteps", "0:1000:200", "--num-inference-steps", "10",
             "--seed", "5", "--batch-size", "10", "--quiet"]
     whole = tmp_path / "whole"
-    r = subprocess.run([sys.executable, "-m", "diffusion_windows.sweep", *args, "--out", str(whole)],
-                       capture_output=True, text=True, timeout=600)
+    r = sweep_cli(args, whole)
     assert r.returncode == 0, r.stderr
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "diffusion_windows.sweep", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    results = killed / "results.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if results.exists() and len(results.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    n_done = kill_sweep_after(args, killed, lines=3)
     assert not (killed / "windows.json").exists()
-    n_done = len(results.read_text().splitlines())
     assert 3 <= n_done < 8
-    r = subprocess.run([sys.executable, "-m", "diffusion_windows.sweep", *args, "--out", str(killed)],
-                       capture_output=True, text=True, timeout=600)
+    r = sweep_cli(args, killed)
     assert r.returncode == 0, r.stderr
-    assert len(results.read_text().splitlines()) == 8
+    assert len((killed / "results.jsonl").read_text().splitlines()) == 8
     assert features(killed) == features(whole)
 
 
