@@ -38,7 +38,7 @@ import numpy as np
 
 from ..engine.backend import UnitResult, restart_slots
 from ..engine.seeds import unit_seed
-from ..text.backend import Prompt, StoryTheory, label_bases
+from ..text.backend import LanguageTheory, Prompt, label_bases
 from ..text.outcomes import OTHER, make_outcome
 from .sampler import Restart, ancestral, reveal_schedule
 
@@ -47,7 +47,7 @@ __all__ = ["MaskedBackend", "DEFAULT_GRID"]
 DEFAULT_GRID = tuple(round(0.05 * i, 2) for i in range(21))
 
 
-class MaskedBackend(StoryTheory):
+class MaskedBackend(LanguageTheory):
     """The engine's `Backend` for a masked-diffusion language model (module docstring)."""
 
     time_unit = "fraction masked"

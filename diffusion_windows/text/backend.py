@@ -95,7 +95,7 @@ def label_bases(backend, labels=None, features=None) -> None:
     backend.base_labels = [backend.label(t, r) for t, r in zip(texts, refs)]
 
 
-class StoryTheory:
+class LanguageTheory:
     """What every language-model backend (truncation or re-masking) shares for the comparison with
     theory: the fraction axis and the story language's exact predictions (``self.story``, the run's
     `text.tasks` language or None, and ``self.features``)."""
@@ -112,7 +112,7 @@ class StoryTheory:
         return self.story.predictions(self.features, delta=delta, times=times), None
 
 
-class TextBackend(StoryTheory):
+class TextBackend(LanguageTheory):
     """The engine's `Backend` for a causal language model (module docstring)."""
 
     time_unit = "fraction removed"
