@@ -55,9 +55,8 @@ def model_config(vocab_size: int, width: int, layers: int, heads: int, mlp: int)
 
 
 def make_batch(tok, rng, batch_size: int, story_fraction: float) -> list:
-    """``batch_size`` fresh examples, stories and additions apart (one length each, no padding):
-    [(prompt ids [B, P], response ids [B, L])] per task (addition prompts right-padded... no:
-    additions are grouped by prompt length)."""
+    """``batch_size`` fresh examples grouped by (prompt length, response length), so no group needs
+    padding: [(prompt ids [B, P], response ids [B, L])] per group."""
     groups = {}
     for _ in range(batch_size):
         prompt, response = tasks.sample_example(rng, story_fraction)
