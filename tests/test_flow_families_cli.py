@@ -1,6 +1,7 @@
 """The CLI on the newer flow-matching families: saved tiny Chroma (with --negative-prompt), Qwen-Image
-(--negative-prompt and --true-cfg-scale) and Flux Kontext (with --image, resized as the pipeline
-resizes it) pipelines end to end; --negative-prompt,
+(--negative-prompt and --true-cfg-scale), Flux Kontext (with --image, resized as the pipeline
+resizes it), Flux.2, Z-Image, HiDream, Lumina 2 and CogView 4 pipelines (each with its own text
+encoder class and an offline tokenizer) end to end; --negative-prompt,
 --true-cfg-scale and --image refused in one line where they do not apply or are bad; a family the
 toolkit does not restart refused at load in one line naming it and the supported families."""
 import json
@@ -8,7 +9,7 @@ import json
 import pytest
 import torch
 from test_flow_sweep import TINY_CLIP
-from tiny_families import chroma_pipe, kontext_text_pipe, qwen_pipe
+from tiny_families import PIPES, SIZES, chroma_pipe, kontext_text_pipe, qwen_pipe
 
 from diffusion_windows.diffusion.denoisers import FAMILIES, denoiser
 from diffusion_windows.sweep import main
@@ -191,3 +192,57 @@ def test_qwen_image_with_its_text_encoder_from_the_library_and_the_cli(tmp_path,
     d = json.loads((out / "windows.json").read_text())
     assert d["options"]["true_cfg_scale"] == 3.0 and d["options"]["negative_prompt"] == "a dog"
     assert d["nfe"] > 0 and d["nfe"] % 2 == 0  # true CFG: two model rows per sample and step
+
+
+# ----------------------------------------------------------------------------- the text-encoder families
+PROMPTED = ("cogview4", "flux2", "hidream", "lumina2", "z-image")
+STEPS = 3
+
+
+@pytest.mark.parametrize("name", PROMPTED)
+def test_each_family_from_its_own_text_encoder_through_the_library_and_the_cli(tmp_path, tiny_clip, monkeypatch,
+                                                                               name):
+    """A saved tiny pipeline with its own text encoder and tokenizer, loaded as a user's folder: the
+    toolkit's loop from a prompt (and a negative prompt where the family guides with one) reproduces the
+    stock call from the same prompt; then the CLI runs end to end and counts every model row its
+    restarts ran (the rows the transformer saw, less the base samples' N steps)."""
+    from diffusers import DiffusionPipeline
+
+    from diffusion_windows.diffusion import hooks
+
+    PIPES[name](text=True).save_pretrained(tmp_path / name)
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / name, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    size = SIZES[name]
+    if name == "hidream":
+        pipe.default_sample_size = size  # its stock call rescales to this area (an attribute: not saved)
+    kw = dict(prompt="a photo of a cat", guidance_scale=3.0)
+    if name != "flux2":  # Flux.2: a guidance embedding, no negative branch
+        kw["negative_prompt"] = "a dog"
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2)]  # noqa: E731
+    traj = hooks.sample_trajectory(pipe, batch_size=2, num_inference_steps=STEPS, generator=gens(), height=size,
+                                   width=size, **kw)
+    ref = pipe(num_inference_steps=STEPS, generator=gens(), height=size, width=size, num_images_per_prompt=2,
+               output_type="latent", **kw).images
+    torch.testing.assert_close(denoiser(pipe).pipeline_latents(traj.final), ref, atol=1e-5, rtol=1e-5)
+
+    rows = []
+    cls = type(pipe.transformer)
+    forward = cls.forward
+
+    def counted(self, *a, **k):
+        x = k.get("hidden_states", a[0] if a else k.get("x"))
+        rows.append(len(x) if isinstance(x, list) else int(x.shape[0]))
+        return forward(self, *a, **k)
+
+    monkeypatch.setattr(cls, "forward", counted)
+    out = tmp_path / "run"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
+    assert main(args(tmp_path / name, out, tiny_clip, *flags, "--height", str(size), "--width", str(size),
+                     "--samples", "2", "--num-inference-steps", str(STEPS), "--timesteps", "0,500")) == 0
+    d = json.loads((out / "windows.json").read_text())
+    assert d["time_unit"] == "1000 sigma" and d["options"]["prompt"] == "a photo of a cat"
+    assert d["features"][0]["timesteps"] == [0, 500]
+    per_step = 1 if name == "flux2" else 2  # classifier-free guidance: two model rows per sample and step
+    assert d["nfe"] > 0 and d["nfe"] % per_step == 0
+    assert d["nfe"] == sum(rows) - 2 * STEPS * per_step  # the two base samples' trajectories are not restarts

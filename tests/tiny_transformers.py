@@ -158,12 +158,12 @@ def clip_tokenizer(folder, max_length=8):
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
 
 
-def clip_encoder(hidden, projection=None, vocab=60):
+def clip_encoder(hidden, projection=None, vocab=60, positions=8):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(0)
     cfg = CLIPTextConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=8, bos_token_id=0, eos_token_id=1,
+                         num_attention_heads=2, max_position_embeddings=positions, bos_token_id=0, eos_token_id=1,
                          pad_token_id=1, projection_dim=projection or hidden)
     return (CLIPTextModelWithProjection(cfg) if projection else CLIPTextModel(cfg)).eval()
 

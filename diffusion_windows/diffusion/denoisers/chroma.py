@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import Condition, per_sample
+from .common import Condition
 from .flow import PackedDenoiser, image_ids
 
 __all__ = ["ChromaDenoiser"]
@@ -29,22 +29,16 @@ class ChromaDenoiser(PackedDenoiser):
         """T5 conditioning (with masks) and classifier-free guidance for ``n`` samples."""
         self._check(given)
         g = given.get
-        scale = self._guidance(g("guidance_scale"), 5.0)
-        cfg = scale > 1
-        self._check_text(given, negatives=("negative_prompt_embeds",), guidance=scale if cfg else None)
-        device, dtype = self.device_dtype
+        scale, cfg = self._guided(given, 5.0)
+        device = self.device
         pe, ids, mask, ne, neg_ids, nmask = self._encode(
             prompt=g("prompt"), negative_prompt=g("negative_prompt"), device=device, num_images_per_prompt=1,
             prompt_embeds=g("prompt_embeds"), negative_prompt_embeds=g("negative_prompt_embeds"),
             prompt_attention_mask=g("prompt_attention_mask"),
             negative_prompt_attention_mask=g("negative_prompt_attention_mask"), do_classifier_free_guidance=cfg,
             max_sequence_length=g("max_sequence_length") or 512)
-        cond = {"encoder_hidden_states": per_sample(pe.to(device, dtype), n, "prompt_embeds"),
-                "attention_mask": per_sample(mask, n, "prompt_attention_mask")}
-        uncond = None
-        if cfg:
-            uncond = {"encoder_hidden_states": per_sample(ne.to(device, dtype), n, "negative_prompt_embeds"),
-                      "attention_mask": per_sample(nmask, n, "negative_prompt_attention_mask")}
+        cond, uncond = self._branches(n, (pe, mask), (ne, nmask) if cfg else None,
+                                      ("encoder_hidden_states", "attention_mask"))
         return Condition(cond, uncond, scale, {"txt_ids": ids}, {"txt_ids": neg_ids} if cfg else None,
                          order="cond_first")
 

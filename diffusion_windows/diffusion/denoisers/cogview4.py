@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from .common import Condition, TransformerDenoiser, per_sample
+from .common import Condition, TransformerDenoiser
 from .flow import two_calls
 
 __all__ = ["CogView4Denoiser"]
@@ -71,18 +71,12 @@ class CogView4Denoiser(TransformerDenoiser):
         """GLM conditioning and classifier-free guidance for ``n`` samples."""
         self._check(given)
         g = given.get
-        scale = self._guidance(g("guidance_scale"), 5.0)
-        cfg = scale > 1
-        self._check_text(given, negatives=("negative_prompt_embeds",), guidance=scale if cfg else None)
-        device, dtype = self.device_dtype
+        scale, cfg = self._guided(given, 5.0)
         pe, ne = self._encode(prompt=g("prompt"), negative_prompt=g("negative_prompt"), do_classifier_free_guidance=cfg,
                               num_images_per_prompt=1, prompt_embeds=g("prompt_embeds"),
-                              negative_prompt_embeds=g("negative_prompt_embeds"), device=device,
+                              negative_prompt_embeds=g("negative_prompt_embeds"), device=self.device,
                               max_sequence_length=g("max_sequence_length") or 1024)
-        cond = {"encoder_hidden_states": per_sample(pe.to(device, dtype), n, "prompt_embeds")}
-        uncond = None
-        if cfg:
-            uncond = {"encoder_hidden_states": per_sample(ne.to(device, dtype), n, "negative_prompt_embeds")}
+        cond, uncond = self._branches(n, (pe,), (ne,) if cfg else None)
         sizes = {"original_size": g("original_size"), "crops": tuple(g("crops_coords_top_left") or (0, 0))}
         return Condition(cond, uncond, scale, sizes, order="cond_first")
 

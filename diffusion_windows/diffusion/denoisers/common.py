@@ -189,10 +189,31 @@ class TransformerDenoiser(ModuleAdapter):
                               do_classifier_free_guidance=cfg, num_videos_per_prompt=1,
                               prompt_embeds=g("prompt_embeds"), negative_prompt_embeds=g("negative_prompt_embeds"),
                               max_sequence_length=g("max_sequence_length") or max_length, device=device)
-        cond = {"encoder_hidden_states": per_sample(pe.to(device, dtype), n, "prompt_embeds")}
-        if not cfg:
-            return cond, None
-        return cond, {"encoder_hidden_states": per_sample(ne.to(device, dtype), n, "negative_prompt_embeds")}
+        return self._branches(n, (pe,), (ne,) if cfg else None, device=device, dtype=dtype)
+
+    def _guided(self, given: dict, fallback: float, embeds=("prompt_embeds",),
+                negatives=("negative_prompt_embeds",)) -> tuple:
+        """``(scale, on)``: ``guidance_scale`` (else the pipeline's default, else ``fallback``) and
+        classifier-free guidance on above 1, after `_check_text` of ``embeds`` and ``negatives``."""
+        scale = self._guidance(given.get("guidance_scale"), fallback)
+        self._check_text(given, embeds, negatives, scale if scale > 1 else None)
+        return scale, scale > 1
+
+    def _branches(self, n: int, pos: tuple, neg: tuple | None, keys=("encoder_hidden_states",), device=None,
+                  dtype=None) -> tuple:
+        """``(cond, uncond)`` for ``n`` samples from ``encode_prompt``'s positive outputs ``pos``
+        (embeddings, then their mask) and negative ones ``neg`` (None: no guidance, ``uncond`` None),
+        under the model's keywords ``keys``; embeddings cast to the model's device and dtype, masks
+        kept; a batch error names the pipeline keyword (``negative_prompt_attention_mask``, ...)."""
+        if device is None:
+            device, dtype = self.device_dtype
+
+        def branch(tensors, prefix):
+            names = (prefix + "prompt_embeds", prefix + "prompt_attention_mask")
+            return {key: per_sample(v.to(device, dtype) if i == 0 else v, n, names[min(i, 1)])
+                    for i, (key, v) in enumerate(zip(keys, tensors))}
+
+        return branch(pos, ""), None if neg is None else branch(neg, "negative_")
 
     def _guidance(self, guidance_scale, fallback) -> float:
         g = pipeline_default(self.pipe, "guidance_scale", fallback) if guidance_scale is None else guidance_scale

@@ -9,7 +9,8 @@ that size. `PackedDenoiser` adds the 2x2 packing of ``FluxPipeline._pack_latents
 ``[N, C, H, W]`` outside; a scheduler step is elementwise, so stepping unpacked latents is
 stepping packed ones), the model timestep ``t / 1000`` (the flow sigma, in the latents' dtype)
 and guidance as two model calls combined on the packed outputs (`combine`: ``neg + s (pos - neg)``
-unless a family overrides it). A family is then `_model` (one call on packed latents) and
+unless a family overrides it, e.g. with `cfg_at_norm`). `shift` is ``calculate_shift`` with the
+scheduler's settings, for families whose ``mu`` comes from another length. A family is then `_model` (one call on packed latents) and
 `prepare` (its conditioning). Time unit everywhere: the scheduler's timestep ``1000 sigma``.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 
 from .common import TransformerDenoiser, calculate_shift, pipeline_default
 
-__all__ = ["ShiftedFlowDenoiser", "PackedDenoiser", "pack", "unpack", "image_ids", "true_cfg", "cfg", "two_calls"]
+__all__ = ["ShiftedFlowDenoiser", "PackedDenoiser", "pack", "unpack", "image_ids", "true_cfg", "cfg", "cfg_at_norm",
+           "two_calls"]
 
 
 def pack(x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +60,13 @@ def cfg(pos: torch.Tensor, neg: torch.Tensor, scale: float) -> torch.Tensor:
     return neg + scale * (pos - neg)
 
 
+def cfg_at_norm(pos: torch.Tensor, neg: torch.Tensor, scale: float) -> torch.Tensor:
+    """`cfg` rescaled to the norm of ``pos`` along the last axis (Qwen-Image's true CFG per token,
+    Lumina 2's ``cfg_normalization``)."""
+    out = cfg(pos, neg, scale)
+    return out * (torch.norm(pos, dim=-1, keepdim=True) / torch.norm(out, dim=-1, keepdim=True))
+
+
 def two_calls(call, cond, m: int, combine=cfg) -> torch.Tensor:
     """Guidance as the pipelines that make one model call per branch run it: ``call(branch, shared)`` on
     the first ``m`` rows of the positive branch and, with guidance, of the negative one, then
@@ -92,13 +101,16 @@ class ShiftedFlowDenoiser(TransformerDenoiser):
     def default_size(self) -> tuple:
         return self.latent_size()
 
-    def mu(self, hw, num_inference_steps=None) -> float:
-        """``calculate_shift`` of the sequence length ``(h/2)(w/2)`` with the scheduler's settings."""
-        h, w = hw if hw is not None else self.default_size()
+    def shift(self, seq_len: int) -> float:
+        """``calculate_shift`` of ``seq_len`` with the scheduler's settings (its defaults where it has none)."""
         cfg = self.pipe.scheduler.config
-        return calculate_shift((int(h) // 2) * (int(w) // 2), cfg.get("base_image_seq_len", 256),
-                               cfg.get("max_image_seq_len", 4096), cfg.get("base_shift", 0.5),
-                               cfg.get("max_shift", self.MAX_SHIFT))
+        return calculate_shift(int(seq_len), cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                               cfg.get("base_shift", 0.5), cfg.get("max_shift", self.MAX_SHIFT))
+
+    def mu(self, hw, num_inference_steps=None) -> float:
+        """`shift` of the sequence length ``(h/2)(w/2)``."""
+        h, w = hw if hw is not None else self.default_size()
+        return self.shift((int(h) // 2) * (int(w) // 2))
 
     def grid_kwargs(self, num_inference_steps: int, hw=None) -> dict:
         """``sigmas = linspace(1, 1/N, N)`` and ``mu`` from the sequence length (a scheduler with

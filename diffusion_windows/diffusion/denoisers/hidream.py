@@ -42,10 +42,8 @@ class HiDreamDenoiser(ShiftedFlowDenoiser):
         """T5, Llama-3 and pooled CLIP conditioning with classifier-free guidance for ``n`` samples."""
         self._check(given)
         g = given.get
-        scale = self._guidance(g("guidance_scale"), 5.0)
-        cfg = scale > 1
-        self._check_text(given, _EMBEDS, ("negative_prompt_embeds_t5", "negative_prompt_embeds_llama3",
-                                          "negative_pooled_prompt_embeds"), scale if cfg else None)
+        scale, cfg = self._guided(given, 5.0, _EMBEDS, ("negative_prompt_embeds_t5", "negative_prompt_embeds_llama3",
+                                                        "negative_pooled_prompt_embeds"))
         device, dtype = self.device_dtype
         kwargs = {k: v for k, v in given.items() if k != "guidance_scale"}
         kwargs.setdefault("max_sequence_length", 128)

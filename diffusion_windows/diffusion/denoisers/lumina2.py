@@ -14,10 +14,8 @@ sequence length, and so does the adapter, to run the grid the pipeline runs.
 """
 from __future__ import annotations
 
-import torch
-
-from .common import Condition, calculate_shift, per_sample, pipeline_default
-from .flow import ShiftedFlowDenoiser, cfg, two_calls
+from .common import Condition, pipeline_default
+from .flow import ShiftedFlowDenoiser, cfg, cfg_at_norm, two_calls
 
 __all__ = ["Lumina2Denoiser"]
 
@@ -31,11 +29,8 @@ class Lumina2Denoiser(ShiftedFlowDenoiser):
     PIPELINES = ("Lumina2Pipeline",)
 
     def mu(self, hw, num_inference_steps=None) -> float:
-        """As ``Lumina2Pipeline``: ``calculate_shift`` of ``latents.shape[1]``, the channel count."""
-        cfg = self.pipe.scheduler.config
-        return calculate_shift(self.latent_channels, cfg.get("base_image_seq_len", 256),
-                               cfg.get("max_image_seq_len", 4096), cfg.get("base_shift", 0.5),
-                               cfg.get("max_shift", self.MAX_SHIFT))
+        """As ``Lumina2Pipeline``: `shift` of ``latents.shape[1]``, the channel count."""
+        return self.shift(self.latent_channels)
 
     def prepare(self, n, hw=None, **given):
         """Gemma-2 conditioning and classifier-free guidance for ``n`` samples."""
@@ -44,22 +39,16 @@ class Lumina2Denoiser(ShiftedFlowDenoiser):
         ratio = g("cfg_trunc_ratio")
         if ratio is not None and float(ratio) < 1:
             raise ValueError(f"cfg_trunc_ratio={ratio}: restarts take only 1.0 (guidance at every step)")
-        scale = self._guidance(g("guidance_scale"), 4.0)
-        cfg = scale > 1
-        self._check_text(given, negatives=("negative_prompt_embeds",), guidance=scale if cfg else None)
-        device, dtype = self.device_dtype
+        scale, cfg = self._guided(given, 4.0)
+        device = self.device
         pe, mask, ne, nmask = self._encode(
             prompt=g("prompt"), do_classifier_free_guidance=cfg, negative_prompt=g("negative_prompt"),
             num_images_per_prompt=1, device=device, prompt_embeds=g("prompt_embeds"),
             negative_prompt_embeds=g("negative_prompt_embeds"), prompt_attention_mask=g("prompt_attention_mask"),
             negative_prompt_attention_mask=g("negative_prompt_attention_mask"), system_prompt=g("system_prompt"),
             max_sequence_length=g("max_sequence_length") or 256)
-        cond = {"encoder_hidden_states": per_sample(pe.to(device, dtype), n, "prompt_embeds"),
-                "encoder_attention_mask": per_sample(mask, n, "prompt_attention_mask")}
-        uncond = None
-        if cfg:
-            uncond = {"encoder_hidden_states": per_sample(ne.to(device, dtype), n, "negative_prompt_embeds"),
-                      "encoder_attention_mask": per_sample(nmask, n, "negative_prompt_attention_mask")}
+        cond, uncond = self._branches(n, (pe, mask), (ne, nmask) if cfg else None,
+                                      ("encoder_hidden_states", "encoder_attention_mask"))
         norm = g("cfg_normalization")
         norm = bool(pipeline_default(self.pipe, "cfg_normalization", True) if norm is None else norm)
         return Condition(cond, uncond, scale, {"cfg_normalization": norm}, order="cond_first")
@@ -70,13 +59,7 @@ class Lumina2Denoiser(ShiftedFlowDenoiser):
             raise ValueError("Lumina 2 needs a condition (a prompt or prompt_embeds)")
         m = inp.shape[0]
         timestep = 1 - self._timestep(t, m) / self.pipe.scheduler.config.num_train_timesteps
-
-        def combine(pos, neg, scale):  # with cfg_normalization: at the positive's norm along the last axis
-            out = cfg(pos, neg, scale)
-            if not cond.shared["cfg_normalization"]:
-                return out
-            return out * (torch.norm(pos, dim=-1, keepdim=True) / torch.norm(out, dim=-1, keepdim=True))
-
+        combine = cfg_at_norm if cond.shared["cfg_normalization"] else cfg
         call = lambda branch, _: self.module(hidden_states=inp, timestep=timestep, return_dict=False,  # noqa: E731
                                              **branch)[0]
         return -two_calls(call, cond, m, combine)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from .common import Condition, per_sample
-from .flow import PackedDenoiser, true_cfg
+from .flow import PackedDenoiser, cfg_at_norm, true_cfg
 
 __all__ = ["QwenImageDenoiser"]
 
@@ -68,8 +68,7 @@ class QwenImageDenoiser(PackedDenoiser):
 
     def combine(self, pos, neg, scale):
         """``QwenImagePipeline``'s true CFG: ``neg + s (pos - neg)`` at the norm of ``pos`` per token."""
-        comb = neg + scale * (pos - neg)
-        return comb * (torch.norm(pos, dim=-1, keepdim=True) / torch.norm(comb, dim=-1, keepdim=True))
+        return cfg_at_norm(pos, neg, scale)
 
     def _model(self, x, timestep, branch, shared, hw):
         shapes = [[(1, hw[0] // 2, hw[1] // 2)]] * x.shape[0]
