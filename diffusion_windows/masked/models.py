@@ -6,6 +6,9 @@
   ``model`` and ``tokenizer`` components, loaded here by the classes the index names (transformers
   ones; a model class transformers lacks is loaded by ``AutoModelForMaskedLM``), its scheduler with
   ``--scheduler pipeline``;
+- a diffusers ``DiffusionGemmaPipeline`` folder: loaded by `masked.gemma.load_gemma` and run by its own
+  scheduler (`masked.gemma.GemmaSampler`: uniform corruption, no mask token; the response rounded up to
+  whole canvases);
 - a transformers masked-LM folder (``config.json`` + tokenizer).
 
 `load_masked_lm` checks what the sampler needs: a mask token in the tokenizer, and attention in
@@ -18,7 +21,7 @@ import json
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from .resolve import DEFAULT_MASKED
+from .resolve import DEFAULT_MASKED, is_gemma
 
 __all__ = ["load_backend", "load_masked_lm", "check_bidirectional"]
 
@@ -117,9 +120,19 @@ def load_backend(o: dict):
         from . import default
 
         folder = default.model_folder()
-    model, tokenizer, scheduler = _load(folder or o["model"], o)
-    sampler = "ancestral"
-    if o.get("scheduler") == "pipeline":
+    mask_id, gen_length = None, o["max_new_tokens"]
+    if folder is None and is_gemma(o["model"]):
+        from .gemma import GemmaSampler, load_gemma, round_length
+
+        model, tokenizer, scheduler = _load(o["model"], o, load_gemma)
+        sampler = GemmaSampler.from_parts(model, scheduler, num_inference_steps=o.get("num_inference_steps"),
+                                          temperature=o["temperature"])
+        mask_id = tokenizer.pad_token_id or 0   # a placeholder: every base starts fully corrupted
+        gen_length, common["steps"] = round_length(model, gen_length), None
+    else:
+        model, tokenizer, scheduler = _load(folder or o["model"], o)
+        sampler = "ancestral"
+    if o.get("scheduler") == "pipeline" and sampler == "ancestral":
         from .schedulers import PipelineSampler
 
         sampler = PipelineSampler.from_parts(model, tokenizer, scheduler, folder or o["model"])
@@ -131,15 +144,15 @@ def load_backend(o: dict):
         prompts = ([Prompt(o["prompt"])] if o["prompt"] is not None
                    else [Prompt(p, r) for p, r in read_prompts(o["prompts"])])
         return MaskedBackend(model, tokenizer, prompts, outcome=o["outcome"], system=o["system"], name=o["model"],
-                             gen_length=o["max_new_tokens"], sampler=sampler, **common)
+                             gen_length=gen_length, sampler=sampler, mask_id=mask_id, **common)
     except ValueError as e:
         msg = str(e).splitlines()[0]
         raise ModelLoadError(msg if msg.startswith("--") else f"--model: {msg}") from e
 
 
-def _load(folder, o):
+def _load(folder, o, loader=None):
     try:
-        return load_masked_lm(folder, dtype=o["dtype"], device=o["device"])
+        return (loader or load_masked_lm)(folder, dtype=o["dtype"], device=o["device"])
     except ValueError as e:
         raise ModelLoadError(f"--model: {str(e).splitlines()[0]}") from e
 

@@ -113,7 +113,7 @@ class PipelineSampler:
                              "the LLaDA2Pipeline's BlockRefinementScheduler is")
         return cls(model, scheduler, options={"temperature": 1.0, **options})
 
-    def run(self, restarts, *, mask_id: int, eos_id=None) -> Sampled:
+    def run(self, restarts, *, mask_id: int, eos_id=None, batch_size=None) -> Sampled:
         device = next(self.model.parameters()).device
         out, rows, calls = [], [], 0
         for r in restarts:
