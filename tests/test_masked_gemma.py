@@ -96,12 +96,12 @@ def test_loop_reproduces_the_stock_pipeline(gemma, name, config, kwargs):
     from diffusion_windows.masked.gemma import gemma_loop
 
     gemma.scheduler = _scheduler(name, **config)
-    kw = {"num_inference_steps": 5, **kwargs}
+    kw = {"num_inference_steps": 4, **kwargs}
     prompt = _prompt(gemma)
     stock = [gemma(prompt=PROMPT, gen_length=12, generator=torch.Generator().manual_seed(s), output_type="seq", **kw)
-             .sequences[0] for s in (3, 4, 5)]
-    # one row at a time, and three rows batched (one generator each): both equal the stock pipeline
-    for rows in ([0], [1], [2], [0, 1, 2]):
+             .sequences[0] for s in (3, 4)]
+    # one row alone, and two rows batched (one generator each): both equal the stock pipeline
+    for rows in ([0], [0, 1]):
         gens = [torch.Generator().manual_seed(3 + r) for r in rows]
         mine, n_rows, calls = gemma_loop(gemma.model, gemma.scheduler, prompt.expand(len(rows), -1),
                                          torch.zeros((len(rows), 12), dtype=torch.long),
@@ -167,9 +167,10 @@ def test_pipeline_folder_runs_as_the_masked_kind(gemma_folder, gemma, tmp_path):
     assert again[0].labels == res[0].labels[1:] and again[1].labels == res[1].labels
 
 
-def test_gemma_folder_refuses_the_ancestral_sampler(gemma_folder, tmp_path):
+def test_gemma_folder_refuses_the_ancestral_sampler(gemma_folder, tmp_path, capsys):
     from diffusion_windows.sweep import main
 
     code = main(["--model", str(gemma_folder), "--prompt", PROMPT, "--scheduler", "ancestral", "--samples", "2",
                  "--out", str(tmp_path / "run")])
-    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "only its own scheduler ('pipeline')" in lines[0]
