@@ -165,6 +165,7 @@ def test_pipeline_folder_runs_as_the_masked_kind(gemma_folder, gemma, tmp_path):
     assert [r.times for r in res] == [(0.0, 0.5), (1.0,)] and res[0].labels[0] == (res[0].base_label,) * 2
     again = b.run({1: [1.0], 0: [0.5]}, restarts=2, seed=0, batch_size=1)
     assert again[0].labels == res[0].labels[1:] and again[1].labels == res[1].labels
+    b.probe(3)   # the memory probe runs the pipeline's loop (the model takes no masked-LM call)
 
 
 def test_gemma_folder_refuses_the_ancestral_sampler(gemma_folder, tmp_path, capsys):
@@ -174,3 +175,15 @@ def test_gemma_folder_refuses_the_ancestral_sampler(gemma_folder, tmp_path, caps
                  "--out", str(tmp_path / "run")])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "only its own scheduler ('pipeline')" in lines[0]
+
+
+def test_sweep_of_a_gemma_folder_records_the_uniform_process(gemma_folder, tmp_path):
+    from diffusion_windows.sweep import main
+
+    out = tmp_path / "run"
+    code = main(["--model", str(gemma_folder), "--prompt", PROMPT, "--samples", "2", "--restarts", "2",
+                 "--timesteps", "0,0.5,1", "--num-inference-steps", "4", "--max-new-tokens", "4", "--out", str(out)])
+    res = json.loads((out / "windows.json").read_text())
+    assert code == 0 and res["time_unit"] == "fraction corrupted"
+    assert res["sampler"]["forward_process"] == "uniform" and res["sampler"]["masked_theory"] is False
+    assert res["sampler"]["reverse_process"] is False   # BlockRefinement: confidence-ordered commits

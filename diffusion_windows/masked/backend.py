@@ -21,7 +21,9 @@ the prompt never) and runs the reverse process back to ``t = 0``.
 - `cost(t)`: forward rows of a restart from ``t``: the masked tokens (``steps`` None) or the
   steps below ``t`` that reveal one;
 - ``sampler``: ``"ancestral"`` (samples the reverse process: the theory's quantity) or a
-  diffusers pipeline's own commit rule (`masked.schedulers`), flagged in ``describe``;
+  diffusers pipeline's own loop (`masked.schedulers` for LLaDA2, `masked.gemma` for DiffusionGemma,
+  whose forward process is uniform corruption: time unit ``"fraction corrupted"``), flagged in
+  ``describe``; a sampler with ``snap`` and ``cost`` sets the grid and the cost model;
 - theory: exact for the story language of ``default-masked`` (`theory.story_mask`).
 
 Example::
@@ -203,6 +205,11 @@ class MaskedBackend(LanguageTheory):
         import torch
 
         device = next(self.model.parameters()).device
+        if self.sampler != "ancestral":   # a pipeline's own loop: one fully noised batch of the longest prompt
+            i = max(range(len(self.prompts)), key=lambda i: len(self.prompt_ids[i]) + self.gen_length(i))
+            self.reverse([Restart(self.prompt_ids[i], (self.mask_id,) * self.gen_length(i), 1.0, k)
+                          for k in range(int(batch_size))], batch_size=int(batch_size))
+            return
         n = max(len(self.prompt_ids[i]) + int(self._length(p.text)) for i, p in enumerate(self.prompts))
         ids = torch.full((int(batch_size), n), self.mask_id, dtype=torch.long, device=device)
         with torch.inference_mode():

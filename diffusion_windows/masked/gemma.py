@@ -32,60 +32,17 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .sampler import Sampled, reveal_schedule
 
-__all__ = ["gemma_loop", "GemmaSampler", "load_gemma", "MODEL_CLASS"]
+__all__ = ["gemma_loop", "GemmaSampler", "MODEL_CLASS", "round_length"]
 
 MODEL_CLASS = "DiffusionGemmaForBlockDiffusion"
-
-
-def load_gemma(path, *, dtype: str = "float32", device: str = "cpu"):
-    """``(model, tokenizer, scheduler)`` of a ``DiffusionGemmaPipeline`` folder (``model``, ``scheduler``,
-    ``processor`` components). ValueError (one line) when its model is not a ``DiffusionGemmaForBlockDiffusion``."""
-    import diffusers
-    import transformers
-    from transformers import AutoProcessor, AutoTokenizer
-
-    from ..text.lm import DTYPES
-    from .models import _quiet
-
-    path = Path(path)
-    index = json.loads((path / "model_index.json").read_text())
-    spec = index.get("model")
-    if not (isinstance(spec, (list, tuple)) and len(spec) == 2 and spec[1] == MODEL_CLASS):
-        raise ValueError(f"{path}: a DiffusionGemmaPipeline's model must be a {MODEL_CLASS}, not "
-                         f"{spec[1] if isinstance(spec, (list, tuple)) and len(spec) == 2 else spec!r}")
-    try:
-        model = _quiet(getattr(transformers, MODEL_CLASS).from_pretrained, path / "model", local_files_only=True,
-                       dtype=DTYPES[dtype])
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path / 'model'}: not a loadable {MODEL_CLASS} ({str(err).splitlines()[0][:160]})") \
-            from err
-    tok_dir = next((path / n for n in ("processor", "tokenizer") if (path / n).is_dir()), None)
-    if tok_dir is None:
-        raise ValueError(f"{path}: the pipeline has no processor or tokenizer folder")
-    try:
-        proc = _quiet(AutoProcessor.from_pretrained, tok_dir, local_files_only=True)
-    except (OSError, ValueError, TypeError, KeyError):
-        proc = None
-    try:
-        tokenizer = getattr(proc, "tokenizer", proc) or _quiet(AutoTokenizer.from_pretrained, tok_dir,
-                                                               local_files_only=True)
-    except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{tok_dir}: no tokenizer ({str(err).splitlines()[0][:160]})") from err
-    sched = index.get("scheduler")
-    scheduler = None
-    if isinstance(sched, (list, tuple)) and len(sched) == 2 and sched[1] and (path / "scheduler").is_dir():
-        scheduler = getattr(diffusers, sched[1]).from_pretrained(path / "scheduler")
-    return model.to(device).eval(), tokenizer, scheduler
 
 
 def _split(scheduler, steps: int) -> tuple:

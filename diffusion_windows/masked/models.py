@@ -2,11 +2,11 @@
 
 - ``"default-masked"``: the bundled story/addition model (`masked.default`), its prompts, outcome,
   features and the story language's exact theory under masking;
-- a diffusers ``LLaDA2Pipeline`` / ``DiffusionGemmaPipeline`` folder (``model_index.json``): its
+- a diffusers ``LLaDA2Pipeline`` folder (``model_index.json``): its
   ``model`` and ``tokenizer`` components, loaded here by the classes the index names (transformers
   ones; a model class transformers lacks is loaded by ``AutoModelForMaskedLM``), its scheduler with
   ``--scheduler pipeline``;
-- a diffusers ``DiffusionGemmaPipeline`` folder: loaded by `masked.gemma.load_gemma` and run by its own
+- a diffusers ``DiffusionGemmaPipeline`` folder: loaded by `load_gemma` and run by its own
   scheduler (`masked.gemma.GemmaSampler`: uniform corruption, no mask token; the response rounded up to
   whole canvases);
 - a transformers masked-LM folder (``config.json`` + tokenizer).
@@ -23,7 +23,7 @@ from pathlib import Path
 from ..errors import ModelLoadError
 from .resolve import DEFAULT_MASKED, is_gemma
 
-__all__ = ["load_backend", "load_masked_lm", "check_bidirectional"]
+__all__ = ["load_backend", "load_masked_lm", "load_gemma", "check_bidirectional"]
 
 
 def _quiet(fn, *a, **k):
@@ -87,6 +87,47 @@ def load_masked_lm(path, *, dtype: str = "float32", device: str = "cpu"):
     return model, tokenizer, scheduler
 
 
+def load_gemma(path, *, dtype: str = "float32", device: str = "cpu"):
+    """``(model, tokenizer, scheduler)`` of a ``DiffusionGemmaPipeline`` folder (``model``, ``scheduler``,
+    ``processor`` components). ValueError (one line) when its model is not a ``DiffusionGemmaForBlockDiffusion``."""
+    import diffusers
+    import transformers
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from ..text.lm import DTYPES
+    from .gemma import MODEL_CLASS
+
+    path = Path(path)
+    index = json.loads((path / "model_index.json").read_text())
+    spec = index.get("model")
+    if not (isinstance(spec, (list, tuple)) and len(spec) == 2 and spec[1] == MODEL_CLASS):
+        raise ValueError(f"{path}: a DiffusionGemmaPipeline's model must be a {MODEL_CLASS}, not "
+                         f"{spec[1] if isinstance(spec, (list, tuple)) and len(spec) == 2 else spec!r}")
+    try:
+        model = _quiet(getattr(transformers, MODEL_CLASS).from_pretrained, path / "model", local_files_only=True,
+                       dtype=DTYPES[dtype])
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path / 'model'}: not a loadable {MODEL_CLASS} ({str(err).splitlines()[0][:160]})") \
+            from err
+    tok_dir = next((path / n for n in ("processor", "tokenizer") if (path / n).is_dir()), None)
+    if tok_dir is None:
+        raise ValueError(f"{path}: the pipeline has no processor or tokenizer folder")
+    try:
+        proc = _quiet(AutoProcessor.from_pretrained, tok_dir, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError):
+        proc = None
+    try:
+        tokenizer = getattr(proc, "tokenizer", proc) or _quiet(AutoTokenizer.from_pretrained, tok_dir,
+                                                               local_files_only=True)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{tok_dir}: no tokenizer ({str(err).splitlines()[0][:160]})") from err
+    sched = index.get("scheduler")
+    scheduler = None
+    if isinstance(sched, (list, tuple)) and len(sched) == 2 and sched[1] and (path / "scheduler").is_dir():
+        scheduler = getattr(diffusers, sched[1]).from_pretrained(path / "scheduler")
+    return model.to(device).eval(), tokenizer, scheduler
+
+
 def check_bidirectional(model, tokenizer, *, name: str = "model"):
     """ValueError when the model's logits at the first position ignore the last token (a causal LM): the masked
     process reveals tokens anywhere, so the model must read both ways."""
@@ -122,7 +163,7 @@ def load_backend(o: dict):
         folder = default.model_folder()
     mask_id, gen_length = None, o["max_new_tokens"]
     if folder is None and is_gemma(o["model"]):
-        from .gemma import GemmaSampler, load_gemma, round_length
+        from .gemma import GemmaSampler, round_length
 
         model, tokenizer, scheduler = _load(o["model"], o, load_gemma)
         sampler = GemmaSampler.from_parts(model, scheduler, num_inference_steps=o.get("num_inference_steps"),
