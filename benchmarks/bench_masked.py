@@ -73,7 +73,8 @@ def main(argv=None):
     batched = sample(runs, args.batch_size)
     toolkit_s = time.perf_counter() - t0
     calls_loop = sum(x.calls for x in loop)
-    print(json.dumps({"sampler": args.sampler, "restarts": len(runs), "steps": steps, "baseline_s": round(baseline_s, 3),
+    print(json.dumps({"sampler": args.sampler, "restarts": len(runs), "steps": steps,
+                      "baseline_s": round(baseline_s, 3),
                       "toolkit_s": round(toolkit_s, 3), "speedup": round(baseline_s / toolkit_s, 2),
                       "calls_baseline": calls_loop, "calls_toolkit": batched.calls,
                       "calls_ratio": round(calls_loop / max(batched.calls, 1), 2),

@@ -124,9 +124,9 @@ def gemma_loop(model, scheduler, prompt_ids, response, corrupted, *, start: int,
                     more = model(decoder_input_ids=canvas, cache=cache, self_conditioning_logits=self_cond,
                                  decoder_attention_mask=mask_map, decoder_position_ids=positions).logits.clone()
                     calls += 1
-                    canvas = torch.cat([scheds[j].step_correct(model_output=more[j:j + 1], timestep=step,
-                                                               sample=canvas[j:j + 1], generator=generators[j]).prev_sample
-                                        if live[j] else canvas[j:j + 1] for j in range(batch)])
+                    canvas = torch.cat([scheds[j].step_correct(
+                        model_output=more[j:j + 1], timestep=step, sample=canvas[j:j + 1],
+                        generator=generators[j]).prev_sample if live[j] else canvas[j:j + 1] for j in range(batch)])
                     for j in range(batch):
                         rows[j] += int(live[j])
             if confidence_threshold is not None:
