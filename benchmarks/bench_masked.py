@@ -13,7 +13,12 @@ counts the restarts that agree). Prints one JSON object: seconds of each, the ``
 toolkit), model forward calls of each and their ratio, forward rows (the same for both: the model
 evaluations). Ratios are what to compare: absolute times drift on shared machines.
 
+With ``--sampler pipeline`` both ways run the folder's own ``LLaDA2Pipeline`` loop instead
+(`masked.schedulers.PipelineSampler`): one restart at a time, or all of them batched through
+`masked.schedulers.llada2_rows` (one model call per step, a generator per row).
+
     python benchmarks/bench_masked.py --bases 4 --restarts 8
+    python benchmarks/bench_masked.py --bases 4 --restarts 8 --sampler pipeline
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from diffusion_windows.masked.default import model_folder  # noqa: E402
 from diffusion_windows.masked.language import STORY_LENGTH  # noqa: E402
 from diffusion_windows.masked.models import load_masked_lm  # noqa: E402
 from diffusion_windows.masked.sampler import Restart, ancestral  # noqa: E402
+from diffusion_windows.masked.schedulers import PipelineSampler  # noqa: E402
 from diffusion_windows.text import lm, tasks  # noqa: E402
 
 
@@ -43,9 +49,10 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=16, help="ancestral steps (0: one token per step)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sampler", choices=("ancestral", "pipeline"), default="ancestral")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, tok, _ = load_masked_lm(model_folder())
+    model, tok, scheduler = load_masked_lm(model_folder())
     steps = args.steps or None
     prompt = tuple(lm.prompt_ids(tok, tasks.STORY_PROMPT))
     mask = tok.mask_token_id
@@ -54,14 +61,20 @@ def main(argv=None):
     times = [float(t) for t in args.times.split(",")]
     runs = [Restart(prompt, bases[b], t, unit_seed(0, "reverse", b, t, k))
             for b in range(args.bases) for t in times for k in range(args.restarts)]
+    sample = lambda rs, size: ancestral(model, rs, mask_id=mask, steps=steps, batch_size=size)  # noqa: E731
+    if args.sampler == "pipeline":
+        pipe = PipelineSampler.from_parts(model, tok, scheduler, model_folder(),
+                                          **({"num_inference_steps": steps} if steps else {}))
+        sample = lambda rs, size: pipe.run(rs, mask_id=mask, eos_id=tok.eos_token_id, batch_size=size)  # noqa: E731
     t0 = time.perf_counter()
-    loop = [ancestral(model, [r], mask_id=mask, steps=steps, batch_size=1) for r in runs]
+    loop = [sample([r], 1) for r in runs]
     baseline_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    batched = ancestral(model, runs, mask_id=mask, steps=steps, batch_size=args.batch_size)
+    batched = sample(runs, args.batch_size)
     toolkit_s = time.perf_counter() - t0
     calls_loop = sum(x.calls for x in loop)
-    print(json.dumps({"restarts": len(runs), "steps": steps, "baseline_s": round(baseline_s, 3),
+    print(json.dumps({"sampler": args.sampler, "restarts": len(runs), "steps": steps,
+                      "baseline_s": round(baseline_s, 3),
                       "toolkit_s": round(toolkit_s, 3), "speedup": round(baseline_s / toolkit_s, 2),
                       "calls_baseline": calls_loop, "calls_toolkit": batched.calls,
                       "calls_ratio": round(calls_loop / max(batched.calls, 1), 2),

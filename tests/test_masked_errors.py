@@ -53,7 +53,7 @@ CASES = [
     (["--model", "{nomask}", "--prompt", "tell a story :"], "has no mask token"),
     (["--model", "{causal}", "--prompt", "tell a story :"], "reads only earlier tokens"),
     (["--model", "{ok}", "--prompts", "{empty}"], "holds no prompt"),
-    (["--model", "{encdec}", "--prompt", "tell a story :"], "does not take token ids and return logits"),
+    (["--model", "{encdec}", "--prompt", "tell a story :"], "model must be a DiffusionGemmaForBlockDiffusion"),
     (["--model", "{ok}", "--prompt", "tell a story :", "--scheduler", "ddim"], "valid: ancestral, pipeline"),
     (["--model", "{ok}", "--prompt", "tell a story :", "--max-new-tokens", "200"], "exceed the model's 64 positions"),
     (["--model", "default-masked", "--prompt", "hi"], "has its own tasks"),

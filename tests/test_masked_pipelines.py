@@ -71,3 +71,33 @@ def test_pipeline_folder_is_the_masked_kind_and_runs_its_own_sampler(parts, tmp_
     assert all(len(row) == 2 for r in res for row in r.labels) and res[0].labels[0] == (res[0].base_label,) * 2
     again = b.run({1: [1.0]}, restarts=2, seed=0, batch_size=1)
     assert again[0].labels == res[1].labels and again[0].nfe == res[1].nfe > 0
+
+
+@pytest.mark.parametrize("kwargs", [dict(temperature=1.0),
+                                    dict(temperature=0.8, top_k=5, threshold=0.3, editing_threshold=0.2,
+                                         max_post_steps=2)])
+def test_batched_rows_equal_one_at_a_time(parts, kwargs):
+    """`llada2_rows` (one model call per step for all rows, a generator per row) gives each row the tokens
+    `llada2_loop` gives it alone, from fully and partially masked starts; from a fully masked one, the stock
+    pipeline's for one prompt."""
+    from diffusers import LLaDA2Pipeline
+
+    from diffusion_windows.masked.schedulers import llada2_loop, llada2_rows
+
+    model, tok, scheduler = parts
+    prompt = tok("tell a story :")["input_ids"]
+    m = tok.mask_token_id
+    starts = [[m] * 10, [7, m, m, 9, m, m, m, 11, m, m], [m, 5, 6, m, 8, 9, m, m, m, 12], [m] * 10]
+    x = torch.tensor([prompt + s for s in starts])
+    kw = {"gen_length": 10, "num_inference_steps": 4, "prompt_length": len(prompt), "mask_token_id": m,
+          "eos_token_id": tok.eos_token_id, **kwargs}
+    mine, rows, calls = llada2_rows(model, scheduler, x, generators=[torch.Generator().manual_seed(s) for s in
+                                                                    range(4)], **kw)
+    pipe = LLaDA2Pipeline(model=model, scheduler=scheduler, tokenizer=tok)
+    pipe.set_progress_bar_config(disable=True)
+    for j in range(4):
+        alone, n = llada2_loop(model, scheduler, x[j:j + 1], generator=torch.Generator().manual_seed(j), **kw)
+        assert torch.equal(mine[j], alone[0]) and rows[j] == n
+    stock = pipe(input_ids=torch.tensor([prompt]), generator=torch.Generator().manual_seed(3), output_type="seq",
+                 **{k: v for k, v in kw.items() if k not in ("prompt_length", "mask_token_id")}).sequences
+    assert torch.equal(mine[3], stock[0]) and max(rows) <= calls < sum(rows)   # calls shared, per block

@@ -21,7 +21,9 @@ the prompt never) and runs the reverse process back to ``t = 0``.
 - `cost(t)`: forward rows of a restart from ``t``: the masked tokens (``steps`` None) or the
   steps below ``t`` that reveal one;
 - ``sampler``: ``"ancestral"`` (samples the reverse process: the theory's quantity) or a
-  diffusers pipeline's own commit rule (`masked.schedulers`), flagged in ``describe``;
+  diffusers pipeline's own loop (`masked.schedulers` for LLaDA2, `masked.gemma` for DiffusionGemma,
+  whose forward process is uniform corruption: time unit ``"fraction corrupted"``), flagged in
+  ``describe``; a sampler with ``snap`` and ``cost`` sets the grid and the cost model;
 - theory: exact for the story language of ``default-masked`` (`theory.story_mask`).
 
 Example::
@@ -70,7 +72,8 @@ class MaskedBackend(LanguageTheory):
         self.steps = None if steps is None else int(steps)
         self.temperature, self.top_p, self.system, self.story = float(temperature), float(top_p), system, theory
         self.sampler = sampler
-        self.grid = tuple(sorted({float(t) for t in grid}))
+        self.time_unit = getattr(sampler, "time_unit", self.time_unit)
+        self.grid = tuple(self.snap(grid))
         self.outcome = make_outcome(outcome)
         self._length = gen_length if callable(gen_length) else (lambda prompt, n=int(gen_length): n)
         self.prompt_ids = [tuple(lm.prompt_ids(tokenizer, p.text, system=system)) for p in self.prompts]
@@ -108,7 +111,7 @@ class MaskedBackend(LanguageTheory):
         if self.sampler == "ancestral":
             return ancestral(self.model, restarts, mask_id=self.mask_id, steps=self.steps,
                              temperature=self.temperature, top_p=self.top_p, batch_size=batch_size)
-        return self.sampler.run(restarts, mask_id=self.mask_id, eos_id=self.eos_id)
+        return self.sampler.run(restarts, mask_id=self.mask_id, eos_id=self.eos_id, batch_size=batch_size)
 
     def content(self, response) -> list:
         """A response's tokens up to and without its first end-of-sequence token."""
@@ -134,9 +137,13 @@ class MaskedBackend(LanguageTheory):
 
     # ------------------------------------------------------------------ time and cost
     def snap(self, times) -> list:
-        return sorted({float(t) for t in times})
+        """Times as given, or the sampler's grid times nearest them (a sampler with a ``snap``)."""
+        snap = getattr(self.sampler, "snap", None)
+        return snap(times) if snap is not None else sorted({float(t) for t in times})
 
     def cost(self, time: float) -> int:
+        if hasattr(self.sampler, "cost"):
+            return self.sampler.cost(time, self.mean_length)
         masked = float(time) * self.mean_length
         if self.steps is not None:
             masked = min(masked, math.ceil(float(time) * self.steps))
@@ -198,6 +205,11 @@ class MaskedBackend(LanguageTheory):
         import torch
 
         device = next(self.model.parameters()).device
+        if self.sampler != "ancestral":   # a pipeline's own loop: one fully noised batch of the longest prompt
+            i = max(range(len(self.prompts)), key=lambda i: len(self.prompt_ids[i]) + self.gen_length(i))
+            self.reverse([Restart(self.prompt_ids[i], (self.mask_id,) * self.gen_length(i), 1.0, k)
+                          for k in range(int(batch_size))], batch_size=int(batch_size))
+            return
         n = max(len(self.prompt_ids[i]) + int(self._length(p.text)) for i, p in enumerate(self.prompts))
         ids = torch.full((int(batch_size), n), self.mask_id, dtype=torch.long, device=device)
         with torch.inference_mode():

@@ -2,10 +2,13 @@
 
 - ``"default-masked"``: the bundled story/addition model (`masked.default`), its prompts, outcome,
   features and the story language's exact theory under masking;
-- a diffusers ``LLaDA2Pipeline`` / ``DiffusionGemmaPipeline`` folder (``model_index.json``): its
+- a diffusers ``LLaDA2Pipeline`` folder (``model_index.json``): its
   ``model`` and ``tokenizer`` components, loaded here by the classes the index names (transformers
   ones; a model class transformers lacks is loaded by ``AutoModelForMaskedLM``), its scheduler with
   ``--scheduler pipeline``;
+- a diffusers ``DiffusionGemmaPipeline`` folder: loaded by `load_gemma` and run by its own
+  scheduler (`masked.gemma.GemmaSampler`: uniform corruption, no mask token; the response rounded up to
+  whole canvases);
 - a transformers masked-LM folder (``config.json`` + tokenizer).
 
 `load_masked_lm` checks what the sampler needs: a mask token in the tokenizer, and attention in
@@ -18,9 +21,9 @@ import json
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from .resolve import DEFAULT_MASKED
+from .resolve import DEFAULT_MASKED, is_gemma
 
-__all__ = ["load_backend", "load_masked_lm", "check_bidirectional"]
+__all__ = ["load_backend", "load_masked_lm", "load_gemma", "check_bidirectional"]
 
 
 def _quiet(fn, *a, **k):
@@ -84,6 +87,47 @@ def load_masked_lm(path, *, dtype: str = "float32", device: str = "cpu"):
     return model, tokenizer, scheduler
 
 
+def load_gemma(path, *, dtype: str = "float32", device: str = "cpu"):
+    """``(model, tokenizer, scheduler)`` of a ``DiffusionGemmaPipeline`` folder (``model``, ``scheduler``,
+    ``processor`` components). ValueError (one line) when its model is not a ``DiffusionGemmaForBlockDiffusion``."""
+    import diffusers
+    import transformers
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from ..text.lm import DTYPES
+    from .gemma import MODEL_CLASS
+
+    path = Path(path)
+    index = json.loads((path / "model_index.json").read_text())
+    spec = index.get("model")
+    if not (isinstance(spec, (list, tuple)) and len(spec) == 2 and spec[1] == MODEL_CLASS):
+        raise ValueError(f"{path}: a DiffusionGemmaPipeline's model must be a {MODEL_CLASS}, not "
+                         f"{spec[1] if isinstance(spec, (list, tuple)) and len(spec) == 2 else spec!r}")
+    try:
+        model = _quiet(getattr(transformers, MODEL_CLASS).from_pretrained, path / "model", local_files_only=True,
+                       dtype=DTYPES[dtype])
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path / 'model'}: not a loadable {MODEL_CLASS} ({str(err).splitlines()[0][:160]})") \
+            from err
+    tok_dir = next((path / n for n in ("processor", "tokenizer") if (path / n).is_dir()), None)
+    if tok_dir is None:
+        raise ValueError(f"{path}: the pipeline has no processor or tokenizer folder")
+    try:
+        proc = _quiet(AutoProcessor.from_pretrained, tok_dir, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError):
+        proc = None
+    try:
+        tokenizer = getattr(proc, "tokenizer", proc) or _quiet(AutoTokenizer.from_pretrained, tok_dir,
+                                                               local_files_only=True)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{tok_dir}: no tokenizer ({str(err).splitlines()[0][:160]})") from err
+    sched = index.get("scheduler")
+    scheduler = None
+    if isinstance(sched, (list, tuple)) and len(sched) == 2 and sched[1] and (path / "scheduler").is_dir():
+        scheduler = getattr(diffusers, sched[1]).from_pretrained(path / "scheduler")
+    return model.to(device).eval(), tokenizer, scheduler
+
+
 def check_bidirectional(model, tokenizer, *, name: str = "model"):
     """ValueError when the model's logits at the first position ignore the last token (a causal LM): the masked
     process reveals tokens anywhere, so the model must read both ways."""
@@ -117,9 +161,19 @@ def load_backend(o: dict):
         from . import default
 
         folder = default.model_folder()
-    model, tokenizer, scheduler = _load(folder or o["model"], o)
-    sampler = "ancestral"
-    if o.get("scheduler") == "pipeline":
+    mask_id, gen_length = None, o["max_new_tokens"]
+    if folder is None and is_gemma(o["model"]):
+        from .gemma import GemmaSampler, round_length
+
+        model, tokenizer, scheduler = _load(o["model"], o, load_gemma)
+        sampler = GemmaSampler.from_parts(model, scheduler, num_inference_steps=o.get("num_inference_steps"),
+                                          temperature=o["temperature"])
+        mask_id = tokenizer.pad_token_id or 0   # a placeholder: every base starts fully corrupted
+        gen_length, common["steps"] = round_length(model, gen_length), None
+    else:
+        model, tokenizer, scheduler = _load(folder or o["model"], o)
+        sampler = "ancestral"
+    if o.get("scheduler") == "pipeline" and sampler == "ancestral":
         from .schedulers import PipelineSampler
 
         sampler = PipelineSampler.from_parts(model, tokenizer, scheduler, folder or o["model"])
@@ -131,15 +185,15 @@ def load_backend(o: dict):
         prompts = ([Prompt(o["prompt"])] if o["prompt"] is not None
                    else [Prompt(p, r) for p, r in read_prompts(o["prompts"])])
         return MaskedBackend(model, tokenizer, prompts, outcome=o["outcome"], system=o["system"], name=o["model"],
-                             gen_length=o["max_new_tokens"], sampler=sampler, **common)
+                             gen_length=gen_length, sampler=sampler, mask_id=mask_id, **common)
     except ValueError as e:
         msg = str(e).splitlines()[0]
         raise ModelLoadError(msg if msg.startswith("--") else f"--model: {msg}") from e
 
 
-def _load(folder, o):
+def _load(folder, o, loader=None):
     try:
-        return load_masked_lm(folder, dtype=o["dtype"], device=o["device"])
+        return (loader or load_masked_lm)(folder, dtype=o["dtype"], device=o["device"])
     except ValueError as e:
         raise ModelLoadError(f"--model: {str(e).splitlines()[0]}") from e
 

@@ -17,7 +17,7 @@ from ..errors import OptionError
 from ..text.resolve import check_prompts, parse_fractions
 
 __all__ = ["BUILTINS", "MODELS", "NOUN", "ABOUT", "OPTIONS", "DEFAULTS", "BUILTIN_DEFAULTS", "claims", "resolve",
-           "fingerprints", "PIPELINES", "SAMPLERS"]
+           "fingerprints", "PIPELINES", "SAMPLERS", "is_gemma"]
 
 DEFAULT_MASKED = "default-masked"     # the bundled story/addition masked-diffusion model (masked.default)
 BUILTINS = (DEFAULT_MASKED,)
@@ -32,8 +32,9 @@ BUILTIN_DEFAULTS = {DEFAULT_MASKED: {"samples": 40, "restarts": 8, "timesteps": 
 PIPELINES = ("LLaDA2Pipeline", "DiffusionGemmaPipeline")
 # --scheduler: the ancestral sampler of the masked process, or the pipeline folder's own commit rule
 SAMPLERS = {"ancestral": "samples the reverse process (the theory's quantity)",
-            "pipeline": "the pipeline's own scheduler (confidence-ordered commits: not a sampler of the reverse "
-                        "process, flagged in windows.json)"}
+            "pipeline": "the pipeline's own scheduler (LLaDA2: confidence-ordered commits; DiffusionGemma: "
+                        "BlockRefinement, DiscreteDDIM or EntropyBound on random-token corruption), flagged in "
+                        "windows.json when it is not a sampler of the reverse process"}
 
 
 def _json(path: Path):
@@ -56,9 +57,20 @@ def claims(model: str) -> bool:
     return isinstance(cfg, dict) and any(str(a).endswith("ForMaskedLM") for a in cfg.get("architectures") or ())
 
 
+def is_gemma(model) -> bool:
+    """A ``DiffusionGemmaPipeline`` folder (uniform corruption, no mask token: only its own scheduler runs it)."""
+    index = Path(model) / "model_index.json"
+    return index.is_file() and (_json(index) or {}).get("_class_name") == "DiffusionGemmaPipeline"
+
+
 def resolve(o: dict, given: set):
     """Fill and check, in place, the options of a masked-diffusion model (``given``: the names set by the user)."""
     o["timesteps"] = parse_fractions(o["timesteps"])
+    if o["model"] not in BUILTINS and is_gemma(o["model"]):
+        if "scheduler" in given and o["scheduler"] != "pipeline":
+            raise OptionError(f"--scheduler: {o['scheduler']!r}: a DiffusionGemmaPipeline corrupts with random tokens "
+                              "(no mask token); only its own scheduler ('pipeline') runs it")
+        o["scheduler"] = "pipeline"
     if o["protocol"] != "noise":
         raise OptionError(f"--protocol: {o['protocol']!r}: a masked-diffusion model restarts from re-masked responses")
     if o["scheduler"] not in SAMPLERS:

@@ -28,7 +28,8 @@ _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fon
 _X_LABEL = "training timestep  (generation runs left \u2192 right)"
 _UNIT_LABELS = {"timestep": "training timestep", "1000 sigma": "1000 \u03c3  (flow-matching noise level)",
                 "fraction removed": "fraction of the response removed",
-                "fraction masked": "fraction of the response masked"}
+                "fraction masked": "fraction of the response masked",
+                "fraction corrupted": "fraction of the response replaced by random tokens"}
 
 
 def x_label(time_unit) -> str:
