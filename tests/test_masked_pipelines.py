@@ -71,6 +71,9 @@ def test_pipeline_folder_is_the_masked_kind_and_runs_its_own_sampler(parts, tmp_
     assert all(len(row) == 2 for r in res for row in r.labels) and res[0].labels[0] == (res[0].base_label,) * 2
     again = b.run({1: [1.0]}, restarts=2, seed=0, batch_size=1)
     assert again[0].labels == res[1].labels and again[0].nfe == res[1].nfe > 0
+    few = load_backend({**o, "num_inference_steps": 2, "temperature": 0.5})   # the CLI's flags reach the loop
+    assert few.describe()["num_inference_steps"] == 2 and few.describe()["temperature"] == 0.5
+    assert 0 < few.run({1: [1.0]}, restarts=2, seed=0, batch_size=4)[0].nfe < res[1].nfe
 
 
 @pytest.mark.parametrize("kwargs", [dict(temperature=1.0),

@@ -176,7 +176,9 @@ def load_backend(o: dict):
     if o.get("scheduler") == "pipeline" and sampler == "ancestral":
         from .schedulers import PipelineSampler
 
-        sampler = PipelineSampler.from_parts(model, tokenizer, scheduler, folder or o["model"])
+        steps = {} if o.get("num_inference_steps") is None else {"num_inference_steps": int(o["num_inference_steps"])}
+        sampler = PipelineSampler.from_parts(model, tokenizer, scheduler, folder or o["model"],
+                                             temperature=o["temperature"], **steps)
     try:
         if o["model"] == DEFAULT_MASKED:
             return MaskedBackend(model, tokenizer, default.prompts(o["samples"], o["seed"]), outcome=default.OUTCOME,
