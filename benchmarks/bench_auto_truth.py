@@ -38,6 +38,7 @@ def main(argv=None):
     p.add_argument("--edge-precision", type=float, default=None, help="default: one step of --grid")
     p.add_argument("--auto", default="grid", choices=("grid", "auto"), help="auto:GRID, or plain auto")
     p.add_argument("--miss", type=float, default=None, help="the policy's miss chance (default: its own)")
+    p.add_argument("--designs", default="uniform,auto", help="which runs to make (uniform, auto or both)")
     p.add_argument("--rows", default=None, help="also write every scored (design, seed, record, side) row here, JSON lines")
     p.add_argument("--package", default=str(Path(__file__).resolve().parent.parent), help="checkout to import")
     a = p.parse_args(argv)
@@ -63,6 +64,7 @@ def main(argv=None):
         nfe = defaultdict(int)
         for seed in seeds_of(a.seeds):
             runs = {"uniform": a.grid, "auto": f"auto:{a.grid}" if a.auto == "grid" else "auto"}
+            runs = {k: v for k, v in runs.items() if k in a.designs.split(",")}
             for name, spec in runs.items():
                 more = {**extra, **({"edge_precision": precision} if name == "auto" else {})}
                 backend, engine, records = run(model, samples=a.samples, restarts=a.restarts, timesteps=spec,
@@ -96,7 +98,7 @@ def main(argv=None):
                "coverage": {f"{k[0]}_{k[1]}": round(float(np.mean(v)), 4) for k, v in sorted(cover.items())},
                "coverage_by_kind": {"_".join(k): round(float(np.mean(v)), 4) for k, v in sorted(by_kind.items())},
                "median_width_steps": {"_".join(k): float(np.median(v)) for k, v in sorted(width.items())},
-               "nfe": dict(nfe), "nfe_ratio": round(nfe["uniform"] / max(nfe["auto"], 1), 3)}
+               "nfe": dict(nfe), "nfe_ratio": round(nfe["uniform"] / nfe["auto"], 3) if nfe["uniform"] and nfe["auto"] else None}
         print(json.dumps(out), flush=True)
 
 
