@@ -6,7 +6,8 @@ For each model and seed: a uniform run on ``--grid`` and an auto run on the same
 same edge rule with the exact floor (`bench_calibration.exact_truth`); coverage of the 95% intervals
 as `bench_calibration.score` counts it. Prints one JSON object per model: ``within_one``
 (``uniform``, ``auto``: share of true edges the run's edge lies within one grid step of),
-``within_two``, ``exact``, ``coverage`` (by side), ``nfe_ratio`` (uniform / auto, summed over seeds).
+``within_two``, ``exact``, ``coverage`` (by side; ``coverage_by_kind``: by design, kind of record and side),
+``median_width_steps`` (of the intervals, by design, kind and side), ``nfe_ratio`` (uniform / auto, summed over seeds).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_auto_truth.py --models gaussian-mixture-flow \\
         --grid 0:1000:20 --steps 50 --seeds 100-119 --samples 60 --restarts 8
@@ -37,6 +38,8 @@ def main(argv=None):
     p.add_argument("--edge-precision", type=float, default=None, help="default: one step of --grid")
     p.add_argument("--auto", default="grid", choices=("grid", "auto"), help="auto:GRID, or plain auto")
     p.add_argument("--miss", type=float, default=None, help="the policy's miss chance (default: its own)")
+    p.add_argument("--designs", default="uniform,auto", help="which runs to make (uniform, auto or both)")
+    p.add_argument("--rows", default=None, help="also write every scored (design, seed, record, side) row here, JSON lines")
     p.add_argument("--package", default=str(Path(__file__).resolve().parent.parent), help="checkout to import")
     a = p.parse_args(argv)
     sys.path.insert(0, a.package)
@@ -56,9 +59,12 @@ def main(argv=None):
     for model in a.models.split(","):
         hits = defaultdict(list)
         cover = defaultdict(list)
+        by_kind = defaultdict(list)
+        width = defaultdict(list)
         nfe = defaultdict(int)
         for seed in seeds_of(a.seeds):
             runs = {"uniform": a.grid, "auto": f"auto:{a.grid}" if a.auto == "grid" else "auto"}
+            runs = {k: v for k, v in runs.items() if k in a.designs.split(",")}
             for name, spec in runs.items():
                 more = {**extra, **({"edge_precision": precision} if name == "auto" else {})}
                 backend, engine, records = run(model, samples=a.samples, restarts=a.restarts, timesteps=spec,
@@ -76,6 +82,12 @@ def main(argv=None):
                     err = r.get("error_steps")
                     hits[name].append(np.inf if err is None else abs(err))
                     cover[(name, r["side"])].append(r["covered"])
+                    by_kind[(name, r["kind"], r["side"])].append(r["covered"])
+                    if r["width_steps"] is not None:
+                        width[(name, r["kind"], r["side"])].append(r["width_steps"])
+                    if a.rows:
+                        with open(a.rows, "a") as f:
+                            f.write(json.dumps({"model": model, "design": name, "seed": seed, **r}) + "\n")
                 nfe[name] += int(engine.nfe())
             print(f"[{model}] seed {seed}: nfe {nfe['uniform']} / {nfe['auto']}", file=sys.stderr, flush=True)
         out = {"model": model, "grid": a.grid, "steps": a.steps, "samples": a.samples, "restarts": a.restarts,
@@ -84,7 +96,9 @@ def main(argv=None):
                "within_two": {k: round(float(np.mean(np.asarray(v) <= 2 + 1e-9)), 4) for k, v in hits.items()},
                "exact": {k: round(float(np.mean(np.asarray(v) == 0)), 4) for k, v in hits.items()},
                "coverage": {f"{k[0]}_{k[1]}": round(float(np.mean(v)), 4) for k, v in sorted(cover.items())},
-               "nfe": dict(nfe), "nfe_ratio": round(nfe["uniform"] / max(nfe["auto"], 1), 3)}
+               "coverage_by_kind": {"_".join(k): round(float(np.mean(v)), 4) for k, v in sorted(by_kind.items())},
+               "median_width_steps": {"_".join(k): float(np.median(v)) for k, v in sorted(width.items())},
+               "nfe": dict(nfe), "nfe_ratio": round(nfe["uniform"] / nfe["auto"], 3) if nfe["uniform"] and nfe["auto"] else None}
         print(json.dumps(out), flush=True)
 
 

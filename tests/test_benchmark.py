@@ -127,3 +127,28 @@ def test_calibration_benchmark_scores_every_edge_against_the_exact_curve():
         assert scored[side]["n"] == 2 * len(truth)          # each record's edge on each seed
         assert 0.0 <= scored[side]["coverage"] <= 1.0
         assert scored[side]["median_width_steps"] >= 0
+
+
+def test_auto_truth_benchmark_counts_coverage_by_kind_from_its_own_rows(tmp_path):
+    """bench_auto_truth's per-kind coverage and widths are the means and medians of the rows it writes
+    (--rows): one row per design, record and side on every seed, scored against the ideal curve."""
+    rows_file = tmp_path / "rows.jsonl"
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_auto_truth.py"), "--models",
+                          "gaussian-mixture", "--seeds", "0-1", "--samples", "30", "--restarts", "2", "--grid",
+                          "0:1000:100", "--rows", str(rows_file)], capture_output=True, text=True, check=True,
+                         cwd=ROOT, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    assert {r["design"] for r in rows} == {"uniform", "auto"} and {r["seed"] for r in rows} == {0, 1}
+    assert all(r["covered"] is not None for r in rows)
+    groups = {}
+    for r in rows:
+        groups.setdefault(f"{r['design']}_{r['kind']}_{r['side']}", []).append(r)
+    assert set(summary["coverage_by_kind"]) == set(groups)
+    for name, rs in groups.items():
+        assert summary["coverage_by_kind"][name] == round(sum(r["covered"] for r in rs) / len(rs), 4)
+        widths = sorted(r["width_steps"] for r in rs if r["width_steps"] is not None)
+        if widths:
+            assert summary["median_width_steps"][name] == pytest.approx(float(__import__("numpy").median(widths)))
+    for design in ("uniform", "auto"):
+        assert summary["edges"][design] == sum(len(rs) for n, rs in groups.items() if n.startswith(design))
