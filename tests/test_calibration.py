@@ -156,6 +156,27 @@ def test_auto_interval_spans_the_unmeasured_grid_timesteps_of_its_gap():
     assert edge_summary(np.full(50, 3), grid, 0.95, side="end", grid=grid)[0] == (150.0, 150.0)
 
 
+def test_end_draws_that_cross_at_no_measured_timestep_lie_past_the_last_one_and_are_not_dropped():
+    """An end draw without a crossing (its redrawn floor low, its curve high) lies past the last measured
+    timestep: more than (1 - confidence) / 2 of them carry the interval's upper end to the grid's top
+    (from the first grid timestep past the last measured one); fewer leave it where the crossing draws put it."""
+    grid = np.arange(0.0, 1000.0, 50.0)
+    measured = np.array([0.0, 100.0, 300.0, 400.0, 550.0])
+    draws = np.array([3] * 90 + [-1] * 10)  # 10% of draws cross nowhere measured
+    (lo, hi), none = edge_summary(draws, measured, 0.95, side="end", grid=grid)
+    assert none == pytest.approx(0.1) and lo == 350.0 and hi == 950.0
+    # every draw crossing nowhere measured: no interval, as before
+    assert edge_summary(np.full(50, -1), measured, 0.95, side="end", grid=grid)[0] is None
+    # 1% without a crossing: inside the 2.5% tail, the interval stays at the crossing draws' 400
+    draws = np.array([3] * 99 + [-1])
+    assert edge_summary(draws, measured, 0.95, side="end", grid=grid)[0] == (350.0, 400.0)
+    # a fully measured grid: at or past its top
+    draws = np.array([3] * 90 + [-1] * 10)
+    assert edge_summary(draws, grid, 0.95, side="end")[0] == (150.0, 950.0)
+    # a start without a crossing (no window in that draw) is left out, as before
+    assert edge_summary(np.array([1] * 90 + [-1] * 10), measured, 0.95, side="start", grid=grid)[0] == (100.0, 250.0)
+
+
 def test_auto_estimate_covers_the_full_grid_edge_of_a_known_curve():
     grid = np.arange(0.0, 1000.0, 50.0)
     measured = grid[[0, 2, 4, 6, 8, 11, 14, 19]]          # a partly measured grid

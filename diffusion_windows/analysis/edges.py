@@ -31,7 +31,12 @@ grid. On a partly measured grid (``--timesteps auto``: ``timesteps`` a subset of
 draw's crossing at a measured timestep may lie, on the full grid, anywhere in the unmeasured
 stretch before it (end) or after it (start): each draw then counts from the first grid
 timestep past the previous measured one (end), or up to the last grid timestep before the
-next measured one (start), and the interval spans those.
+next measured one (start), and the interval spans those. An end draw that crosses at no measured
+timestep (its floor redrawn low, or its curve high) is not dropped: its end lies past the last
+measured timestep, so it counts from the first grid timestep past that one up to the grid's top
+(at the top on a fully measured grid); dropping such draws would cut the interval's upper end
+exactly where the data are thinnest. The start's None draws (no run above ``1 - delta`` from the
+smallest timestep: no window in that draw) are left out, as before.
 """
 
 from __future__ import annotations
@@ -101,6 +106,10 @@ def edge_summary(edges_idx: np.ndarray, timesteps: np.ndarray, confidence: float
     lo_t = hi_t = timesteps[edges_idx[ok]]
     if grid is not None:
         lo_t, hi_t = _gap_spans(edges_idx[ok], timesteps, side, np.asarray(grid, dtype=np.float64), measured)
+    if side == "end" and not ok.all():  # draws crossing at no measured timestep: past the last one
+        lo_n, hi_n = _past_measured(timesteps, grid, measured)
+        lo_t = np.concatenate([lo_t, np.full(int((~ok).sum()), lo_n)])
+        hi_t = np.concatenate([hi_t, np.full(int((~ok).sum()), hi_n)])
     a = (1.0 - confidence) / 2.0
     lo = float(np.quantile(lo_t, a, method="lower"))
     hi = float(np.quantile(hi_t, 1.0 - a, method="higher"))
@@ -108,6 +117,18 @@ def edge_summary(edges_idx: np.ndarray, timesteps: np.ndarray, confidence: float
 
 
 _edge_summary = edge_summary
+
+
+def _past_measured(timesteps, grid, measured):
+    """Where an end that crosses at no measured timestep may lie: from the first grid timestep past the
+    last measured one to the grid's top (on a fully measured grid both are its top: at or past it)."""
+    have = np.ones(timesteps.size, dtype=bool) if measured is None else np.asarray(measured, dtype=bool)
+    last = timesteps[have][-1] if have.any() else timesteps[-1]
+    if grid is None:
+        return last, last
+    grid = np.asarray(grid, dtype=np.float64)
+    past = grid[grid > last]
+    return (past[0], grid[-1]) if past.size else (last, last)
 
 
 def _gap_spans(idx, timesteps, side, grid, measured):
