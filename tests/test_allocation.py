@@ -232,10 +232,11 @@ def known_edges(backend, n_base):
 
 
 def test_auto_finds_the_known_edges_within_one_grid_step_as_often_as_the_uniform_grid():
-    """On known curves, over 8 seeds: auto's edges lie within one grid step of the true full-grid edge in at
-    least 85% of cases and at most three fewer than the uniform grid's, for at most a tenth of its evaluations."""
+    """On known curves, over 16 seeds: auto's edges lie within one grid step of the true full-grid edge in at
+    least 85% of cases and at most three fewer per 32 edges than the uniform grid's, for at most a tenth of
+    its evaluations."""
     hits, nfe = {"auto": [], "uniform": []}, {"auto": 0, "uniform": 0}
-    for seed in range(8):
+    for seed in range(16):
         backend = logistic_backend()
         truth = known_edges(backend, 40)
         for name, spec in (("auto", "auto"), ("uniform", list(GRID))):
@@ -244,8 +245,8 @@ def test_auto_finds_the_known_edges_within_one_grid_step_as_often_as_the_uniform
             for key, r in records(engine, n_boot=50).items():
                 for side, true in zip(("start_timestep", "end_timestep"), truth[key]):
                     hits[name].append(getattr(r, side) is not None and abs(getattr(r, side) - true) <= 20)
-    assert np.mean(hits["auto"]) >= 0.85 and sum(hits["auto"]) >= sum(hits["uniform"]) - 3, hits
-    assert nfe["auto"] <= nfe["uniform"] / 10, nfe  # 28 of 32 against 30 of 32, at 20x fewer evaluations
+    assert np.mean(hits["auto"]) >= 0.85 and sum(hits["auto"]) >= sum(hits["uniform"]) - 6, hits
+    assert nfe["auto"] <= nfe["uniform"] / 10, nfe  # 56 of 64 against 60 of 64, at 18x fewer evaluations
 
 
 def test_the_test_leaves_unresolved_only_the_dearest_points_within_the_miss_chance():
@@ -341,3 +342,28 @@ def test_plan_draws_its_bootstrap_from_the_run_seed_and_the_values_identity():
     assert base == intervals(("f", "a"), 0)
     others = [intervals(("f", "a"), s) for s in (1, 2, 3)] + [intervals(("f", k), 0) for k in "bcd"]
     assert any(o != base for o in others)
+
+
+def test_an_end_whose_floor_redrawn_draws_cross_nowhere_measured_asks_for_the_timestep_above():
+    """An end read as the reported interval reads it (each draw against its own floor* + delta): when
+    more than (1 - confidence) / 2 of those draws cross at no measured timestep, the search asks for the
+    grid timestep above the highest measured one, even where the point estimate crosses below it;
+    with the floor known exactly (no ``end_floors``) the same counts need nothing above."""
+    from diffusion_windows.engine.allocation import ValueCounts, plan_values
+
+    rng = np.random.default_rng(5)
+    t = tuple(float(x) for x in range(0, 440, 20))  # every grid timestep up to 420: nothing to bracket
+    p = np.array([0.97] * 16 + [0.85, 0.75, 0.68, 0.64, 0.57, 0.56])  # below floor + delta = 0.6 from 400 on
+    kept = rng.binomial(4, np.clip(p[None, :] + rng.normal(0, 0.03, size=(200, 1)), 0, 1))
+    total = np.full(kept.shape, 4)
+
+    def end(floors):
+        v = ValueCounts(("f", "a"), t, kept, total, 0.9, (0.6,), floors)
+        asks, edges = plan_values(GRID, [v], precision=20, restarts=4, initial=1, cost=lambda x: 1 + x // 20,
+                                  seed=0, n_boot=400)
+        return [(a.time, a.kind) for a in asks if a.time > 420], edges[(("f", "a"), "end", 0.6)]
+
+    above, edge = end(())
+    assert above == [] and edge.timestep == 400.0
+    above, edge = end(((0.5, 20),))  # a floor from 20 base samples: sd 0.11, many draws' thresholds below 0.56
+    assert above == [(440.0, "locate")] and edge.timestep == 400.0 and edge.width == np.inf

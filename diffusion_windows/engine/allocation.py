@@ -56,6 +56,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from ..analysis.bootstrap import floor_draws
+from ..analysis.edges import edge_indices, edge_summary
 from ..analysis.windows import edge_bootstrap, edge_draws, mean_retention
 from .adaptive import Curve, curve_se, locate
 from .seeds import unit_seed
@@ -79,6 +81,8 @@ class ValueCounts:
     total: np.ndarray           # [n_base, G] re-samples
     start_threshold: float | None   # 1 - delta; None: the start is not searched
     end_thresholds: tuple = ()      # floor + delta of every record reading this curve
+    end_floors: tuple = ()          # per end threshold: (floor, base samples it is a share of), or () for none:
+                                    # each bootstrap draw of that end then redraws the floor, as the reported interval does
 
 
 @dataclass(frozen=True)
@@ -152,13 +156,17 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
         start_thr = np.inf if v.start_threshold is None else v.start_threshold
         rng = np.random.default_rng(unit_seed(seed, "allocation", *map(str, v.key), len(t), int(total.sum())))
         boot = edge_bootstrap(kept, total, n_boot, rng, restarts_too=True)  # shared by every edge of the curve
+        floors = dict(zip(v.end_thresholds, v.end_floors))
         for (side, thr), new in located.items():
             edge = (v.key, side, float(thr))
             thresholds = (start_thr, thr if side == "end" else -np.inf)
             point, interval, none = edge_draws(t, kept, total, *thresholds, n_boot=n_boot, rng=None,
                                                confidence=confidence, boot=boot)[side]
+            if side == "end" and floors.get(thr):  # read the draws as the reported interval does: floor redrawn
+                interval, none = _floor_aware(boot, t, start_thr, float(thr), *floors[thr], confidence,
+                                              unit_seed(seed, "floor", *map(str, v.key), float(thr)))
             here = None if point < 0 else float(t[point])
-            open_up = side == "end" and point == len(t) - 1 and none > (1 - confidence) / 2
+            open_up = side == "end" and none > (1 - confidence) / 2  # draws that cross at no measured point
             if open_up and not new and t[-1] < g[-1]:  # 1. an end that may lie above: the next grid timestep
                 new = {float(g[g > t[-1]][0]): "reach"}
             if side == "start" and point == len(t) - 1 and t[-1] < g[-1] and not new and any(located.values()):
@@ -190,6 +198,13 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
             edges[edge] = EdgeState(v.key, side, float(thr), here, interval, width,
                                     None if short or fills else "grid", more_samples=not short and not fills)  # 4.
     return _merge(asks), edges
+
+
+def _floor_aware(boot, t, start_thr, thr, floor, floor_bases, confidence, seed):
+    """An end's interval and None fraction with each draw read against its own ``floor* + delta``
+    (`analysis.bootstrap.floor_draws`): the threshold the reported interval reads each draw against."""
+    draws = thr + floor_draws(floor, floor_bases, len(boot), np.random.default_rng(seed)) - floor
+    return edge_summary(edge_indices(boot, start_thr, draws)[1], t, confidence)
 
 
 def _predictive_sd(kept, total, restarts) -> np.ndarray:

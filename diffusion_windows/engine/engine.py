@@ -200,11 +200,13 @@ class Engine:
         merged = merge_units(r for r in self.store.read_all() if r.round <= round_)
         delta = float(s.tolerance)
         counts = record_counts(merged, self.backend.features, len(self.backend.labels))
-        ends, self.record_edges = {}, {}
+        ends, floors, self.record_edges = {}, {}, {}
         for c in counts:  # a record whose floor + delta >= 1 - delta has no window to locate
             key = (c.feature, c.value)
             has = c.floor + delta < 1 - delta
             ends.setdefault(key, []).extend([c.floor + delta] if has else [])
+            if has and c.floor_bases:  # the reported end interval redraws this floor: the search reads it so too
+                floors.setdefault(key, {})[float(c.floor + delta)] = (float(c.floor), int(c.floor_bases))
             self.record_edges[(c.feature, c.value, c.parent)] = (
                 ((key, "start", 1 - delta), (key, "end", float(c.floor + delta))) if has else (None, None))
         values, members, rates = [], {}, {}
@@ -212,7 +214,8 @@ class Engine:
             if c.parent is None and c.bases and len(c.timesteps):  # nested records read the same counts
                 key = (c.feature, c.value)
                 thresholds = tuple(sorted(set(ends[key])))
-                values.append(_value_counts(key, c, 1 - delta if thresholds else None, thresholds))
+                values.append(_value_counts(key, c, 1 - delta if thresholds else None, thresholds,
+                                            tuple(floors.get(key, {}).get(float(x), ()) for x in thresholds)))
                 members[key] = list(c.bases)
                 rates[key] = float(c.base_rate)
         pending = _pending(merged, self.backend.features, len(self.backend.labels))
@@ -368,10 +371,11 @@ class Engine:
         return out
 
 
-def _value_counts(key, c, start_threshold, end_thresholds):
+def _value_counts(key, c, start_threshold, end_thresholds, end_floors=()):
     from .allocation import ValueCounts
 
-    return ValueCounts(key, tuple(float(t) for t in c.timesteps), c.kept, c.total, start_threshold, end_thresholds)
+    return ValueCounts(key, tuple(float(t) for t in c.timesteps), c.kept, c.total, start_threshold, end_thresholds,
+                       end_floors)
 
 
 def _pending(merged, features, n_labels) -> dict:
