@@ -105,13 +105,19 @@ def folders(tmp_path_factory):
     pipe = LLaDA2Pipeline(model=model, scheduler=BlockRefinementScheduler(block_length=4), tokenizer=tok)
     pipe.save_pretrained(root / "llada2")   # model_index.json names the model's own module; the tokenizer:
     tok.save_pretrained(root / "llada2" / "tokenizer")   # diffusers does not save transformers 5's fast tokenizer
-    return {"plain": str(plain), "pipeline": str(root / "llada2"), "direct": model, "tok": tok}
+    nomask = root / "nomask"   # its tokenizer names no mask token
+    model.save_pretrained(nomask)
+    tok.save_pretrained(nomask)
+    cfg = json.loads((nomask / "tokenizer_config.json").read_text())
+    (nomask / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "mask_token"}))
+    return {"plain": str(plain), "pipeline": str(root / "llada2"), "nomask": str(nomask), "direct": model,
+            "tok": tok}
 
 
 def test_the_folders_are_what_a_real_checkpoint_is(folders):
     from diffusion_windows.backends import model_kind
 
-    for name in ("plain", "pipeline"):
+    for name in ("plain", "pipeline", "nomask"):
         model_dir = folders[name] + ("/model" if name == "pipeline" else "")
         cfg = json.loads(open(f"{model_dir}/config.json").read())
         assert cfg["auto_map"]["AutoModelForCausalLM"] == "modeling_tinymdm.TinyMDMModelLM"
@@ -119,19 +125,32 @@ def test_the_folders_are_what_a_real_checkpoint_is(folders):
         assert model_kind(folders[name]) == "masked"
 
 
+def _one_error_line(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --model: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
 @pytest.mark.parametrize("which", ["plain", "pipeline"])
 def test_custom_code_without_the_flag_is_one_error_line(folders, which, capsys, tmp_path):
     from diffusion_windows.masked.models import load_masked_lm
 
     folder = folders[which]
-    code = main(["--model", folder, "--prompt", "tell a story :", "--samples", "2", "--out", str(tmp_path / "r")])
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --model: "), err
-    assert folder in lines[0] and "pass --trust-remote-code" in lines[0] and "Traceback" not in err
+    line = _one_error_line(["--model", folder, "--prompt", "tell a story :", "--samples", "2",
+                            "--out", str(tmp_path / "r")], capsys)
+    assert folder in line and "pass --trust-remote-code" in line
     assert not (tmp_path / "r").exists()
     with pytest.raises(ValueError, match="pass trust_remote_code=True"):
         load_masked_lm(folder)
+
+
+def test_custom_code_without_a_mask_token_is_one_error_line(folders, capsys, tmp_path):
+    line = _one_error_line(["--model", folders["nomask"], "--trust-remote-code", "--prompt", "tell a story :",
+                            "--samples", "2", "--out", str(tmp_path / "r")], capsys)
+    assert folders["nomask"] in line and "has no mask token" in line
 
 
 @pytest.mark.parametrize("which", ["plain", "pipeline"])

@@ -47,8 +47,9 @@ def _json(path: Path):
 
 def claims(model: str) -> bool:
     """A folder of a diffusers masked-diffusion pipeline (`PIPELINES`), or a transformers folder whose
-    ``config.json`` names a masked-LM architecture (``...ForMaskedLM``) or custom modeling code (``auto_map``: a
-    LLaDA2 checkpoint's ``LLaDA2MoeModelLM``) beside a tokenizer with a mask token."""
+    ``config.json`` names a masked-LM architecture (``...ForMaskedLM``), or custom modeling code (``auto_map``: a
+    LLaDA2 checkpoint's ``LLaDA2MoeModelLM``) that is not named as a causal LM or sits beside a tokenizer with a
+    mask token (the causal-LM kind loads no custom code)."""
     p = Path(model)
     if not p.is_dir():
         return False
@@ -58,10 +59,14 @@ def claims(model: str) -> bool:
     cfg = _json(p / "config.json") if (p / "config.json").is_file() else None
     if not isinstance(cfg, dict):
         return False
-    if any(str(a).endswith("ForMaskedLM") for a in cfg.get("architectures") or ()):
+    archs = [str(a) for a in cfg.get("architectures") or ()]
+    if any(a.endswith("ForMaskedLM") for a in archs):
         return True
+    if not cfg.get("auto_map"):
+        return False
     tok = [_json(p / n) for n in ("tokenizer_config.json", "special_tokens_map.json") if (p / n).is_file()]
-    return bool(cfg.get("auto_map")) and any(isinstance(t, dict) and t.get("mask_token") for t in tok)
+    return (not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+            or any(isinstance(t, dict) and t.get("mask_token") for t in tok))
 
 
 def custom_code(model) -> list:
