@@ -208,6 +208,8 @@ OPTIONS: tuple = (
            library=_NOT_LIBRARY, check=_non_negative),
     Option("top_p", None, float, "language models: nucleus sampling mass", library=_NOT_LIBRARY,
            check=_unit_interval),
+    Option("trust_remote_code", None, bool, "masked-diffusion models: load a folder that ships its own modeling code "
+           "(config.json auto_map: LLaDA2 checkpoints); this runs that code", library=_NOT_LIBRARY, shown="off"),
 )
 
 BY_NAME = {o.name: o for o in OPTIONS}

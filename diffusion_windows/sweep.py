@@ -78,6 +78,7 @@ def run_sweep(
     max_new_tokens: int | None = _D["max_new_tokens"],
     temperature: float | None = _D["temperature"],
     top_p: float | None = _D["top_p"],
+    trust_remote_code: bool | None = _D["trust_remote_code"],  # masked: run a folder's own modeling code (auto_map)
     dry_run: bool = False,                            # print the resolved options as JSON and return
     quiet: bool = False,                              # no progress bars, loading messages or summary
 ) -> Path:

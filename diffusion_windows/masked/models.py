@@ -11,6 +11,13 @@
   whole canvases);
 - a transformers masked-LM folder (``config.json`` + tokenizer).
 
+A folder (or a pipeline's ``model``) whose ``config.json`` has an ``auto_map`` ships its own modeling code
+(LLaDA2 checkpoints: ``LLaDA2MoeModelLM`` under ``AutoModelForCausalLM``, as diffusers' LLaDA2Pipeline docs load
+it). It loads only with ``trust_remote_code=True`` (``--trust-remote-code``), passed to transformers' config, model
+and tokenizer loaders, by the Auto class its ``auto_map`` names (`AUTO_CLASSES`, first found); without it, one
+line says to pass the flag. Such a model is called as the installed diffusers' ``LLaDA2Pipeline`` calls it: token
+ids, a 2-D attention mask (ones on real positions) and, in the pipeline's own loop, ``position_ids``.
+
 `load_masked_lm` checks what the sampler needs: a mask token in the tokenizer, and attention in
 both directions (a causal LM's logits at a position ignore every later token: refused). Every
 failure is `errors.ModelLoadError`, one line (the CLI exits 2).
@@ -21,9 +28,12 @@ import json
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from .resolve import DEFAULT_MASKED, is_gemma
+from .resolve import DEFAULT_MASKED, check_trust, is_gemma
 
-__all__ = ["load_backend", "load_masked_lm", "load_gemma", "check_bidirectional"]
+__all__ = ["load_backend", "load_masked_lm", "load_gemma", "check_bidirectional", "AUTO_CLASSES"]
+
+# the Auto classes a folder's ``auto_map`` may name for a masked-diffusion model, in the order tried
+AUTO_CLASSES = ("AutoModelForMaskedLM", "AutoModelForCausalLM", "AutoModel")
 
 
 def _quiet(fn, *a, **k):
@@ -45,11 +55,24 @@ def _component(folder: Path, index: dict, name: str):
     return tuple(entry) if isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[0] else None
 
 
-def load_masked_lm(path, *, dtype: str = "float32", device: str = "cpu"):
-    """``(model, tokenizer, scheduler or None)`` from a pipeline folder or a masked-LM folder; the model in eval
-    mode, checked to have a mask token and bidirectional attention. ValueError (one line) otherwise."""
+def _auto_class(model_dir: Path):
+    """The Auto class of transformers that a folder's ``config.json`` ``auto_map`` names (`AUTO_CLASSES`), or None."""
     import transformers
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    try:
+        auto_map = json.loads((model_dir / "config.json").read_text()).get("auto_map") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    name = next((n for n in AUTO_CLASSES if n in auto_map), None)
+    return None if name is None else getattr(transformers, name)
+
+
+def load_masked_lm(path, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
+    """``(model, tokenizer, scheduler or None)`` from a pipeline folder or a masked-LM folder; the model in eval
+    mode, checked to have a mask token and bidirectional attention. ValueError (one line) otherwise.
+    ``trust_remote_code``: load a folder that ships its own modeling code (``auto_map``), running that code."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
     from ..text.lm import DTYPES
 
@@ -70,13 +93,18 @@ def load_masked_lm(path, *, dtype: str = "float32", device: str = "cpu"):
             import diffusers
 
             scheduler = getattr(diffusers, sched[1]).from_pretrained(path / "scheduler")
+    check_trust(path, trust_remote_code)
+    if trust_remote_code and model_cls is AutoModelForMaskedLM:   # no transformers class named: the folder's own
+        model_cls = _auto_class(model_dir) or model_cls
+    remote = dict(local_files_only=True, trust_remote_code=bool(trust_remote_code))
     try:
-        model = _quiet(model_cls.from_pretrained, model_dir, local_files_only=True, dtype=DTYPES[dtype])
-    except (OSError, ValueError, KeyError) as err:
+        config = _quiet(AutoConfig.from_pretrained, model_dir, **remote)
+        model = _quiet(model_cls.from_pretrained, model_dir, config=config, dtype=DTYPES[dtype], **remote)
+    except (OSError, ValueError, KeyError, ImportError, AttributeError) as err:
         raise ValueError(f"{model_dir}: not a loadable masked language model ({str(err).splitlines()[0][:160]})") \
             from err
     try:
-        tokenizer = _quiet(AutoTokenizer.from_pretrained, tok_dir, local_files_only=True)
+        tokenizer = _quiet(AutoTokenizer.from_pretrained, tok_dir, **remote)
     except (OSError, ValueError, TypeError) as err:
         raise ValueError(f"{tok_dir}: no tokenizer ({str(err).splitlines()[0][:160]})") from err
     if getattr(tokenizer, "mask_token_id", None) is None:
@@ -194,8 +222,9 @@ def load_backend(o: dict):
 
 
 def _load(folder, o, loader=None):
+    trust = {} if loader is not None else {"trust_remote_code": bool(o.get("trust_remote_code"))}
     try:
-        return (loader or load_masked_lm)(folder, dtype=o["dtype"], device=o["device"])
+        return (loader or load_masked_lm)(folder, dtype=o["dtype"], device=o["device"], **trust)
     except ValueError as e:
         raise ModelLoadError(f"--model: {str(e).splitlines()[0]}") from e
 

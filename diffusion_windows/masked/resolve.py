@@ -2,9 +2,10 @@
 
 Registered in `diffusion_windows.backends` (the kind ``"masked"``): `claims` says which folders are
 masked-diffusion language models (a diffusers ``LLaDA2Pipeline`` or ``DiffusionGemmaPipeline``
-folder, or a transformers folder whose architecture is a masked LM), `resolve` fills and checks
-their options (fractions masked, prompts, outcome, sampler), `fingerprints` records the content of
-the weights and prompts file.
+folder, a transformers folder whose architecture is a masked LM, or one that ships its own modeling
+code, ``config.json`` ``auto_map``, beside a tokenizer with a mask token: LLaDA2 and LLaDA checkpoints),
+`resolve` fills and checks their options (fractions masked, prompts, outcome, sampler; custom code
+only with ``--trust-remote-code``), `fingerprints` records the content of the weights and prompts file.
 
 Time: the fraction of a response's tokens masked before a restart, in ``[0, 1]``.
 """
@@ -17,17 +18,17 @@ from ..errors import OptionError
 from ..text.resolve import check_prompts, parse_fractions
 
 __all__ = ["BUILTINS", "MODELS", "NOUN", "ABOUT", "OPTIONS", "DEFAULTS", "BUILTIN_DEFAULTS", "claims", "resolve",
-           "fingerprints", "PIPELINES", "SAMPLERS", "is_gemma"]
+           "fingerprints", "PIPELINES", "SAMPLERS", "is_gemma", "custom_code", "check_trust"]
 
 DEFAULT_MASKED = "default-masked"     # the bundled story/addition masked-diffusion model (masked.default)
 BUILTINS = (DEFAULT_MASKED,)
 MODELS, NOUN = "masked-diffusion language models", "a masked-diffusion language model"
 ABOUT = ("'default-masked' (bundled masked-diffusion LM), a diffusers LLaDA2Pipeline folder, a masked-LM folder "
-         "(token ids with mask tokens -> logits)")
+         "(token ids with mask tokens -> logits; a LLaDA2 checkpoint's own code with --trust-remote-code)")
 OPTIONS = ("prompts", "system", "outcome", "max_new_tokens", "temperature", "top_p", "scheduler",
-           "num_inference_steps")
+           "num_inference_steps", "trust_remote_code")
 DEFAULTS = {"timesteps": "0:1:0.05", "samples": 40, "restarts": 16, "edge_precision": 0.1, "max_new_tokens": 64,
-            "temperature": 1.0, "top_p": 1.0, "outcome": "answer", "scheduler": "ancestral"}
+            "temperature": 1.0, "top_p": 1.0, "outcome": "answer", "scheduler": "ancestral", "trust_remote_code": False}
 BUILTIN_DEFAULTS = {DEFAULT_MASKED: {"samples": 40, "restarts": 8, "timesteps": "0:1:0.1", "num_inference_steps": 16}}
 PIPELINES = ("LLaDA2Pipeline", "DiffusionGemmaPipeline")
 # --scheduler: the ancestral sampler of the masked process, or the pipeline folder's own commit rule
@@ -46,7 +47,9 @@ def _json(path: Path):
 
 def claims(model: str) -> bool:
     """A folder of a diffusers masked-diffusion pipeline (`PIPELINES`), or a transformers folder whose
-    ``config.json`` names a masked-LM architecture (``...ForMaskedLM``)."""
+    ``config.json`` names a masked-LM architecture (``...ForMaskedLM``), or custom modeling code (``auto_map``: a
+    LLaDA2 checkpoint's ``LLaDA2MoeModelLM``) that is not named as a causal LM or sits beside a tokenizer with a
+    mask token (the causal-LM kind loads no custom code)."""
     p = Path(model)
     if not p.is_dir():
         return False
@@ -54,7 +57,33 @@ def claims(model: str) -> bool:
     if index is not None:
         return isinstance(index, dict) and index.get("_class_name") in PIPELINES
     cfg = _json(p / "config.json") if (p / "config.json").is_file() else None
-    return isinstance(cfg, dict) and any(str(a).endswith("ForMaskedLM") for a in cfg.get("architectures") or ())
+    if not isinstance(cfg, dict):
+        return False
+    archs = [str(a) for a in cfg.get("architectures") or ()]
+    if any(a.endswith("ForMaskedLM") for a in archs):
+        return True
+    if not cfg.get("auto_map"):
+        return False
+    tok = [_json(p / n) for n in ("tokenizer_config.json", "special_tokens_map.json") if (p / n).is_file()]
+    return (not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+            or any(isinstance(t, dict) and t.get("mask_token") for t in tok))
+
+
+def custom_code(model) -> list:
+    """The files of a model folder (a pipeline folder: its ``model`` and ``tokenizer``) that name modeling code
+    shipped in the folder (an ``auto_map``): loading them runs that code (``trust_remote_code``)."""
+    p = Path(model)
+    parts = (p / "model", p / "tokenizer") if (p / "model_index.json").is_file() else (p,)
+    names = ("config.json", "tokenizer_config.json")
+    return [f for d in parts for f in (d / n for n in names) if f.is_file() and (_json(f) or {}).get("auto_map")]
+
+
+def check_trust(model, trust_remote_code: bool, flag: str = "trust_remote_code=True"):
+    """ValueError (one line) when ``model`` ships modeling code and ``trust_remote_code`` is off."""
+    files = [] if trust_remote_code else custom_code(model)
+    if files:
+        raise ValueError(f"{model}: {files[0].relative_to(Path(model)).as_posix()} names modeling code shipped in "
+                         f"the folder (auto_map); pass {flag} to run it (it executes that code)")
 
 
 def is_gemma(model) -> bool:
@@ -71,6 +100,12 @@ def resolve(o: dict, given: set):
             raise OptionError(f"--scheduler: {o['scheduler']!r}: a DiffusionGemmaPipeline corrupts with random tokens "
                               "(no mask token); only its own scheduler ('pipeline') runs it")
         o["scheduler"] = "pipeline"
+    o["trust_remote_code"] = bool(o["trust_remote_code"])
+    if o["model"] not in BUILTINS:
+        try:
+            check_trust(o["model"], o["trust_remote_code"], "--trust-remote-code")
+        except ValueError as e:
+            raise OptionError(f"--model: {e}") from None
     if o["protocol"] != "noise":
         raise OptionError(f"--protocol: {o['protocol']!r}: a masked-diffusion model restarts from re-masked responses")
     if o["scheduler"] not in SAMPLERS:

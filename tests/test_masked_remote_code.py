@@ -1,0 +1,200 @@
+"""Masked-diffusion checkpoints that ship their own modeling code (LLaDA2: ``config.json`` ``auto_map`` to
+``LLaDA2MoeModelLM`` under ``AutoModelForCausalLM``): refused with one line unless ``--trust-remote-code``; with
+it, the folder's own code runs, as a plain model folder and inside a ``LLaDA2Pipeline`` folder.
+
+The tiny custom model is written here as modeling files, exported the way a real checkpoint is
+(``register_for_auto_class`` + ``save_pretrained``: the files copied beside the weights and an ``auto_map``),
+and mirrors LLaDA2's interface: a causal-LM Auto class, read both ways, called with token ids, a 2-D attention
+mask and ``position_ids`` (the installed diffusers' ``LLaDA2Pipeline``'s call)."""
+import json
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from diffusion_windows.masked import language
+from diffusion_windows.sweep import main
+from diffusion_windows.text import tasks
+
+CONFIGURATION = '''
+from transformers import PretrainedConfig
+
+
+class TinyMDMConfig(PretrainedConfig):
+    model_type = "tinymdm"
+
+    def __init__(self, vocab_size=48, hidden_size=32, num_heads=4, max_position_embeddings=64, **kwargs):
+        self.vocab_size, self.hidden_size, self.num_heads = vocab_size, hidden_size, num_heads
+        self.max_position_embeddings = max_position_embeddings
+        super().__init__(**kwargs)
+'''
+
+MODELING = '''
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutput
+
+from .configuration_tinymdm import TinyMDMConfig
+
+
+class TinyMDMModelLM(PreTrainedModel):
+    """One bidirectional attention layer over token and position embeddings."""
+
+    config_class = TinyMDMConfig
+    base_model_prefix = "tinymdm"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.pos = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.attn = nn.MultiheadAttention(config.hidden_size, config.num_heads, batch_first=True)
+        self.norm = nn.LayerNorm(config.hidden_size)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def _init_weights(self, module):
+        pass   # torch's own initialisation, drawn when the model is built
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
+        if attention_mask is not None and attention_mask.dim() != 2:
+            raise ValueError("TinyMDM takes a 2-D attention mask")
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
+        h = self.embed(input_ids) + self.pos(position_ids)
+        pad = None if attention_mask is None else attention_mask == 0
+        a, _ = self.attn(h, h, h, key_padding_mask=pad, need_weights=False)
+        return CausalLMOutput(logits=self.lm_head(self.norm(h + a)))
+'''
+
+
+def _tokenizer():
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=language.build_tokenizer(), bos_token=tasks.BOS,
+                                   eos_token=tasks.EOS, pad_token=tasks.PAD, unk_token=tasks.UNK,
+                                   mask_token=language.MASK)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """``{"plain": folder, "pipeline": folder, "direct": the same model built from the source}``."""
+    from diffusers import BlockRefinementScheduler, LLaDA2Pipeline
+
+    root = tmp_path_factory.mktemp("remote_code")
+    src = root / "src" / "tinymdm_src"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text("")
+    (src / "configuration_tinymdm.py").write_text(textwrap.dedent(CONFIGURATION))
+    (src / "modeling_tinymdm.py").write_text(textwrap.dedent(MODELING))
+    sys.path.insert(0, str(root / "src"))
+    try:
+        from tinymdm_src.configuration_tinymdm import TinyMDMConfig
+        from tinymdm_src.modeling_tinymdm import TinyMDMModelLM
+    finally:
+        sys.path.remove(str(root / "src"))
+    TinyMDMConfig.register_for_auto_class()
+    TinyMDMModelLM.register_for_auto_class("AutoModelForCausalLM")   # LLaDA2's Auto class
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    model = TinyMDMModelLM(TinyMDMConfig(vocab_size=len(tok))).eval()
+    plain = root / "tinymdm"
+    model.save_pretrained(plain)
+    tok.save_pretrained(plain)
+    pipe = LLaDA2Pipeline(model=model, scheduler=BlockRefinementScheduler(block_length=4), tokenizer=tok)
+    pipe.save_pretrained(root / "llada2")   # model_index.json names the model's own module; the tokenizer:
+    tok.save_pretrained(root / "llada2" / "tokenizer")   # diffusers does not save transformers 5's fast tokenizer
+    nomask = root / "nomask"   # its tokenizer names no mask token
+    model.save_pretrained(nomask)
+    tok.save_pretrained(nomask)
+    cfg = json.loads((nomask / "tokenizer_config.json").read_text())
+    (nomask / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "mask_token"}))
+    return {"plain": str(plain), "pipeline": str(root / "llada2"), "nomask": str(nomask), "direct": model,
+            "tok": tok}
+
+
+def test_the_folders_are_what_a_real_checkpoint_is(folders):
+    from diffusion_windows.backends import model_kind
+
+    for name in ("plain", "pipeline", "nomask"):
+        model_dir = folders[name] + ("/model" if name == "pipeline" else "")
+        cfg = json.loads(open(f"{model_dir}/config.json").read())
+        assert cfg["auto_map"]["AutoModelForCausalLM"] == "modeling_tinymdm.TinyMDMModelLM"
+        assert cfg["architectures"] == ["TinyMDMModelLM"]
+        assert model_kind(folders[name]) == "masked"
+
+
+def _one_error_line(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --model: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("which", ["plain", "pipeline"])
+def test_custom_code_without_the_flag_is_one_error_line(folders, which, capsys, tmp_path):
+    from diffusion_windows.masked.models import load_masked_lm
+
+    folder = folders[which]
+    line = _one_error_line(["--model", folder, "--prompt", "tell a story :", "--samples", "2",
+                            "--out", str(tmp_path / "r")], capsys)
+    assert folder in line and "pass --trust-remote-code" in line
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ValueError, match="pass trust_remote_code=True"):
+        load_masked_lm(folder)
+
+
+def test_custom_code_without_a_mask_token_is_one_error_line(folders, capsys, tmp_path):
+    line = _one_error_line(["--model", folders["nomask"], "--trust-remote-code", "--prompt", "tell a story :",
+                            "--samples", "2", "--out", str(tmp_path / "r")], capsys)
+    assert folders["nomask"] in line and "has no mask token" in line
+
+
+@pytest.mark.parametrize("which", ["plain", "pipeline"])
+def test_the_folders_own_code_runs_with_the_flag(folders, which):
+    from diffusion_windows.masked.models import load_masked_lm
+
+    model, tok, scheduler = load_masked_lm(folders[which], trust_remote_code=True)
+    assert type(model).__name__ == "TinyMDMModelLM" and type(model).__module__.startswith("transformers_modules")
+    assert type(model) is not type(folders["direct"])   # imported from the checkpoint folder, not the source
+    assert tok.mask_token_id == folders["tok"].mask_token_id
+    assert (scheduler is not None) == (which == "pipeline")
+    ids = torch.tensor([[1, 5, 7, tok.mask_token_id, 9, tok.mask_token_id]] * 2)
+    mask = torch.tensor([[1] * 6, [1] * 5 + [0]])
+    with torch.no_grad():
+        mine = model(ids, attention_mask=mask, position_ids=torch.arange(6).expand(2, -1)).logits
+        want = folders["direct"](ids, attention_mask=mask, position_ids=torch.arange(6).expand(2, -1)).logits
+    assert torch.equal(mine, want)
+
+
+def test_the_stock_pipeline_and_the_toolkit_loop_agree_on_the_custom_model(folders):
+    from diffusers import LLaDA2Pipeline
+
+    from diffusion_windows.masked.models import load_masked_lm
+    from diffusion_windows.masked.schedulers import llada2_loop
+
+    model, tok, scheduler = load_masked_lm(folders["pipeline"], trust_remote_code=True)
+    pipe = LLaDA2Pipeline(model=model, scheduler=scheduler, tokenizer=tok)
+    pipe.set_progress_bar_config(disable=True)
+    prompt = torch.tensor([tok("tell a story :")["input_ids"]])
+    kw = dict(gen_length=8, num_inference_steps=4, temperature=1.0)
+    stock = pipe(input_ids=prompt, generator=torch.Generator().manual_seed(1), output_type="seq", **kw).sequences
+    x = torch.cat([prompt, torch.full((1, 8), tok.mask_token_id)], dim=1)
+    mine, _ = llada2_loop(model, scheduler, x, prompt_length=prompt.shape[1], mask_token_id=tok.mask_token_id,
+                          eos_token_id=tok.eos_token_id, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(mine, stock)
+
+
+@pytest.mark.parametrize("which,sampler", [("plain", "ancestral"), ("pipeline", "pipeline")])
+def test_sweep_cli_runs_the_custom_model_with_the_flag(folders, which, sampler, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["--model", folders[which], "--trust-remote-code", "--prompt", "tell a story :", "--scheduler",
+                 sampler, "--max-new-tokens", "6", "--samples", "2", "--restarts", "2", "--timesteps", "0,0.5,1",
+                 "--quiet", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    windows = json.loads((out / "windows.json").read_text())
+    assert windows["time_unit"] == "fraction masked" and windows["options"]["trust_remote_code"] is True
+    assert windows["nfe"] > 0 and windows["sampler"]["reverse_process"] is (sampler == "ancestral")
