@@ -210,6 +210,12 @@ OPTIONS: tuple = (
            check=_unit_interval),
     Option("trust_remote_code", None, bool, "masked-diffusion models: load a folder that ships its own modeling code "
            "(config.json auto_map: LLaDA2 checkpoints); this runs that code", library=_NOT_LIBRARY, shown="off"),
+    Option("mask_token", None, str, "masked-diffusion models: the mask token when the tokenizer declares none: a token "
+           "of its vocabulary or an integer id", library=_NOT_LIBRARY, check=_non_empty,
+           shown="the tokenizer's; LLaDA2 checkpoints (model_type llada2_moe) whose tokenizer declares none: <|mask|>"),
+    Option("attention_mask", None, str, "masked-diffusion models: how the model is called: 2d (a mask of ones, as "
+           "diffusers' LLaDA2Pipeline), block (4-D block-causal, as LLaDA2's own generate()) or auto",
+           library=_NOT_LIBRARY),
 )
 
 BY_NAME = {o.name: o for o in OPTIONS}

@@ -79,6 +79,8 @@ def run_sweep(
     temperature: float | None = _D["temperature"],
     top_p: float | None = _D["top_p"],
     trust_remote_code: bool | None = _D["trust_remote_code"],  # masked: run a folder's own modeling code (auto_map)
+    mask_token: str | None = _D["mask_token"],        # masked: the mask token when the tokenizer declares none
+    attention_mask: str | None = _D["attention_mask"],  # masked: "2d", "block" (LLaDA2's generate()) or "auto"
     dry_run: bool = False,                            # print the resolved options as JSON and return
     quiet: bool = False,                              # no progress bars, loading messages or summary
 ) -> Path:

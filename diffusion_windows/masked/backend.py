@@ -150,11 +150,13 @@ class MaskedBackend(LanguageTheory):
         return max(1, int(round(masked)))
 
     def describe(self) -> dict:
+        from .attention import describe as attention   # how the model is called (LLaDA2: block-causal)
+
         if self.sampler == "ancestral":
             return {"name": "ancestral sampler of the masked process", "stochastic": self.temperature > 0,
                     "reverse_process": True, "steps": self.steps, "temperature": self.temperature,
-                    "top_p": self.top_p}
-        return self.sampler.describe()
+                    "top_p": self.top_p, **attention(self.model)}
+        return {**self.sampler.describe(), **attention(self.model)}
 
     def schedule_arrays(self) -> dict:
         return {}

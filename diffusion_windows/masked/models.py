@@ -15,8 +15,12 @@ A folder (or a pipeline's ``model``) whose ``config.json`` has an ``auto_map`` s
 (LLaDA2 checkpoints: ``LLaDA2MoeModelLM`` under ``AutoModelForCausalLM``, as diffusers' LLaDA2Pipeline docs load
 it). It loads only with ``trust_remote_code=True`` (``--trust-remote-code``), passed to transformers' config, model
 and tokenizer loaders, by the Auto class its ``auto_map`` names (`AUTO_CLASSES`, first found); without it, one
-line says to pass the flag. Such a model is called as the installed diffusers' ``LLaDA2Pipeline`` calls it: token
-ids, a 2-D attention mask (ones on real positions) and, in the pipeline's own loop, ``position_ids``.
+line says to pass the flag. A model is called with token ids, a 2-D attention mask (ones on real positions) and
+``position_ids``, as the installed diffusers' ``LLaDA2Pipeline`` calls it, unless ``attention_mask`` is ``"block"``
+(``"auto"``: a LLaDA2 ``model_type``, `resolve.attention_for`): then through `attention.BlockAttention`, with the
+4-D block-causal mask LLaDA2's own ``generate()`` builds (blocks of the pipeline scheduler's ``block_length``,
+else `attention.BLOCK_LENGTH`). ``mask_token`` (a token of the vocabulary or an id) names the mask token of a
+tokenizer that declares none (a LLaDA2 tokenizer: ``<|mask|>``, `resolve.LLADA2_MASK_TOKEN`).
 
 `load_masked_lm` checks what the sampler needs: a mask token in the tokenizer, and attention in
 both directions (a causal LM's logits at a position ignore every later token: refused). Every
@@ -28,9 +32,9 @@ import json
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from .resolve import DEFAULT_MASKED, check_trust, is_gemma
+from .resolve import DEFAULT_MASKED, attention_for, check_trust, is_gemma, mask_token_of
 
-__all__ = ["load_backend", "load_masked_lm", "load_gemma", "check_bidirectional", "AUTO_CLASSES"]
+__all__ = ["load_backend", "load_masked_lm", "load_gemma", "check_bidirectional", "set_mask_token", "AUTO_CLASSES"]
 
 # the Auto classes a folder's ``auto_map`` may name for a masked-diffusion model, in the order tried
 AUTO_CLASSES = ("AutoModelForMaskedLM", "AutoModelForCausalLM", "AutoModel")
@@ -67,10 +71,12 @@ def _auto_class(model_dir: Path):
     return None if name is None else getattr(transformers, name)
 
 
-def load_masked_lm(path, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
+def load_masked_lm(path, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False,
+                   mask_token=None, attention_mask: str = "auto"):
     """``(model, tokenizer, scheduler or None)`` from a pipeline folder or a masked-LM folder; the model in eval
     mode, checked to have a mask token and bidirectional attention. ValueError (one line) otherwise.
-    ``trust_remote_code``: load a folder that ships its own modeling code (``auto_map``), running that code."""
+    ``trust_remote_code``: load a folder that ships its own modeling code (``auto_map``), running that code;
+    ``mask_token``, ``attention_mask``: module docstring."""
     import transformers
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
@@ -97,22 +103,44 @@ def load_masked_lm(path, *, dtype: str = "float32", device: str = "cpu", trust_r
     if trust_remote_code and model_cls is AutoModelForMaskedLM:   # no transformers class named: the folder's own
         model_cls = _auto_class(model_dir) or model_cls
     remote = dict(local_files_only=True, trust_remote_code=bool(trust_remote_code))
+    try:   # the tokenizer first: a bad --mask-token stops before the weights load
+        tokenizer = _quiet(AutoTokenizer.from_pretrained, tok_dir, **remote)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{tok_dir}: no tokenizer ({str(err).splitlines()[0][:160]})") from err
+    set_mask_token(tokenizer, mask_token)
+    if getattr(tokenizer, "mask_token_id", None) is None:
+        raise ValueError(f"{path}: its tokenizer has no mask token (a masked-diffusion model restarts from masked "
+                         "tokens; name one of its vocabulary with --mask-token)")
     try:
         config = _quiet(AutoConfig.from_pretrained, model_dir, **remote)
         model = _quiet(model_cls.from_pretrained, model_dir, config=config, dtype=DTYPES[dtype], **remote)
     except (OSError, ValueError, KeyError, ImportError, AttributeError) as err:
         raise ValueError(f"{model_dir}: not a loadable masked language model ({str(err).splitlines()[0][:160]})") \
             from err
-    try:
-        tokenizer = _quiet(AutoTokenizer.from_pretrained, tok_dir, **remote)
-    except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{tok_dir}: no tokenizer ({str(err).splitlines()[0][:160]})") from err
-    if getattr(tokenizer, "mask_token_id", None) is None:
-        raise ValueError(f"{path}: its tokenizer has no mask token (a masked-diffusion model restarts from masked "
-                         "tokens)")
     model = model.to(device).eval()
+    if attention_for(attention_mask, getattr(config, "model_type", None)) == "block":
+        from .attention import BLOCK_LENGTH, BlockAttention
+
+        length = getattr(getattr(scheduler, "config", None), "block_length", None) or BLOCK_LENGTH
+        model = BlockAttention(model, length, pad_id=int(tokenizer.mask_token_id)).eval()
     check_bidirectional(model, tokenizer, name=str(path))
     return model, tokenizer, scheduler
+
+
+def set_mask_token(tokenizer, value) -> None:
+    """Name ``value`` (a token of the vocabulary, or an integer id: ``"156895"``) the mask token of a tokenizer that
+    declares none. ValueError (one line, naming the value) when it is not in the vocabulary, or differs from the
+    mask token the tokenizer declares."""
+    if value is None:
+        return
+    vocab = tokenizer.get_vocab()
+    token = mask_token_of(value, len(tokenizer), vocab.__contains__)
+    token = tokenizer.convert_ids_to_tokens(token) if isinstance(token, int) else token
+    declared = getattr(tokenizer, "mask_token", None) if getattr(tokenizer, "mask_token_id", None) is not None else None
+    if declared is not None and declared != token:
+        raise ValueError(f"--mask-token: {value!r} ({token!r}) differs from the mask token the tokenizer declares "
+                         f"({declared!r})")
+    tokenizer.mask_token = token
 
 
 def load_gemma(path, *, dtype: str = "float32", device: str = "cpu"):
@@ -222,11 +250,14 @@ def load_backend(o: dict):
 
 
 def _load(folder, o, loader=None):
-    trust = {} if loader is not None else {"trust_remote_code": bool(o.get("trust_remote_code"))}
+    extra = {} if loader is not None else {"trust_remote_code": bool(o.get("trust_remote_code")),
+                                           "mask_token": o.get("mask_token"),
+                                           "attention_mask": o.get("attention_mask") or "auto"}
     try:
-        return (loader or load_masked_lm)(folder, dtype=o["dtype"], device=o["device"], **trust)
+        return (loader or load_masked_lm)(folder, dtype=o["dtype"], device=o["device"], **extra)
     except ValueError as e:
-        raise ModelLoadError(f"--model: {str(e).splitlines()[0]}") from e
+        msg = str(e).splitlines()[0]
+        raise ModelLoadError(msg if msg.startswith("--") else f"--model: {msg}") from e
 
 
 def _grid(o):
