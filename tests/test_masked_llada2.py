@@ -8,28 +8,15 @@ The tiny model mirrors what the LLaDA2 modeling code does with ``attention_mask`
 repeated ``block_length`` times both ways, ``log``: 0 or ``-inf``). Its tokenizer has ``<|mask|>`` in its vocabulary
 but no ``mask_token``."""
 import json
-import sys
-import textwrap
 
 import pytest
 import torch
 
+from tiny_custom_code import export_classes
+
 from diffusion_windows.masked import language
 from diffusion_windows.sweep import main
 from diffusion_windows.text import tasks
-
-CONFIGURATION = '''
-from transformers import PretrainedConfig
-
-
-class TinyLLaDA2Config(PretrainedConfig):
-    model_type = "llada2_moe"
-
-    def __init__(self, vocab_size=48, hidden_size=32, num_heads=4, max_position_embeddings=128, **kwargs):
-        self.vocab_size, self.hidden_size, self.num_heads = vocab_size, hidden_size, num_heads
-        self.max_position_embeddings = max_position_embeddings
-        super().__init__(**kwargs)
-'''
 
 MODELING = '''
 import torch
@@ -98,22 +85,11 @@ def llada2(tmp_path_factory):
     from diffusers import BlockRefinementScheduler, LLaDA2Pipeline
 
     root = tmp_path_factory.mktemp("llada2")
-    src = root / "src" / "tinyllada2_src"
-    src.mkdir(parents=True)
-    (src / "__init__.py").write_text("")
-    (src / "configuration_tinyllada2.py").write_text(textwrap.dedent(CONFIGURATION))
-    (src / "modeling_tinyllada2.py").write_text(textwrap.dedent(MODELING))
-    sys.path.insert(0, str(root / "src"))
-    try:
-        from tinyllada2_src.configuration_tinyllada2 import TinyLLaDA2Config
-        from tinyllada2_src.modeling_tinyllada2 import TinyLLaDA2ModelLM
-    finally:
-        sys.path.remove(str(root / "src"))
-    TinyLLaDA2Config.register_for_auto_class()
-    TinyLLaDA2ModelLM.register_for_auto_class("AutoModelForCausalLM")
+    config, model_class = export_classes(root, "tinyllada2", MODELING, config_class="TinyLLaDA2Config",
+                                         model_type="llada2_moe")   # LLaDA2's model_type and Auto class
     tok = _tokenizer()
     torch.manual_seed(0)
-    model = TinyLLaDA2ModelLM(TinyLLaDA2Config(vocab_size=len(tok))).eval()
+    model = model_class(config(vocab_size=len(tok), max_position_embeddings=128)).eval()
     model.save_pretrained(root / "plain")
     tok.save_pretrained(root / "plain")
     LLaDA2Pipeline(model=model, scheduler=BlockRefinementScheduler(block_length=4), tokenizer=tok) \

@@ -7,28 +7,15 @@ The tiny custom model is written here as modeling files, exported the way a real
 and mirrors LLaDA2's interface: a causal-LM Auto class, read both ways, called with token ids, a 2-D attention
 mask and ``position_ids`` (the installed diffusers' ``LLaDA2Pipeline``'s call)."""
 import json
-import sys
-import textwrap
 
 import pytest
 import torch
 
+from tiny_custom_code import export_classes
+
 from diffusion_windows.masked import language
 from diffusion_windows.sweep import main
 from diffusion_windows.text import tasks
-
-CONFIGURATION = '''
-from transformers import PretrainedConfig
-
-
-class TinyMDMConfig(PretrainedConfig):
-    model_type = "tinymdm"
-
-    def __init__(self, vocab_size=48, hidden_size=32, num_heads=4, max_position_embeddings=64, **kwargs):
-        self.vocab_size, self.hidden_size, self.num_heads = vocab_size, hidden_size, num_heads
-        self.max_position_embeddings = max_position_embeddings
-        super().__init__(**kwargs)
-'''
 
 MODELING = '''
 import torch
@@ -83,19 +70,8 @@ def folders(tmp_path_factory):
     from diffusers import BlockRefinementScheduler, LLaDA2Pipeline
 
     root = tmp_path_factory.mktemp("remote_code")
-    src = root / "src" / "tinymdm_src"
-    src.mkdir(parents=True)
-    (src / "__init__.py").write_text("")
-    (src / "configuration_tinymdm.py").write_text(textwrap.dedent(CONFIGURATION))
-    (src / "modeling_tinymdm.py").write_text(textwrap.dedent(MODELING))
-    sys.path.insert(0, str(root / "src"))
-    try:
-        from tinymdm_src.configuration_tinymdm import TinyMDMConfig
-        from tinymdm_src.modeling_tinymdm import TinyMDMModelLM
-    finally:
-        sys.path.remove(str(root / "src"))
-    TinyMDMConfig.register_for_auto_class()
-    TinyMDMModelLM.register_for_auto_class("AutoModelForCausalLM")   # LLaDA2's Auto class
+    TinyMDMConfig, TinyMDMModelLM = export_classes(root, "tinymdm", MODELING, config_class="TinyMDMConfig",
+                                                   model_type="tinymdm")   # LLaDA2's Auto class
     tok = _tokenizer()
     torch.manual_seed(0)
     model = TinyMDMModelLM(TinyMDMConfig(vocab_size=len(tok))).eval()
