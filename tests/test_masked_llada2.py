@@ -190,7 +190,7 @@ def test_the_pipeline_loop_passes_each_window_its_generate_mask(llada2):
 
 
 @pytest.mark.parametrize("which,sampler,extra", [("plain", "ancestral", []),
-                                                 ("pipeline", "pipeline", ["--mask-token", MASK])])
+                                                 ("pipeline", "pipeline", ["--mask-token", MASK, "--dtype", "bfloat16"])])
 def test_sweep_cli_runs_a_llada2_checkpoint_on_the_first_try(llada2, which, sampler, extra, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["--model", llada2[which], "--trust-remote-code", *extra, "--prompt", "tell a story :", "--scheduler",

@@ -5,9 +5,11 @@ A LLaDA2 checkpoint (``model_type`` ``llada2_moe``, `resolve.BLOCK_ATTENTION`) i
 block with mask tokens, and calls the model with a 4-D additive attention mask ``[1, 1, T, T]``: 0 where the
 query's block is at or after the key's block, ``-inf`` elsewhere (``tril`` of a blocks x blocks matrix of ones,
 each entry repeated ``block_length`` times both ways; in bfloat16, its weights' dtype). Within a block attention
-runs both ways; a block never reads a later one. Copies of its modeling code either refuse a 2-D mask
-("only support block attention mask") or turn a 2-D mask with zeros into a causal one, so the toolkit's
-samplers, which call a model with token ids, a 2-D mask and ``position_ids``, call it through `BlockAttention`.
+runs both ways; a block never reads a later one. Published copies of its modeling code either refuse a 2-D mask
+("only support block attention mask") or pass it to transformers' causal-mask helper, which turns a 2-D mask of
+ones into full attention both ways and one with zeros into a causal mask: neither is the attention the model was
+run with. So the toolkit's samplers, which call a model with token ids, a 2-D mask and ``position_ids``, call it
+through `BlockAttention`.
 
 `BlockAttention(model, block_length, pad_id)` builds that mask for every call (in the model's dtype, expanded
 to the batch) and pads a sequence that ends inside a block with ``pad_id`` (the mask token, as ``generate()``
