@@ -18,8 +18,10 @@ edge stands (`EdgeState`). Per value and edge (the start at ``1 - delta``; an en
 
 1. locate: new grid timesteps from `adaptive.locate` (reach, regula falsi bracket, and verify a
    dip the full grid would see first, within ``z`` standard errors), each started with
-   ``initial`` re-samples per base sample (default 1: the test's first look). An end whose
-   bootstrap draws do not all cross at its highest measured timestep asks for the grid timestep above;
+   ``initial`` re-samples per base sample (default 1: the test's first look). An end more than
+   ``(1 - confidence) / 2`` of whose bootstrap draws cross at no measured timestep asks for the grid
+   timestep above; each draw is read against its own redrawn floor (``end_floors``), as the reported
+   interval reads it (`analysis.windows.estimate_window`);
 2. its interval: a bootstrap over base samples that also redraws each base sample's re-samples
    (`analysis.windows.edge_draws`, ``restarts_too``); within ``precision`` -> ``"precision"``;
 3. the test: at each measured point ``j`` whose flip to the other side of ``h`` would move the edge
