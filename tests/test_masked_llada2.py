@@ -12,38 +12,15 @@ import json
 import pytest
 import torch
 
-from tiny_custom_code import export_classes
+from tiny_custom_code import export_classes, modeling_source
 
 from diffusion_windows.masked import language
 from diffusion_windows.sweep import main
 from diffusion_windows.text import tasks
 
-MODELING = '''
-import torch
-from torch import nn
-from transformers import PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutput
-
-from .configuration_tinyllada2 import TinyLLaDA2Config
-
-
-class TinyLLaDA2ModelLM(PreTrainedModel):
-    """One attention layer whose scores get the caller's additive 4-D mask, as LLaDA2's SDPA attention does."""
-
-    config_class = TinyLLaDA2Config
-    base_model_prefix = "model"
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.pos = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
-
-    def _init_weights(self, module):
-        pass
+MODELING = modeling_source("tinyllada2", "TinyLLaDA2ModelLM", "TinyLLaDA2Config",
+                           "One attention layer whose scores get the caller's additive 4-D mask, as LLaDA2's SDPA "
+                           "attention does.", "qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)", '''
 
     @staticmethod
     def block_diffusion_mask(total, block_length, dtype=torch.float32):
@@ -64,7 +41,7 @@ class TinyLLaDA2ModelLM(PreTrainedModel):
         q, k, v = (t.view(b, n, heads, -1).transpose(1, 2) for t in self.qkv(h).chunk(3, dim=-1))
         a = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask.to(q.dtype))
         return CausalLMOutput(logits=self.lm_head(self.norm(h + a.transpose(1, 2).reshape(b, n, -1))))
-'''
+''')
 
 MASK = "<|mask|>"
 

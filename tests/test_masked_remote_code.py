@@ -11,38 +11,15 @@ import json
 import pytest
 import torch
 
-from tiny_custom_code import export_classes
+from tiny_custom_code import export_classes, modeling_source
 
 from diffusion_windows.masked import language
 from diffusion_windows.sweep import main
 from diffusion_windows.text import tasks
 
-MODELING = '''
-import torch
-from torch import nn
-from transformers import PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutput
-
-from .configuration_tinymdm import TinyMDMConfig
-
-
-class TinyMDMModelLM(PreTrainedModel):
-    """One bidirectional attention layer over token and position embeddings."""
-
-    config_class = TinyMDMConfig
-    base_model_prefix = "tinymdm"
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.pos = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.attn = nn.MultiheadAttention(config.hidden_size, config.num_heads, batch_first=True)
-        self.norm = nn.LayerNorm(config.hidden_size)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
-
-    def _init_weights(self, module):
-        pass   # torch's own initialisation, drawn when the model is built
+MODELING = modeling_source("tinymdm", "TinyMDMModelLM", "TinyMDMConfig",
+                           "One bidirectional attention layer over token and position embeddings.",
+                           "attn = nn.MultiheadAttention(config.hidden_size, config.num_heads, batch_first=True)", '''
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
         if attention_mask is not None and attention_mask.dim() != 2:
@@ -53,7 +30,7 @@ class TinyMDMModelLM(PreTrainedModel):
         pad = None if attention_mask is None else attention_mask == 0
         a, _ = self.attn(h, h, h, key_padding_mask=pad, need_weights=False)
         return CausalLMOutput(logits=self.lm_head(self.norm(h + a)))
-'''
+''')
 
 
 def _tokenizer():

@@ -19,6 +19,43 @@ class CONFIG_CLASS(PretrainedConfig):
 '''
 
 
+MODEL_HEAD = '''
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutput
+
+from .configuration_NAME import CONFIG_CLASS
+
+
+class MODEL_CLASS(PreTrainedModel):
+    """DOC"""
+
+    config_class = CONFIG_CLASS
+    base_model_prefix = "model"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.pos = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.ATTENTION
+        self.norm = nn.LayerNorm(config.hidden_size)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def _init_weights(self, module):
+        pass   # torch's own initialisation, drawn when the model is built
+'''
+
+
+def modeling_source(name: str, model_class: str, config_class: str, doc: str, attention: str, body: str) -> str:
+    """The source of ``modeling_{name}.py``: a one-layer model ``model_class`` (token and position embeddings,
+    the attention layer ``attention`` assigned to ``self``, a norm and an LM head) with the methods ``body``
+    (its ``forward``, indented as methods)."""
+    head = (MODEL_HEAD.replace("MODEL_CLASS", model_class).replace("CONFIG_CLASS", config_class)
+            .replace("NAME", name).replace("DOC", doc).replace("ATTENTION", attention))
+    return head + body
+
 def export_classes(root, name: str, modeling: str, *, config_class: str, model_type: str,
                    auto_class="AutoModelForCausalLM"):
     """``(config class, model class)``: ``modeling`` (the source of ``modeling_{name}.py``) beside a tiny config
