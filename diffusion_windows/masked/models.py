@@ -59,14 +59,11 @@ def _component(folder: Path, index: dict, name: str):
     return tuple(entry) if isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[0] else None
 
 
-def _auto_class(model_dir: Path):
-    """The Auto class of transformers that a folder's ``config.json`` ``auto_map`` names (`AUTO_CLASSES`), or None."""
+def _auto_class(config):
+    """The Auto class of transformers that a loaded config's ``auto_map`` names (`AUTO_CLASSES`), or None."""
     import transformers
 
-    try:
-        auto_map = json.loads((model_dir / "config.json").read_text()).get("auto_map") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
+    auto_map = getattr(config, "auto_map", None) or {}
     name = next((n for n in AUTO_CLASSES if n in auto_map), None)
     return None if name is None else getattr(transformers, name)
 
@@ -100,8 +97,6 @@ def load_masked_lm(path, *, dtype: str = "float32", device: str = "cpu", trust_r
 
             scheduler = getattr(diffusers, sched[1]).from_pretrained(path / "scheduler")
     check_trust(path, trust_remote_code)
-    if trust_remote_code and model_cls is AutoModelForMaskedLM:   # no transformers class named: the folder's own
-        model_cls = _auto_class(model_dir) or model_cls
     remote = dict(local_files_only=True, trust_remote_code=bool(trust_remote_code))
     try:   # the tokenizer first: a bad --mask-token stops before the weights load
         tokenizer = _quiet(AutoTokenizer.from_pretrained, tok_dir, **remote)
@@ -113,6 +108,8 @@ def load_masked_lm(path, *, dtype: str = "float32", device: str = "cpu", trust_r
                          "tokens; name one of its vocabulary with --mask-token)")
     try:
         config = _quiet(AutoConfig.from_pretrained, model_dir, **remote)
+        if trust_remote_code and model_cls is AutoModelForMaskedLM:   # no transformers class named: the folder's own
+            model_cls = _auto_class(config) or model_cls
         model = _quiet(model_cls.from_pretrained, model_dir, config=config, dtype=DTYPES[dtype], **remote)
     except (OSError, ValueError, KeyError, ImportError, AttributeError) as err:
         raise ValueError(f"{model_dir}: not a loadable masked language model ({str(err).splitlines()[0][:160]})") \

@@ -81,8 +81,7 @@ def claims(model: str) -> bool:
 def custom_code(model) -> list:
     """The files of a model folder (a pipeline folder: its ``model`` and ``tokenizer``) that name modeling code
     shipped in the folder (an ``auto_map``): loading them runs that code (``trust_remote_code``)."""
-    p = Path(model)
-    parts = (p / "model", p / "tokenizer") if (p / "model_index.json").is_file() else (p,)
+    parts = dict.fromkeys((_part(model, "model"), _part(model, "tokenizer")))
     names = ("config.json", "tokenizer_config.json")
     return [f for d in parts for f in (d / n for n in names) if f.is_file() and (_json(f) or {}).get("auto_map")]
 
@@ -97,8 +96,7 @@ def check_trust(model, trust_remote_code: bool, flag: str = "trust_remote_code=T
 
 def model_type(model):
     """``config.json``'s ``model_type`` of a model folder (a pipeline folder: its ``model``'s), or None."""
-    p = Path(model)
-    cfg = _json(p / "model" / "config.json") if (p / "model_index.json").is_file() else _json(p / "config.json")
+    cfg = _json(_part(model, "model") / "config.json")
     return cfg.get("model_type") if isinstance(cfg, dict) else None
 
 
@@ -109,13 +107,15 @@ def attention_for(kind: str, model_type) -> str:
     return ("block" if model_type in BLOCK_ATTENTION else "2d") if kind == "auto" else kind
 
 
-def _tokenizer_dir(model) -> Path:
+def _part(model, component: str) -> Path:
+    """Where a folder's ``component`` (``"model"``, ``"tokenizer"``) lives: its subfolder in a pipeline folder, the
+    folder itself otherwise."""
     p = Path(model)
-    return p / "tokenizer" if (p / "model_index.json").is_file() else p
+    return p / component if (p / "model_index.json").is_file() else p
 
 
 def _declares_mask(model) -> bool:
-    p = _tokenizer_dir(model)
+    p = _part(model, "tokenizer")
     tok = [_json(p / n) for n in ("tokenizer_config.json", "special_tokens_map.json") if (p / n).is_file()]
     return any(isinstance(t, dict) and t.get("mask_token") for t in tok)
 
@@ -174,7 +174,7 @@ def _attention(o: dict, given: set):
         raise OptionError(f"--attention-mask: {e}") from None
     if o["mask_token"] is not None:
         o["mask_token"] = str(o["mask_token"]).strip()
-        vocab = _tokenizer_dir(o["model"]) / "tokenizer.json"   # checked here when readable without running code
+        vocab = _part(o["model"], "tokenizer") / "tokenizer.json"   # checked here when readable without running code
         if vocab.is_file():
             from tokenizers import Tokenizer
 
