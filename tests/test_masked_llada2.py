@@ -178,6 +178,26 @@ def test_sweep_cli_runs_a_llada2_checkpoint_on_the_first_try(llada2, which, samp
     assert windows["options"]["mask_token"] == MASK and windows["options"]["attention_mask"] == "block"
     assert windows["sampler"]["attention_mask"] == "block"
     assert windows["sampler"]["block_length"] == (32 if which == "plain" else 4) and windows["nfe"] > 0
+    # plain: prompt (5 tokens) and response (6) share one block of 32, so each token reads every kept one
+    assert windows["sampler"]["reverse_process"] is (which == "plain")
+
+
+@pytest.mark.parametrize("block,length,reverse", [(4, 6, False), (4, 3, True), (32, 6, True), (2, 1, True)])
+def test_the_ancestral_sampler_says_when_blocks_split_a_response(llada2, block, length, reverse):
+    """Under block-causal attention a response token never reads a later block: the ancestral sampler samples the
+    reverse process only when each response lies in one block (the prompt, 5 tokens, takes positions 0-4)."""
+    from diffusion_windows.masked.attention import BlockAttention
+    from diffusion_windows.masked.backend import MaskedBackend
+
+    mask_id = llada2["tok"].convert_tokens_to_ids(MASK)
+    model = BlockAttention(llada2["raw"], block, pad_id=mask_id)
+    b = MaskedBackend(model, llada2["tok"], ["tell a story :"], outcome="answer", samples=1, seed=0,
+                      gen_length=length, mask_id=mask_id)
+    d = b.describe()
+    assert d["attention_mask"] == "block" and d["block_length"] == block
+    assert d["reverse_process"] is reverse and ("reverse_process_note" in d) is (not reverse)
+    if not reverse:
+        assert "1 of 1 prompts" in d["reverse_process_note"] and f"block of {block}" in d["reverse_process_note"]
 
 
 @pytest.mark.parametrize("argv,named", [(["--mask-token", "<|nope|>"], "'<|nope|>' is not a token"),

@@ -20,7 +20,8 @@ the prompt never) and runs the reverse process back to ``t = 0``.
   ``nfe`` counts model forward rows;
 - `cost(t)`: forward rows of a restart from ``t``: the masked tokens (``steps`` None) or the
   steps below ``t`` that reveal one;
-- ``sampler``: ``"ancestral"`` (samples the reverse process: the theory's quantity) or a
+- ``sampler``: ``"ancestral"`` (samples the reverse process: the theory's quantity; not under block-causal
+  attention when a response spans more than one block, `masked.attention`: ``describe`` says so) or a
   diffusers pipeline's own loop (`masked.schedulers` for LLaDA2, `masked.gemma` for DiffusionGemma,
   whose forward process is uniform corruption: time unit ``"fraction corrupted"``), flagged in
   ``describe``; a sampler with ``snap`` and ``cost`` sets the grid and the cost model;
@@ -152,11 +153,26 @@ class MaskedBackend(LanguageTheory):
     def describe(self) -> dict:
         from .attention import describe as attention   # how the model is called (LLaDA2: block-causal)
 
-        if self.sampler == "ancestral":
-            return {"name": "ancestral sampler of the masked process", "stochastic": self.temperature > 0,
-                    "reverse_process": True, "steps": self.steps, "temperature": self.temperature,
-                    "top_p": self.top_p, **attention(self.model)}
-        return {**self.sampler.describe(), **attention(self.model)}
+        how = attention(self.model)
+        if self.sampler != "ancestral":
+            return {**self.sampler.describe(), **how}
+        split = self._split_by_blocks(how.get("block_length"))
+        note = {} if not split else {"reverse_process_note": (
+            f"block-causal attention: the responses of {split} of {len(self.prompts)} prompts span more than one "
+            f"block of {how['block_length']}: a token is drawn given its own and earlier blocks only, never "
+            "the tokens (kept or revealed) of a later block")}
+        return {"name": "ancestral sampler of the masked process", "stochastic": self.temperature > 0,
+                "reverse_process": not split, **note, "steps": self.steps, "temperature": self.temperature,
+                "top_p": self.top_p, **how}
+
+    def _split_by_blocks(self, block_length) -> int:
+        """Prompts whose response positions fall in more than one attention block (0 without block attention):
+        there a response token never reads the later blocks, so the sampler's conditional is not the posterior
+        given every kept token (`masked.attention`)."""
+        if not block_length:
+            return 0
+        ends = [(len(ids), len(ids) + self.gen_length(i) - 1) for i, ids in enumerate(self.prompt_ids)]
+        return sum(first // block_length != last // block_length for first, last in ends if last >= first)
 
     def schedule_arrays(self) -> dict:
         return {}
