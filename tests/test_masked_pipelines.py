@@ -94,8 +94,14 @@ def test_batched_rows_equal_one_at_a_time(parts, kwargs):
     x = torch.tensor([prompt + s for s in starts])
     kw = {"gen_length": 10, "num_inference_steps": 4, "prompt_length": len(prompt), "mask_token_id": m,
           "eos_token_id": tok.eos_token_id, **kwargs}
-    mine, rows, calls = llada2_rows(model, scheduler, x, generators=[torch.Generator().manual_seed(s) for s in
-                                                                    range(4)], **kw)
+    seen = []   # rows of each model call: only the rows still refining their block are computed
+    hook = model.register_forward_pre_hook(lambda mod, a, k: seen.append(a[0].shape[0]), with_kwargs=True)
+    try:
+        mine, rows, calls = llada2_rows(model, scheduler, x, generators=[torch.Generator().manual_seed(s) for s in
+                                                                        range(4)], **kw)
+    finally:
+        hook.remove()
+    assert len(seen) == calls and sum(seen) == sum(rows) and min(seen) < 4   # rows that finished early sit out
     pipe = LLaDA2Pipeline(model=model, scheduler=scheduler, tokenizer=tok)
     pipe.set_progress_bar_config(disable=True)
     for j in range(4):

@@ -127,14 +127,16 @@ def llada2_rows(model, scheduler, x, *, prompt_length: int, gen_length: int, mas
             prompt_in_block[:min(prompt_length - start, block_length)] = True
         post, step_idx, go = [0] * batch, [0] * batch, [not s for s in stopped]
         while any(go):
-            logits = model(seq[:, :end], attention_mask=attn[:, :end], position_ids=positions[:, :end]).logits
+            live = [j for j in range(batch) if go[j]]   # rows whose block is done sit out the call (no wasted rows)
+            sub = slice(None) if len(live) == batch else torch.tensor(live, device=device)
+            logits = model(seq[sub, :end], attention_mask=attn[sub, :end], position_ids=positions[sub, :end]).logits
             calls += 1
-            for j in (j for j in range(batch) if go[j]):
+            for i, j in enumerate(live):
                 rows[j] += 1
                 tokens = seq[j:j + 1, end - block_length:end]
                 left = bool((tokens == mask_token_id).any())
                 post[j] += not left
-                out = scheduler.step(model_output=logits[j:j + 1, -block_length:, :], timestep=step_idx[j],
+                out = scheduler.step(model_output=logits[i:i + 1, -block_length:, :], timestep=step_idx[j],
                                      sample=tokens, mask_token_id=mask_token_id, temperature=temperature, top_p=top_p,
                                      top_k=top_k, sampling_method=sampling_method, threshold=threshold,
                                      editing_threshold=editing_threshold, minimal_topk=minimal_topk,
