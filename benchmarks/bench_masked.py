@@ -17,8 +17,16 @@ With ``--sampler pipeline`` both ways run the folder's own ``LLaDA2Pipeline`` lo
 (`masked.schedulers.PipelineSampler`): one restart at a time, or all of them batched through
 `masked.schedulers.llada2_rows` (one model call per step, a generator per row).
 
+With ``--sampler gemma`` both ways run the toolkit's ``DiffusionGemmaPipeline`` loop (`masked.gemma.GemmaSampler`,
+``BlockRefinementScheduler``, temperature 1) on the tiny random ``DiffusionGemmaForBlockDiffusion`` that
+``tests/test_masked_gemma.py`` builds (canvas of 4; no DiffusionGemma weights ship), with story responses rounded up
+to whole canvases (28 positions) and the fractions corrupted snapped to the pipeline's grid ``1 - i / steps``: one
+restart at a time, or all of them batched (a shared KV cache, one call per step and canvas for each start time).
+Its sizes are the tests', not the default's: the ratios say what the batching saves in calls and Python overhead.
+
     python benchmarks/bench_masked.py --bases 4 --restarts 8
     python benchmarks/bench_masked.py --bases 4 --restarts 8 --sampler pipeline
+    python benchmarks/bench_masked.py --bases 4 --restarts 8 --sampler gemma
 """
 from __future__ import annotations
 
@@ -33,7 +41,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diffusion_windows.engine.seeds import unit_seed  # noqa: E402
+from diffusion_windows.masked import language  # noqa: E402
 from diffusion_windows.masked.default import model_folder  # noqa: E402
+from diffusion_windows.masked.gemma import GemmaSampler, round_length  # noqa: E402
 from diffusion_windows.masked.language import STORY_LENGTH  # noqa: E402
 from diffusion_windows.masked.models import load_masked_lm  # noqa: E402
 from diffusion_windows.masked.sampler import Restart, ancestral  # noqa: E402
@@ -49,9 +59,12 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=16, help="ancestral steps (0: one token per step)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--sampler", choices=("ancestral", "pipeline"), default="ancestral")
+    p.add_argument("--sampler", choices=("ancestral", "pipeline", "gemma"), default="ancestral")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.sampler == "gemma":
+        sample, runs = gemma_runs(args)
+        return report(args, sample, runs, args.steps or 16)
     model, tok, scheduler = load_masked_lm(model_folder())
     steps = args.steps or None
     prompt = tuple(lm.prompt_ids(tok, tasks.STORY_PROMPT))
@@ -66,6 +79,46 @@ def main(argv=None):
         pipe = PipelineSampler.from_parts(model, tok, scheduler, model_folder(),
                                           **({"num_inference_steps": steps} if steps else {}))
         sample = lambda rs, size: pipe.run(rs, mask_id=mask, eos_id=tok.eos_token_id, batch_size=size)  # noqa: E731
+    return report(args, sample, runs, steps)
+
+
+def tiny_gemma():
+    """(model, tokenizer): the tiny random DiffusionGemma of ``tests/test_masked_gemma.py`` (canvas of 4)."""
+    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=language.build_tokenizer(), bos_token=tasks.BOS,
+                                  eos_token=tasks.EOS, pad_token=tasks.PAD, unk_token=tasks.UNK)
+    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=16, global_head_dim=16, max_position_embeddings=128, sliding_window=16,
+                layer_types=["sliding_attention", "full_attention"], num_experts=2, top_k_experts=1,
+                moe_intermediate_size=16, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                bos_token_id=tok.bos_token_id)
+    vision = dict(model_type="gemma4_vision", hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=2, head_dim=8, position_embedding_size=16, patch_size=4)
+    torch.manual_seed(0)
+    model = DiffusionGemmaForBlockDiffusion(DiffusionGemmaConfig(text_config=text, vision_config=vision,
+                                                                 canvas_length=4)).eval()
+    return model, tok
+
+
+def gemma_runs(args):
+    """(sample, restarts) of ``--sampler gemma`` (module docstring): base responses from the fully corrupted start."""
+    from diffusers import BlockRefinementScheduler
+
+    model, tok = tiny_gemma()
+    sampler = GemmaSampler.from_parts(model, BlockRefinementScheduler(), num_inference_steps=args.steps or 16,
+                                      temperature=1.0)
+    prompt, length = tuple(lm.prompt_ids(tok, tasks.STORY_PROMPT)), round_length(model, STORY_LENGTH)
+    bases = sampler.run([Restart(prompt, (tok.pad_token_id,) * length, 1.0, unit_seed(0, "base", b))
+                         for b in range(args.bases)], eos_id=tok.eos_token_id).responses
+    times = sampler.snap([float(t) for t in args.times.split(",")])
+    runs = [Restart(prompt, bases[b], t, unit_seed(0, "reverse", b, t, k))
+            for b in range(args.bases) for t in times for k in range(args.restarts)]
+    return (lambda rs, size: sampler.run(rs, eos_id=tok.eos_token_id, batch_size=size)), runs
+
+
+def report(args, sample, runs, steps):
+    """Time both ways and print the JSON object (module docstring)."""
     t0 = time.perf_counter()
     loop = [sample([r], 1) for r in runs]
     baseline_s = time.perf_counter() - t0
