@@ -52,7 +52,8 @@ def evaluate(model, tokenizer, prompts, *, seed: int, sampler="ancestral", steps
     calls.clear()
     t0 = time.perf_counter()
     backend = MaskedBackend(model, tokenizer, prompts, outcome=default.OUTCOME, labels=default.LABELS,
-                            features=default.FEATURES, samples=len(prompts), seed=seed, gen_length=default.response_length,
+                            features=default.FEATURES, samples=len(prompts), seed=seed,
+                            gen_length=default.response_length,
                             steps=steps, temperature=temperature, batch_size=batch_size, name="default-masked",
                             sampler=sampler)
     seconds = time.perf_counter() - t0
