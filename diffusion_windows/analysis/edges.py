@@ -37,6 +37,15 @@ measured timestep, so it counts from the first grid timestep past that one up to
 (at the top on a fully measured grid); dropping such draws would cut the interval's upper end
 exactly where the data are thinnest. The start's None draws (no run above ``1 - delta`` from the
 smallest timestep: no window in that draw) are left out, as before.
+
+An end interval also reaches, at least, the first measured timestep at or after the point estimate's
+end that ``1 - (1 - confidence) / 2`` of the draws put at or below their own threshold (`sure_end`;
+none: past the last measured timestep, as above). The end is the *first* crossing: where the curve
+hovers near ``floor + delta`` over several timesteps, one of them dips below it by chance more often
+than any single one does, and the percentile interval of the draws, which repeat the same dip, stops
+there, before the population curve crosses (on the mixtures' exact curves, auto's one-re-sample points
+left a quarter of the group ends' intervals short that way). A timestep the draws put below the
+threshold at that level bounds the end from above whatever dipped before it.
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["base_fractions", "mean_retention", "window_edges", "jump_window", "edge_interval",
-           "edge_interval_widths", "edge_indices", "edge_summary"]
+           "edge_interval_widths", "edge_indices", "edge_summary", "end_summary", "sure_end"]
 
 
 def base_fractions(kept, total):
@@ -117,6 +126,33 @@ def edge_summary(edges_idx: np.ndarray, timesteps: np.ndarray, confidence: float
 
 
 _edge_summary = edge_summary
+
+
+def sure_end(boot, thresholds, first: int, level: float) -> int:
+    """Index of the first point at or after ``first`` that at least ``level`` of the draws ``boot``
+    [n_boot, G] put at or below their end threshold (``thresholds``: one, or one per draw); -1: none.
+    NaN points (no data) are never sure."""
+    boot = np.asarray(boot, dtype=np.float64)
+    thr = np.asarray(thresholds, dtype=np.float64)
+    thr = thr[:, None] if thr.ndim == 1 else thr
+    with np.errstate(invalid="ignore"):
+        share = np.mean(boot <= thr, axis=0)
+    sure = np.flatnonzero(share[max(int(first), 0):] >= level)
+    return int(sure[0]) + max(int(first), 0) if sure.size else -1
+
+
+def end_summary(draws_idx, boot, thresholds, point: int, timesteps, confidence: float, *, grid=None, measured=None):
+    """An end's interval and None fraction (module docstring): the percentile interval of the draws'
+    ends (`edge_summary`), reaching at least the first timestep at or after ``point`` (the point
+    estimate's end index; -1: none) that the draws put below their thresholds at level
+    ``1 - (1 - confidence) / 2`` (`sure_end`), or past the last measured timestep when none is."""
+    ci, none = edge_summary(draws_idx, timesteps, confidence, side="end", grid=grid, measured=measured)
+    if ci is None or point < 0:
+        return ci, none
+    j = sure_end(boot, thresholds, point, 1.0 - (1.0 - confidence) / 2.0)
+    hi = float(np.asarray(timesteps, dtype=np.float64)[j]) if j >= 0 else _past_measured(
+        np.asarray(timesteps, dtype=np.float64), grid, measured)[1]
+    return (ci[0], max(ci[1], hi)), none
 
 
 def _past_measured(timesteps, grid, measured):

@@ -39,7 +39,7 @@ from scipy.special import ndtri
 from .bootstrap import (bootstrap_retention, bootstrap_seed, bootstrap_weights, edge_bootstrap, edge_draws,
                         floor_draws, weighted_curves)
 from .edges import (_edge_indices, _edge_summary, base_fractions, edge_indices, edge_interval, edge_interval_widths,
-                    edge_summary, jump_window, mean_retention, window_edges)
+                    edge_summary, end_summary, jump_window, mean_retention, window_edges)
 
 __all__ = [
     "WindowEstimate",
@@ -245,15 +245,18 @@ def estimate_window(
     if end_thr < start_thr:
         s_idx, e_idx = edge_indices(retention[None, :], start_thr, end_thr)
         bs, be = edge_indices(boot, start_thr, end_thr)
+        draw_thr = np.full(n_boot, end_thr)
         if floor_bases is not None:  # each end draw against its own floor (analysis.bootstrap)
             draw_thr = floor_draws(floor, floor_bases, n_boot, rng) + tolerance
             be = np.where(draw_thr < start_thr, edge_indices(boot, start_thr, draw_thr)[1], -1)
     else:  # thresholds overlap: no window is defined (analysis.edges)
         s_idx = e_idx = np.array([-1])
         bs = be = np.full(n_boot, -1)
+        draw_thr = np.full(n_boot, -np.inf)
     measured = ~np.isnan(retention)
     start_ci, start_none = edge_summary(bs, timesteps, confidence, side="start", grid=grid, measured=measured)
-    end_ci, end_none = edge_summary(be, timesteps, confidence, side="end", grid=grid, measured=measured)
+    end_ci, end_none = end_summary(be, boot, draw_thr, int(e_idx[0]), timesteps, confidence, grid=grid,
+                                   measured=measured)
 
     def _t(i):
         return None if i < 0 else float(timesteps[i])

@@ -21,7 +21,10 @@ edge stands (`EdgeState`). Per value and edge (the start at ``1 - delta``; an en
    ``initial`` re-samples per base sample (default 1: the test's first look). An end more than
    ``(1 - confidence) / 2`` of whose bootstrap draws cross at no measured timestep asks for the grid
    timestep above; each draw is read against its own redrawn floor (``end_floors``), as the reported
-   interval reads it (`analysis.windows.estimate_window`);
+   interval reads it (`analysis.windows.estimate_window`). An end past which no measured point is put
+   below its threshold by ``1 - (1 - confidence) / 2`` of the draws (`analysis.edges.sure_end`: the
+   reported interval would reach the grid's top) asks for every re-sample at the likeliest such point
+   past it (`_firm_up`), or, when all hold them, for the grid timestep above;
 2. its interval: a bootstrap over base samples that also redraws each base sample's re-samples
    (`analysis.windows.edge_draws`, ``restarts_too``); within ``precision`` -> ``"precision"``;
 3. the test: at each measured point ``j`` whose flip to the other side of ``h`` would move the edge
@@ -59,7 +62,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from ..analysis.bootstrap import floor_draws
-from ..analysis.edges import edge_indices, edge_summary
+from ..analysis.edges import edge_indices, end_summary, sure_end
 from ..analysis.windows import edge_bootstrap, edge_draws, mean_retention
 from .adaptive import Curve, curve_se, locate
 from .seeds import unit_seed
@@ -164,11 +167,27 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
             thresholds = (start_thr, thr if side == "end" else -np.inf)
             point, interval, none = edge_draws(t, kept, total, *thresholds, n_boot=n_boot, rng=None,
                                                confidence=confidence, boot=boot)[side]
-            if side == "end" and floors.get(thr):  # read the draws as the reported interval does: floor redrawn
-                interval, none = _floor_aware(boot, t, start_thr, float(thr), *floors[thr], confidence,
-                                              unit_seed(seed, "floor", *map(str, v.key), float(thr)))
+            unsure = False
+            if side == "end":  # read the draws as the reported interval does: floor redrawn, up to a sure point
+                draws = _end_thresholds(float(thr), floors.get(thr), len(boot),
+                                        unit_seed(seed, "floor", *map(str, v.key), float(thr)))
+                interval, none = end_summary(edge_indices(boot, start_thr, draws)[1], boot, draws, point, t,
+                                             confidence)
+                # no point past the end surely below: worth measuring only where re-samples could make one
+                # sure, below the draws' lowest thresholds (the floor's own error is not reduced by them)
+                reachable = float(np.quantile(draws, (1 - confidence) / 2))
+                floor = floors[thr][0] if floors.get(thr) else -np.inf
+                unsure = point >= 0 and reachable > floor and sure_end(boot, draws, point, 1 - (1 - confidence) / 2) < 0
             here = None if point < 0 else float(t[point])
-            open_up = side == "end" and none > (1 - confidence) / 2  # draws that cross at no measured point
+            open_up = side == "end" and (none > (1 - confidence) / 2 or unsure)  # the end may lie above
+            if unsure and not new:  # 1. no point past the end is surely below: its likeliest, or the next one
+                firm = _firm_up(p, total, point, restarts, reachable)
+                if firm is not None:
+                    need = _restarts_needed(p[firm], reachable - p[firm], ndtri(1 - (1 - confidence) / 2),
+                                            total[:, firm], restarts)
+                    asks.append(Ask(v.key, float(t[firm]), need, "resample", (edge,), float(g[-1] - t[point])))
+                    edges[edge] = EdgeState(v.key, side, float(thr), here, interval, np.inf, None)
+                    continue
             if open_up and not new and t[-1] < g[-1]:  # 1. an end that may lie above: the next grid timestep
                 new = {float(g[g > t[-1]][0]): "reach"}
             if side == "start" and point == len(t) - 1 and t[-1] < g[-1] and not new and any(located.values()):
@@ -202,11 +221,20 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
     return _merge(asks), edges
 
 
-def _floor_aware(boot, t, start_thr, thr, floor, floor_bases, confidence, seed):
-    """An end's interval and None fraction with each draw read against its own ``floor* + delta``
-    (`analysis.bootstrap.floor_draws`): the threshold the reported interval reads each draw against."""
-    draws = thr + floor_draws(floor, floor_bases, len(boot), np.random.default_rng(seed)) - floor
-    return edge_summary(edge_indices(boot, start_thr, draws)[1], t, confidence)
+def _end_thresholds(thr, floor, n_boot, seed) -> np.ndarray:
+    """[n_boot] thresholds an end's draws are read against: ``floor* + delta`` with ``floor* `` redrawn
+    (`analysis.bootstrap.floor_draws`; ``floor``: ``(floor, floor_bases)``), as the reported interval
+    reads them, or ``thr`` itself for a floor known exactly (None)."""
+    if not floor:
+        return np.full(n_boot, thr)
+    return thr + floor_draws(floor[0], floor[1], n_boot, np.random.default_rng(seed)) - floor[0]
+
+
+def _firm_up(p, total, point, restarts, below):
+    """The point at or past an end's ``point`` most likely to be put surely below its threshold by more
+    re-samples (the lowest retention among those under ``below`` holding fewer than ``restarts``), or None."""
+    open_ = [j for j in range(point, len(p)) if total[:, j].min() < restarts and p[j] < below]
+    return min(open_, key=lambda j: (p[j], j)) if open_ else None
 
 
 def _predictive_sd(kept, total, restarts) -> np.ndarray:
