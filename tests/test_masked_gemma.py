@@ -8,12 +8,12 @@ The stock pipeline (diffusers 0.42.1) calls the decoder's ``create_diffusion_dec
 keyword ``past_key_values``, which the installed transformers renamed ``cache``: the tests bridge that one keyword
 name (`_bridge`) and run the pipeline's code unchanged."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from diffusion_windows.masked import language
-from diffusion_windows.text import tasks
 
 PROMPT = "tell a story :"
 
@@ -35,21 +35,12 @@ def gemma_folder(tmp_path_factory):
     """A saved ``DiffusionGemmaPipeline`` folder: tiny random model (canvas of 4), word-level tokenizer with a chat
     template, ``BlockRefinementScheduler``."""
     from diffusers import BlockRefinementScheduler, DiffusionGemmaPipeline
-    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerFast
 
-    tok = PreTrainedTokenizerFast(tokenizer_object=language.build_tokenizer(), bos_token=tasks.BOS,
-                                  eos_token=tasks.EOS, pad_token=tasks.PAD, unk_token=tasks.UNK)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_masked import tiny_gemma  # the benchmark's --sampler gemma measures this same model
+
+    model, tok = tiny_gemma()
     tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
-    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-                num_key_value_heads=1, head_dim=16, global_head_dim=16, max_position_embeddings=128, sliding_window=16,
-                layer_types=["sliding_attention", "full_attention"], num_experts=2, top_k_experts=1,
-                moe_intermediate_size=16, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                bos_token_id=tok.bos_token_id)
-    vision = dict(model_type="gemma4_vision", hidden_size=16, intermediate_size=16, num_hidden_layers=1,
-                  num_attention_heads=2, num_key_value_heads=2, head_dim=8, position_embedding_size=16, patch_size=4)
-    torch.manual_seed(0)
-    model = DiffusionGemmaForBlockDiffusion(DiffusionGemmaConfig(text_config=text, vision_config=vision,
-                                                                 canvas_length=4)).eval()
     folder = tmp_path_factory.mktemp("gemma") / "pipe"
     DiffusionGemmaPipeline(model=model, scheduler=BlockRefinementScheduler(), processor=tok).save_pretrained(folder)
     # diffusers writes the model's library as "diffusion_gemma" (its pipeline's module name); a released folder says
