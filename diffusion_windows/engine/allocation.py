@@ -23,8 +23,10 @@ edge stands (`EdgeState`). Per value and edge (the start at ``1 - delta``; an en
    timestep above; each draw is read against its own redrawn floor (``end_floors``), as the reported
    interval reads it (`analysis.windows.estimate_window`). An end past which no measured point is put
    below its threshold by ``1 - (1 - confidence) / 2`` of the draws (`analysis.edges.sure_end`: the
-   reported interval would reach the grid's top) asks for every re-sample at the likeliest such point
-   past it (`_firm_up`), or, when all hold them, for the grid timestep above;
+   reported interval would reach the grid's top) asks, at the likeliest such point past it, for the
+   re-samples expected to make it sure (`_firm_up`, `_restarts_needed`), or, when every point there
+   holds ``restarts``, for the grid timestep above; not where the floor's own error (which re-samples do
+   not reduce) keeps every point above the draws' lowest thresholds;
 2. its interval: a bootstrap over base samples that also redraws each base sample's re-samples
    (`analysis.windows.edge_draws`, ``restarts_too``); within ``precision`` -> ``"precision"``;
 3. the test: at each measured point ``j`` whose flip to the other side of ``h`` would move the edge
@@ -177,7 +179,8 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
                 # sure, below the draws' lowest thresholds (the floor's own error is not reduced by them)
                 reachable = float(np.quantile(draws, (1 - confidence) / 2))
                 floor = floors[thr][0] if floors.get(thr) else -np.inf
-                unsure = point >= 0 and reachable > floor and sure_end(boot, draws, point, 1 - (1 - confidence) / 2) < 0
+                unsure = (point >= 0 and reachable > floor
+                          and sure_end(boot, draws, point, 1 - (1 - confidence) / 2) < 0)
             here = None if point < 0 else float(t[point])
             open_up = side == "end" and (none > (1 - confidence) / 2 or unsure)  # the end may lie above
             if unsure and not new:  # 1. no point past the end is surely below: its likeliest, or the next one
