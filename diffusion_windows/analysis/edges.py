@@ -43,8 +43,8 @@ end that ``1 - (1 - confidence) / 2`` of the draws put at or below their own thr
 none: past the last measured timestep, as above). The end is the *first* crossing: where the curve
 hovers near ``floor + delta`` over several timesteps, one of them dips below it by chance more often
 than any single one does, and the percentile interval of the draws, which repeat the same dip, stops
-there, before the population curve crosses (on the mixtures' exact curves, auto's one-re-sample points
-left a quarter of the group ends' intervals short that way). A timestep the draws put below the
+there, before the population curve crosses (on the mixture's exact curves, auto's one-re-sample points
+left 12% of the group ends' intervals short that way, against a tail of 2.5%). A timestep the draws put below the
 threshold at that level bounds the end from above whatever dipped before it.
 """
 
