@@ -44,8 +44,12 @@ none: past the last measured timestep, as above). The end is the *first* crossin
 hovers near ``floor + delta`` over several timesteps, one of them dips below it by chance more often
 than any single one does, and the percentile interval of the draws, which repeat the same dip, stops
 there, before the population curve crosses (on the mixture's exact curves, auto's one-re-sample points
-left 12% of the group ends' intervals short that way, against a tail of 2.5%). A timestep the draws put below the
-threshold at that level bounds the end from above whatever dipped before it.
+left 12% of the group ends' intervals short that way, against a tail of 2.5%). A timestep the draws put
+below the threshold at that level bounds the end from above whatever dipped before it, provided the
+Wilson interval of its pooled re-samples (at the same confidence) also lies at or below
+``floor + delta``: where a few base samples with one re-sample each all lost the value, every draw
+agrees and the bootstrap alone would call the point sure (the story language's genres: about 7 base
+samples, with 1 re-sample at most of their timesteps under ``--timesteps auto``).
 """
 
 from __future__ import annotations
@@ -128,28 +132,33 @@ def edge_summary(edges_idx: np.ndarray, timesteps: np.ndarray, confidence: float
 _edge_summary = edge_summary
 
 
-def sure_end(boot, thresholds, first: int, level: float) -> int:
+def sure_end(boot, thresholds, first: int, level: float, upper=None, cut=None) -> int:
     """Index of the first point at or after ``first`` that at least ``level`` of the draws ``boot``
     [n_boot, G] put at or below their end threshold (``thresholds``: one, or one per draw); -1: none.
-    NaN points (no data) are never sure."""
+    With ``upper`` [G] (each point's upper confidence bound: the Wilson interval's of its pooled
+    re-samples, `analysis.windows.wilson_interval`), a sure point's bound must also lie at or below ``cut``. NaN points (no data) are never sure."""
     boot = np.asarray(boot, dtype=np.float64)
     thr = np.asarray(thresholds, dtype=np.float64)
     thr = thr[:, None] if thr.ndim == 1 else thr
     with np.errstate(invalid="ignore"):
-        share = np.mean(boot <= thr, axis=0)
-    sure = np.flatnonzero(share[max(int(first), 0):] >= level)
+        ok = np.mean(boot <= thr, axis=0) >= level
+        if upper is not None:
+            ok &= np.asarray(upper, dtype=np.float64) <= cut
+    sure = np.flatnonzero(ok[max(int(first), 0):])
     return int(sure[0]) + max(int(first), 0) if sure.size else -1
 
 
-def end_summary(draws_idx, boot, thresholds, point: int, timesteps, confidence: float, *, grid=None, measured=None):
+def end_summary(draws_idx, boot, thresholds, point: int, timesteps, confidence: float, *, grid=None, measured=None,
+                upper=None, cut=None):
     """An end's interval and None fraction (module docstring): the percentile interval of the draws'
     ends (`edge_summary`), reaching at least the first timestep at or after ``point`` (the point
     estimate's end index; -1: none) that the draws put below their thresholds at level
-    ``1 - (1 - confidence) / 2`` (`sure_end`), or past the last measured timestep when none is."""
+    ``1 - (1 - confidence) / 2`` and whose ``upper`` bound lies at or below ``cut`` (`sure_end`), or past
+    the last measured timestep when none is."""
     ci, none = edge_summary(draws_idx, timesteps, confidence, side="end", grid=grid, measured=measured)
     if ci is None or point < 0:
         return ci, none
-    j = sure_end(boot, thresholds, point, 1.0 - (1.0 - confidence) / 2.0)
+    j = sure_end(boot, thresholds, point, 1.0 - (1.0 - confidence) / 2.0, upper, cut)
     hi = float(np.asarray(timesteps, dtype=np.float64)[j]) if j >= 0 else _past_measured(
         np.asarray(timesteps, dtype=np.float64), grid, measured)[1]
     return (ci[0], max(ci[1], hi)), none

@@ -227,6 +227,7 @@ def estimate_window(
 
     rng = np.random.default_rng(seed)
     boot = bootstrap_retention(kept, total, n_boot, rng)
+    pooled_upper = wilson_interval(kept.sum(axis=0), total.sum(axis=0), confidence)[1]  # a sure end's bound too
     if n_base > 1:
         a = (1.0 - confidence) / 2.0
         all_nan = np.isnan(boot).all(axis=0)
@@ -256,7 +257,7 @@ def estimate_window(
     measured = ~np.isnan(retention)
     start_ci, start_none = edge_summary(bs, timesteps, confidence, side="start", grid=grid, measured=measured)
     end_ci, end_none = end_summary(be, boot, draw_thr, int(e_idx[0]), timesteps, confidence, grid=grid,
-                                   measured=measured)
+                                   measured=measured, upper=pooled_upper, cut=end_thr)
 
     def _t(i):
         return None if i < 0 else float(timesteps[i])

@@ -22,8 +22,9 @@ edge stands (`EdgeState`). Per value and edge (the start at ``1 - delta``; an en
    ``(1 - confidence) / 2`` of whose bootstrap draws cross at no measured timestep asks for the grid
    timestep above; each draw is read against its own redrawn floor (``end_floors``), as the reported
    interval reads it (`analysis.windows.estimate_window`). An end past which no measured point is put
-   below its threshold by ``1 - (1 - confidence) / 2`` of the draws (`analysis.edges.sure_end`: the
-   reported interval would reach the grid's top) asks, at the likeliest such point past it, for the
+   below its threshold by ``1 - (1 - confidence) / 2`` of the draws, its pooled Wilson bound below too
+   (`analysis.edges.sure_end`: the reported interval would reach the grid's top) asks, at the likeliest
+   such point past it, for the
    re-samples expected to make it sure (`_firm_up`, `_restarts_needed`), or, when every point there
    holds ``restarts``, for the grid timestep above; not where the floor's own error (which re-samples do
    not reduce) keeps every point above the draws' lowest thresholds;
@@ -65,7 +66,7 @@ from scipy.special import ndtr, ndtri
 
 from ..analysis.bootstrap import floor_draws
 from ..analysis.edges import edge_indices, end_summary, sure_end
-from ..analysis.windows import edge_bootstrap, edge_draws, mean_retention
+from ..analysis.windows import edge_bootstrap, edge_draws, mean_retention, wilson_interval
 from .adaptive import Curve, curve_se, locate
 from .seeds import unit_seed
 
@@ -163,6 +164,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
         start_thr = np.inf if v.start_threshold is None else v.start_threshold
         rng = np.random.default_rng(unit_seed(seed, "allocation", *map(str, v.key), len(t), int(total.sum())))
         boot = edge_bootstrap(kept, total, n_boot, rng, restarts_too=True)  # shared by every edge of the curve
+        upper = wilson_interval(kept.sum(axis=0), total.sum(axis=0), confidence)[1]  # a sure end's bound too
         floors = dict(zip(v.end_thresholds, v.end_floors))
         for (side, thr), new in located.items():
             edge = (v.key, side, float(thr))
@@ -174,13 +176,13 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
                 draws = _end_thresholds(float(thr), floors.get(thr), len(boot),
                                         unit_seed(seed, "floor", *map(str, v.key), float(thr)))
                 interval, none = end_summary(edge_indices(boot, start_thr, draws)[1], boot, draws, point, t,
-                                             confidence)
+                                             confidence, upper=upper, cut=float(thr))
                 # no point past the end surely below: worth measuring only where re-samples could make one
                 # sure, below the draws' lowest thresholds (the floor's own error is not reduced by them)
                 reachable = float(np.quantile(draws, (1 - confidence) / 2))
                 floor = floors[thr][0] if floors.get(thr) else -np.inf
                 unsure = (point >= 0 and reachable > floor
-                          and sure_end(boot, draws, point, 1 - (1 - confidence) / 2) < 0)
+                          and sure_end(boot, draws, point, 1 - (1 - confidence) / 2, upper, float(thr)) < 0)
             here = None if point < 0 else float(t[point])
             open_up = side == "end" and (none > (1 - confidence) / 2 or unsure)  # the end may lie above
             if unsure and not new:  # 1. no point past the end is surely below: its likeliest, or the next one
