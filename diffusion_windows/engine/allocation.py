@@ -24,10 +24,9 @@ edge stands (`EdgeState`). Per value and edge (the start at ``1 - delta``; an en
    interval reads it (`analysis.windows.estimate_window`). An end past which no measured point is put
    below its threshold by ``1 - (1 - confidence) / 2`` of the draws, its pooled Wilson bound below too
    (`analysis.edges.sure_end`: the reported interval would reach the grid's top) asks, at the likeliest
-   such point past it, for the
-   re-samples expected to make it sure (`_firm_up`, `_restarts_needed`), or, when every point there
-   holds ``restarts``, for the grid timestep above; not where the floor's own error (which re-samples do
-   not reduce) keeps every point above the draws' lowest thresholds;
+   such point past it, for the re-samples expected to make it sure (`_firm_up`, `_restarts_needed`),
+   or, when every point there holds ``restarts``, for the grid timestep above; not where the floor's
+   own error (which re-samples do not reduce) keeps every point above the draws' lowest thresholds;
 2. its interval: a bootstrap over base samples that also redraws each base sample's re-samples
    (`analysis.windows.edge_draws`, ``restarts_too``); within ``precision`` -> ``"precision"``;
 3. the test: at each measured point ``j`` whose flip to the other side of ``h`` would move the edge
