@@ -136,7 +136,8 @@ def sure_end(boot, thresholds, first: int, level: float, upper=None, cut=None) -
     """Index of the first point at or after ``first`` that at least ``level`` of the draws ``boot``
     [n_boot, G] put at or below their end threshold (``thresholds``: one, or one per draw); -1: none.
     With ``upper`` [G] (each point's upper confidence bound: the Wilson interval's of its pooled
-    re-samples, `analysis.windows.wilson_interval`), a sure point's bound must also lie at or below ``cut``. NaN points (no data) are never sure."""
+    re-samples, `analysis.windows.wilson_interval`), a sure point's bound must also lie at or below
+    ``cut``. NaN points (no data) are never sure."""
     boot = np.asarray(boot, dtype=np.float64)
     thr = np.asarray(thresholds, dtype=np.float64)
     thr = thr[:, None] if thr.ndim == 1 else thr
@@ -149,16 +150,16 @@ def sure_end(boot, thresholds, first: int, level: float, upper=None, cut=None) -
 
 
 def end_summary(draws_idx, boot, thresholds, point: int, timesteps, confidence: float, *, grid=None, measured=None,
-                upper=None, cut=None):
+                upper=None, cut=None, sure=None):
     """An end's interval and None fraction (module docstring): the percentile interval of the draws'
     ends (`edge_summary`), reaching at least the first timestep at or after ``point`` (the point
     estimate's end index; -1: none) that the draws put below their thresholds at level
     ``1 - (1 - confidence) / 2`` and whose ``upper`` bound lies at or below ``cut`` (`sure_end`), or past
-    the last measured timestep when none is."""
+    the last measured timestep when none is. ``sure``: that timestep's index, when the caller has it."""
     ci, none = edge_summary(draws_idx, timesteps, confidence, side="end", grid=grid, measured=measured)
     if ci is None or point < 0:
         return ci, none
-    j = sure_end(boot, thresholds, point, 1.0 - (1.0 - confidence) / 2.0, upper, cut)
+    j = sure_end(boot, thresholds, point, 1.0 - (1.0 - confidence) / 2.0, upper, cut) if sure is None else sure
     hi = float(np.asarray(timesteps, dtype=np.float64)[j]) if j >= 0 else _past_measured(
         np.asarray(timesteps, dtype=np.float64), grid, measured)[1]
     return (ci[0], max(ci[1], hi)), none

@@ -227,20 +227,19 @@ def estimate_window(
 
     rng = np.random.default_rng(seed)
     boot = bootstrap_retention(kept, total, n_boot, rng)
-    pooled_upper = wilson_interval(kept.sum(axis=0), total.sum(axis=0), confidence)[1]  # a sure end's bound too
+    # the pooled re-samples' Wilson interval: the least an honest band must cover where the bootstrap
+    # collapses (every re-sample agrees), and what a sure end's point must lie under too (analysis.edges)
+    w_lo, w_hi = wilson_interval(kept.sum(axis=0), total.sum(axis=0), confidence)
     if n_base > 1:
         a = (1.0 - confidence) / 2.0
         all_nan = np.isnan(boot).all(axis=0)
         safe = np.where(all_nan[None, :], 0.0, boot)
         ci_low = np.where(all_nan, np.nan, np.nanquantile(safe, a, axis=0))
         ci_high = np.where(all_nan, np.nan, np.nanquantile(safe, 1.0 - a, axis=0))
-        # Where every re-sample agrees (retention 0 or 1) the bootstrap collapses to a point;
-        # the Wilson interval of the pooled counts is the least an honest band must cover.
-        w_lo, w_hi = wilson_interval(kept.sum(axis=0), total.sum(axis=0), confidence)
         ci_low = np.where(np.isnan(w_lo), ci_low, np.fmin(ci_low, w_lo))
         ci_high = np.where(np.isnan(w_hi), ci_high, np.fmax(ci_high, w_hi))
-    else:
-        ci_low, ci_high = wilson_interval(kept[0], total[0], confidence)
+    else:  # one base sample: its own re-samples' interval
+        ci_low, ci_high = w_lo, w_hi
 
     start_thr, end_thr = 1.0 - tolerance, floor + tolerance
     if end_thr < start_thr:
@@ -257,7 +256,7 @@ def estimate_window(
     measured = ~np.isnan(retention)
     start_ci, start_none = edge_summary(bs, timesteps, confidence, side="start", grid=grid, measured=measured)
     end_ci, end_none = end_summary(be, boot, draw_thr, int(e_idx[0]), timesteps, confidence, grid=grid,
-                                   measured=measured, upper=pooled_upper, cut=end_thr)
+                                   measured=measured, upper=w_hi, cut=end_thr)
 
     def _t(i):
         return None if i < 0 else float(timesteps[i])

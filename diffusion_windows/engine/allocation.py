@@ -167,21 +167,22 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
         floors = dict(zip(v.end_thresholds, v.end_floors))
         for (side, thr), new in located.items():
             edge = (v.key, side, float(thr))
-            thresholds = (start_thr, thr if side == "end" else -np.inf)
-            point, interval, none = edge_draws(t, kept, total, *thresholds, n_boot=n_boot, rng=None,
-                                               confidence=confidence, boot=boot)[side]
             unsure = False
-            if side == "end":  # read the draws as the reported interval does: floor redrawn, up to a sure point
+            if side == "start":
+                point, interval, none = edge_draws(t, kept, total, start_thr, -np.inf, n_boot=n_boot, rng=None,
+                                                   confidence=confidence, boot=boot)["start"]
+            else:  # read the draws as the reported interval does: floor redrawn, up to a sure point
+                point = int(edge_indices(p[None], start_thr, thr)[1][0])
                 draws = _end_thresholds(float(thr), floors.get(thr), len(boot),
                                         unit_seed(seed, "floor", *map(str, v.key), float(thr)))
+                sure = sure_end(boot, draws, point, 1 - (1 - confidence) / 2, upper, float(thr)) if point >= 0 else -1
                 interval, none = end_summary(edge_indices(boot, start_thr, draws)[1], boot, draws, point, t,
-                                             confidence, upper=upper, cut=float(thr))
+                                             confidence, upper=upper, cut=float(thr), sure=sure)
                 # no point past the end surely below: worth measuring only where re-samples could make one
                 # sure, below the draws' lowest thresholds (the floor's own error is not reduced by them)
                 reachable = float(np.quantile(draws, (1 - confidence) / 2))
                 floor = floors[thr][0] if floors.get(thr) else -np.inf
-                unsure = (point >= 0 and reachable > floor
-                          and sure_end(boot, draws, point, 1 - (1 - confidence) / 2, upper, float(thr)) < 0)
+                unsure = point >= 0 and reachable > floor and sure < 0
             here = None if point < 0 else float(t[point])
             open_up = side == "end" and (none > (1 - confidence) / 2 or unsure)  # the end may lie above
             if unsure and not new:  # 1. no point past the end is surely below: its likeliest, or the next one
