@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +128,23 @@ def test_calibration_benchmark_scores_every_edge_against_the_exact_curve():
         assert scored[side]["n"] == 2 * len(truth)          # each record's edge on each seed
         assert 0.0 <= scored[side]["coverage"] <= 1.0
         assert scored[side]["median_width_steps"] >= 0
+
+
+def test_calibration_benchmark_runs_auto_on_the_grid_asked_and_counts_edges_within_one_step():
+    """With ``--timesteps auto --grid G`` the benchmark refines exactly ``G`` (``auto:G``), reads the truth
+    on it, and its ``within_one_share`` is the share of its own rows within one grid step of the truth."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_calibration.py"), "--models",
+                          "gaussian-mixture", "--seeds", "0", "--samples", "40", "--restarts", "2", "--timesteps",
+                          "auto", "--grid", "0:1000:100", "--rows"], capture_output=True, text=True, check=True,
+                         cwd=ROOT, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    model = json.loads(out.stdout)["models"][0]
+    assert model["timesteps"] == "auto:0:1000:100"
+    assert all(s % 100 == 0 and e % 100 == 0 for s, e in model["exact_edges"].values())
+    for side in ("start", "end"):
+        rows = [r for r in model["rows"] if r["side"] == side and r.get("error_steps") is not None]
+        got = model["by_truth"]["exact"]["all"][side]
+        assert got["within_one_share"] == np.mean([abs(r["error_steps"]) <= 1 for r in rows])
+        assert got["exact_share"] <= got["within_one_share"] <= 1
 
 
 def test_auto_truth_benchmark_counts_coverage_by_kind_from_its_own_rows(tmp_path):
