@@ -141,10 +141,11 @@ def test_calibration_benchmark_runs_auto_on_the_grid_asked_and_counts_edges_with
     assert model["timesteps"] == "auto:0:1000:100"
     assert all(s % 100 == 0 and e % 100 == 0 for s, e in model["exact_edges"].values())
     for side in ("start", "end"):
-        rows = [r for r in model["rows"] if r["side"] == side and r.get("error_steps") is not None]
+        rows = [r for r in model["rows"] if r["side"] == side and r["truth"] == "exact" and r["covered"] is not None]
         got = model["by_truth"]["exact"]["all"][side]
-        assert got["within_one_share"] == np.mean([abs(r["error_steps"]) <= 1 for r in rows])
-        assert got["exact_share"] <= got["within_one_share"] <= 1
+        assert got["n"] == len(rows) > 0
+        assert got["within_one_share"] == np.mean([r["edge"] is not None and abs(r["error_steps"]) <= 1 for r in rows])
+        assert 0 <= got["within_one_share"] <= 1
 
 
 def test_auto_truth_benchmark_counts_coverage_by_kind_from_its_own_rows(tmp_path):
