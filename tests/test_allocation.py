@@ -367,3 +367,33 @@ def test_an_end_whose_floor_redrawn_draws_cross_nowhere_measured_asks_for_the_ti
     assert above == [] and edge.timestep == 400.0
     above, edge = end(((0.5, 20),))  # a floor from 20 base samples: sd 0.11, many draws' thresholds below 0.56
     assert above == [(440.0, "locate")] and edge.timestep == 400.0 and edge.width == np.inf
+
+
+def test_an_end_above_every_measured_point_is_tested_at_the_top_before_it_is_called_no_edge():
+    """An end the measured curve never crosses is "no-edge" only once no measured point is left that the
+    full grid (``restarts`` re-samples) might read at or below its threshold: the grid's top, measured with
+    one re-sample per base sample at 0.63 against 0.6, is asked for more re-samples first; holding every
+    re-sample there, the same curve stops as "no-edge"; and a curve far above the threshold asks nothing."""
+    from diffusion_windows.engine.allocation import ValueCounts, plan_values
+
+    t = tuple(float(x) for x in GRID)  # every grid timestep measured: nothing to locate
+    n = 100
+    p = np.linspace(0.97, 0.63, len(t))
+
+    def end(kept, total, thr=0.6):
+        v = ValueCounts(("f", "a"), t, kept, total, 0.9, (thr,))
+        asks, edges = plan_values(GRID, [v], precision=20, restarts=4, initial=1, cost=lambda x: 1 + x // 20,
+                                  seed=0, n_boot=200)
+        return asks, edges[(("f", "a"), "end", thr)]
+
+    one = np.ones((n, len(t)), dtype=int)
+    kept = (np.arange(n)[:, None] < np.round(p * n)[None, :]).astype(int)  # exactly p[j] of the bases kept
+    asks, edge = end(kept, one)
+    assert edge.stopped_by is None and edge.timestep is None
+    top = [a for a in asks if a.edges == ((("f", "a"), "end", 0.6),)]
+    assert top and all(a.kind == "resample" and a.time >= 800 and a.restarts > 1 for a in top)  # p <= 0.69
+    assert max(a.time for a in top) == t[-1]
+    _, edge = end(kept * 4, one * 4)  # the full grid's own reading: 0.63 > 0.6 stays
+    assert edge.stopped_by == "no-edge"
+    asks, edge = end(kept, one, thr=0.3)  # far below the curve: no flip is possible
+    assert edge.stopped_by == "no-edge" and not [a for a in asks if a.edges == ((("f", "a"), "end", 0.3),)]

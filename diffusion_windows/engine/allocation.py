@@ -41,7 +41,9 @@ edge stands (`EdgeState`). Per value and edge (the start at ``1 - delta``; an en
    (`_fills`): a bootstrap draw that passes the edge jumps to the next measured timestep;
 4. nothing left to test -> ``"grid"`` (``more_samples``: only more base samples of the value
    could narrow its interval);
-5. an edge the curve never crosses (the end above the grid's top) -> ``"no-edge"``.
+5. an edge the curve never crosses (the end above the grid's top) -> ``"no-edge"``, once no measured
+   point is left that the full grid might read on the other side of the end's threshold (the test of 3:
+   a flip there would make an end; the grid's top is often measured with one re-sample).
 
 Parameters and their units: ``precision`` in timesteps of the grid refined (``precision_steps``
 in `policy`: what the user asked for in grid steps), ``confidence`` the intervals' level, ``MISS``
@@ -203,19 +205,25 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
                 asks.extend(Ask(v.key, x, initial, "locate", (edge,), np.inf) for x in sorted(new))
                 edges[edge] = EdgeState(v.key, side, float(thr), here, interval, np.inf, None)
                 continue
+            with np.errstate(divide="ignore", invalid="ignore"):  # 3. the chance each point's side flips
+                flip = np.where(sd > 0, ndtr(-np.abs(p - thr) / np.maximum(sd, 1e-300)), 0.0)
             if point < 0:  # 5. never crosses (or a start below its threshold at once)
-                edges[edge] = EdgeState(v.key, side, float(thr), None, interval, np.inf, "no-edge")
+                # an end above every measured point: a point the full grid might read at or below the
+                # threshold would make one (the grid's top, measured with few re-samples), so test those first
+                open_ = (p > thr) & (k_min < restarts) & (flip > 0) if side == "end" else np.zeros(len(t), bool)
+                need, dear = _needs(np.flatnonzero(open_), p, thr, total, restarts, z, cost, t)
+                short = _tested(need, flip, dear, alpha)
+                asks.extend(Ask(v.key, float(t[j]), need[j], "resample", (edge,), float(flip[j] * (g[-1] - g[0])))
+                            for j in short)
+                edges[edge] = EdgeState(v.key, side, float(thr), None, interval, np.inf, None if short else "no-edge")
                 continue
             width = np.inf if (open_up or interval is None) else interval[1] - interval[0]
             if width <= precision:  # 2.
                 edges[edge] = EdgeState(v.key, side, float(thr), here, interval, width, "precision")
                 continue
-            with np.errstate(divide="ignore", invalid="ignore"):  # 3. the chance each point's side flips
-                flip = np.where(sd > 0, ndtr(-np.abs(p - thr) / np.maximum(sd, 1e-300)), 0.0)
             moves = np.minimum(_moves(t, p, thr, side, point, flip > alpha), g[-1] - g[0])
-            need = {j: _restarts_needed(p[j], abs(p[j] - thr), z, total[:, j], restarts) for j in range(len(t))
-                    if moves[j] > tol and k_min[j] < restarts and flip[j] > 0}
-            dear = {j: float(np.maximum(k - total[:, j], 0).sum() * cost(t[j])) for j, k in need.items()}
+            need, dear = _needs(np.flatnonzero((moves > tol) & (k_min < restarts) & (flip > 0)), p, thr, total,
+                                restarts, z, cost, t)
             short = _tested(need, flip, dear, alpha)
             for j in short:
                 asks.append(Ask(v.key, float(t[j]), need[j], "resample", (edge,), float(flip[j] * moves[j])))
@@ -240,6 +248,13 @@ def _firm_up(p, total, point, restarts, below):
     re-samples (the lowest retention among those under ``below`` holding fewer than ``restarts``), or None."""
     open_ = [j for j in range(point, len(p)) if total[:, j].min() < restarts and p[j] < below]
     return min(open_, key=lambda j: (p[j], j)) if open_ else None
+
+
+def _needs(points, p, thr, total, restarts, z, cost, t):
+    """``(need, dear)`` for `_tested`: per point index, the re-samples per base sample `_restarts_needed`
+    expects to settle its side of ``thr``, and what they cost (the backend's ``cost``)."""
+    need = {int(j): _restarts_needed(p[j], abs(p[j] - thr), z, total[:, j], restarts) for j in points}
+    return need, {j: float(np.maximum(k - total[:, j], 0).sum() * cost(t[j])) for j, k in need.items()}
 
 
 def _predictive_sd(kept, total, restarts) -> np.ndarray:
