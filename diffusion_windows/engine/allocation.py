@@ -208,13 +208,14 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
             with np.errstate(divide="ignore", invalid="ignore"):  # 3. the chance each point's side flips
                 flip = np.where(sd > 0, ndtr(-np.abs(p - thr) / np.maximum(sd, 1e-300)), 0.0)
             if point < 0:  # 5. never crosses (or a start below its threshold at once)
-                # an end above every measured point: a point the full grid might read at or below the
-                # threshold would make one (the grid's top, measured with few re-samples), so test those first
-                open_ = (p > thr) & (k_min < restarts) & (flip > 0) if side == "end" else np.zeros(len(t), bool)
-                need, dear = _needs(np.flatnonzero(open_), p, thr, total, restarts, z, cost, t)
-                short = _tested(need, flip, dear, alpha)
-                asks.extend(Ask(v.key, float(t[j]), need[j], "resample", (edge,), float(flip[j] * (g[-1] - g[0])))
-                            for j in short)
+                short = []
+                if side == "end":  # a point the full grid might read at or below the threshold would make an
+                    # end (the grid's top, measured with few re-samples): test those as in 3. first
+                    need, dear = _needs(np.flatnonzero((p > thr) & (k_min < restarts) & (flip > 0)), p, thr, total,
+                                        restarts, z, cost, t)
+                    short = _tested(need, flip, dear, alpha)
+                    asks.extend(Ask(v.key, float(t[j]), need[j], "resample", (edge,), float(flip[j] * (g[-1] - g[0])))
+                                for j in short)
                 edges[edge] = EdgeState(v.key, side, float(thr), None, interval, np.inf, None if short else "no-edge")
                 continue
             width = np.inf if (open_up or interval is None) else interval[1] - interval[0]
