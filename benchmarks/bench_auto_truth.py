@@ -38,6 +38,7 @@ def main(argv=None):
     p.add_argument("--edge-precision", type=float, default=None, help="default: one step of --grid")
     p.add_argument("--auto", default="grid", choices=("grid", "auto"), help="auto:GRID, or plain auto")
     p.add_argument("--miss", type=float, default=None, help="the policy's miss chance (default: its own)")
+    p.add_argument("--aim", default="edge", help="auto's --auto-aim: edge or interval")
     p.add_argument("--designs", default="uniform,auto", help="which runs to make (uniform, auto or both)")
     p.add_argument("--rows", default=None, help="also write every scored (design, seed, record, side) row here, JSON lines")
     p.add_argument("--package", default=str(Path(__file__).resolve().parent.parent), help="checkout to import")
@@ -66,7 +67,7 @@ def main(argv=None):
             runs = {"uniform": a.grid, "auto": f"auto:{a.grid}" if a.auto == "grid" else "auto"}
             runs = {k: v for k, v in runs.items() if k in a.designs.split(",")}
             for name, spec in runs.items():
-                more = {**extra, **({"edge_precision": precision} if name == "auto" else {})}
+                more = {**extra, **({"edge_precision": precision, "auto_aim": a.aim} if name == "auto" else {})}
                 backend, engine, records = run(model, samples=a.samples, restarts=a.restarts, timesteps=spec,
                                                seed=seed, tolerance=0.1, extra=more)
                 grid = list(engine.grid) if name == "auto" else sorted({float(t) for r in records for t in r.timesteps})

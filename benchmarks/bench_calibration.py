@@ -183,6 +183,7 @@ def bench_model(model: str, a) -> dict:
     else:
         timesteps = a.grid or GRIDS[model]
     extra = {"edge_precision": a.edge_precision} if a.timesteps == "auto" and a.edge_precision else {}
+    extra.update({"auto_aim": a.aim} if a.timesteps == "auto" else {})
     common = dict(samples=a.samples, restarts=a.restarts, timesteps=timesteps, tolerance=a.tolerance, extra=extra)
     truths, rows, nfe, seconds = {}, [], [], []
     large = None
@@ -228,6 +229,7 @@ def main(argv=None):
     p.add_argument("--grid", default=None, help="the uniform grid (default: 0:1000:50; default-text 0:1:0.1); "
                    "with --timesteps auto: the grid auto refines (auto:GRID; default: the sampling grid)")
     p.add_argument("--edge-precision", type=float, default=None, help="with --timesteps auto")
+    p.add_argument("--aim", default="edge", help="with --timesteps auto: its --auto-aim, edge or interval")
     p.add_argument("--tolerance", type=float, default=0.1)
     p.add_argument("--large-samples", type=int, default=0, help="a large run's base samples (0: no large run)")
     p.add_argument("--large-restarts", type=int, default=8)

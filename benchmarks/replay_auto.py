@@ -108,6 +108,7 @@ def main(argv=None):
                    help="base samples the search starts with (default: all the recording holds)")
     p.add_argument("--initial-restarts", type=int, default=None, help="auto's first re-samples per (base, time)")
     p.add_argument("--max-evaluations", type=int, default=None, help="auto's budget of model evaluations")
+    p.add_argument("--aim", default="edge", help="auto's --auto-aim: edge or interval")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap draws of the compared intervals")
     a = p.parse_args(argv)
     from bench_sweep import compare_edges
@@ -147,7 +148,8 @@ def main(argv=None):
     precision = a.precision or spacing
     settings = Settings.from_options({**o, "samples": samples, "timesteps": auto_spec(grid),
                                       "edge_precision": precision,
-                                      "initial_restarts": a.initial_restarts, "max_evaluations": a.max_evaluations})
+                                      "initial_restarts": a.initial_restarts, "max_evaluations": a.max_evaluations,
+                                      "auto_aim": a.aim})
     try:
         engine = Engine(ReplayBackend(live, merged), settings, MemoryStore(), quiet=True).run()
     except ShortRecording as e:

@@ -66,6 +66,7 @@ def measure_window(
     tolerance: float = _L["tolerance"],  # delta at both edges
     edge_precision: float = _L["edge_precision"],  # timesteps, for timesteps="auto": the edge interval it aims at
     initial_restarts: int | None = _L["initial_restarts"],  # timesteps="auto": re-samples a new unit starts with
+    auto_aim: str = _L["auto_aim"],  # timesteps="auto": "edge", or "interval" (also narrow intervals)
     max_evaluations: int | None = _L["max_evaluations"],    # timesteps="auto": a budget of model evaluations
     eta: float | None = _L["eta"],  # DDIM eta (None: 1.0 for DDIM)
     mixture=None,                   # theory data in model space ("default": the digits training split)
@@ -97,8 +98,8 @@ def measure_window(
 
     values = dict(samples=samples, restarts=restarts, protocol=protocol, num_inference_steps=num_inference_steps,
                   seed=seed, batch_size=batch_size, tolerance=tolerance, edge_precision=edge_precision,
-                  initial_restarts=initial_restarts, max_evaluations=max_evaluations, eta=eta, prompt=prompt,
-                  guidance_scale=guidance_scale)
+                  initial_restarts=initial_restarts, auto_aim=auto_aim, max_evaluations=max_evaluations, eta=eta,
+                  prompt=prompt, guidance_scale=guidance_scale)
     more = {k: v for k, v in dict(class_label=class_label, height=height, width=width,
                                   true_cfg_scale=true_cfg_scale, num_frames=num_frames).items() if v is not None}
     check_values(values)
@@ -115,7 +116,7 @@ def measure_window(
                        height=height, width=width, num_frames=num_frames)
     settings = Settings(samples=samples, restarts=restarts, timesteps=steps, seed=seed, batch_size=batch_size,
                         tolerance=tolerance, edge_precision=edge_precision, initial_restarts=initial_restarts,
-                        max_evaluations=max_evaluations)
+                        auto_aim=auto_aim, max_evaluations=max_evaluations)
     engine = Engine(backend, settings, MemoryStore(), quiet=True).run()
     from .engine.results import summarize_run
 

@@ -81,6 +81,12 @@ def _one_of(choices):
     return check
 
 
+def _aims():
+    from .engine.allocation import AIMS  # the policy owns what it can aim at
+
+    return AIMS
+
+
 def _batch_size(name, v):
     if v == "auto":
         return
@@ -180,6 +186,11 @@ OPTIONS: tuple = (
     Option("initial_restarts", None, int, "with --timesteps auto: re-samples a new (base sample, timestep) starts "
            "with; more are added, up to --restarts, where the sequential test of a grid point against its edge's "
            "threshold is not yet decided", check=_at_least(1), shown="1"),
+    Option("auto_aim", "edge", str, "with --timesteps auto: 'edge' settles each edge (within --edge-precision of "
+           "the edge the full grid would read, with probability 1 - miss); 'interval' also narrows each edge's "
+           "interval as the full grid would (every measured point inside it whose bootstrap draws cross the "
+           "threshold gets --restarts re-samples): the uniform grid's widths for fewer evaluations than it, more "
+           "than 'edge'", check=_one_of(lambda: _aims())),
     Option("max_evaluations", None, int, "with --timesteps auto: a budget of model evaluations (re-samples, and "
            "base samples made beyond --samples); the search stops when its edges reach --edge-precision or the "
            "budget is spent, and spends what is left on more re-samples and base samples where they narrow an "

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import backends
 from .errors import OptionError
-from .options import NON_RESULT_OPTIONS, show
+from .options import DEFAULTS, NON_RESULT_OPTIONS, show
 
 __all__ = ["hold", "Lock", "check_resume", "result_options", "write_options"]
 
@@ -149,6 +149,8 @@ def check_resume(out, o: dict):
     for k in sorted(set(new) | set(old)):
         if old.get(k) is None and k in old and new.get(k) == by_model.get(k, object()):
             continue  # recorded before its kind's default was resolved into options.json: the same run
+        if k not in old and DEFAULTS.get(k) is not None and new.get(k) == DEFAULTS[k]:
+            continue  # an option added since the run began, at its default (what that version did): the same run
         if new.get(k) != old.get(k):
             raise OptionError(f"--out: {str(out)!r} holds a run with --{k.replace('_', '-')} {show(old.get(k))}, "
                               f"not {show(new.get(k))}; use another --out")

@@ -65,6 +65,7 @@ def run_sweep(
     tolerance: float = _D["tolerance"],               # delta at both window edges
     edge_precision: float | None = _D["edge_precision"],   # timesteps="auto": the edge interval it aims at
     initial_restarts: int | None = _D["initial_restarts"],
+    auto_aim: str = _D["auto_aim"],                   # timesteps="auto": "edge", or "interval" (also narrow intervals)
     max_evaluations: int | None = _D["max_evaluations"],   # timesteps="auto": a budget of model evaluations
     out: str | None = _D["out"],                      # the output folder (one sweep at a time holds it)
     seed: int = _D["seed"],

@@ -292,7 +292,7 @@ def test_windows_json_auto_block_names_the_policy_and_the_grid_it_refines():
     plain = run(logistic_backend(), samples=8, timesteps="auto", edge_precision=40)
     asked = run(logistic_backend(), samples=8, timesteps=auto_spec(range(0, 1000, 40)), edge_precision=40)
     a, b = plain.policy_report(), asked.policy_report()
-    assert a["name"] == b["name"] == "sequential-test"
+    assert a["name"] == b["name"] == "sequential-test" and a["aim"] == "edge"
     assert a["confidence"] == 0.95 and a["z"] == pytest.approx(1.6449, abs=1e-4) and 0 < a["miss"] < 1
     assert a["grid_source"] == "sampling" and a["grid"] == list(map(float, GRID)) and a["precision_steps"] == 2
     assert b["grid_source"] == "asked" and b["grid"] == [float(t) for t in range(0, 1000, 40)]
@@ -397,3 +397,43 @@ def test_an_end_above_every_measured_point_is_tested_at_the_top_before_it_is_cal
     assert edge.stopped_by == "no-edge"
     asks, edge = end(kept, one, thr=0.3)  # far below the curve: no flip is possible
     assert edge.stopped_by == "no-edge" and not [a for a in asks if a.edges == ((("f", "a"), "end", 0.3),)]
+
+
+def test_aim_interval_gives_the_uniform_grids_intervals_for_fewer_evaluations():
+    """``auto_aim="interval"``: every measured point inside an edge's interval whose draws cross its threshold
+    ends with every re-sample, so the intervals are the uniform grid's (within one grid step on both sides,
+    same base samples and seeds) for fewer evaluations; the default aim ("edge") is cheaper still and its
+    intervals are not all the uniform grid's. windows.json's auto block names the aim."""
+    uniform = run(logistic_backend(), samples=100, timesteps=GRID)
+    edge = run(logistic_backend(), samples=100, timesteps="auto", edge_precision=20)
+    narrow = run(logistic_backend(), samples=100, timesteps="auto", edge_precision=20, auto_aim="interval")
+    ru, re_, rn = records(uniform), records(edge), records(narrow)
+
+    def gaps(r):  # per edge bound: timesteps from the uniform grid's interval
+        return [abs(x - y) for k in ru for side in ("start_ci", "end_ci")
+                for x, y in zip(getattr(r[k], side), getattr(ru[k], side))]
+
+    assert max(gaps(rn)) <= 20 and max(gaps(re_)) > 20
+    assert edge.nfe() < narrow.nfe() < uniform.nfe() / 3
+    assert narrow.policy_report()["aim"] == "interval"
+    assert set(narrow.stopped.values()) <= {"grid", "precision"}  # every edge ran to its stop
+
+
+def test_narrowing_asks_for_the_points_inside_the_interval_that_can_set_a_bound():
+    """`allocation._narrowing`: inside the interval, short of re-samples, and crossing more often than one
+    tail (or, past an end, read below it with a pooled bound still above): those points and no other."""
+    from diffusion_windows.engine.allocation import _crossing, _narrowing
+
+    t = np.arange(0.0, 200.0, 20.0)                      # 10 points; the end at index 5 (t = 100)
+    p = np.array([0.9, 0.85, 0.8, 0.64, 0.62, 0.58, 0.56, 0.45, 0.4, 0.35])
+    boot = p[None, :] + np.linspace(-0.06, 0.06, 101)[:, None]   # draws spread +-0.06 around each point
+    cross = _crossing(p, boot, np.full(101, 0.6), 0.6)
+    assert cross[3] > 0.1 and cross[5] > 0.1 and cross[2] == 0 and cross[7] == 0
+    short = np.ones(10, dtype=bool)
+    short[5] = False                                     # the end's own point holds every re-sample
+    assert _narrowing(t, p, cross, (40.0, 140.0), short, 0.025, 5) == [3, 4, 6]
+    assert _narrowing(t, p, cross, (80.0, 100.0), short, 0.025, 5) == [4]  # outside the interval: nothing
+    unsure = np.zeros(10, dtype=bool)
+    unsure[7] = True                                     # read below, its Wilson bound above the threshold
+    assert _narrowing(t, p, cross, (40.0, 140.0), short, 0.025, 5, unsure) == [3, 4, 6, 7]
+    assert _narrowing(t, p, cross, (40.0, 140.0), np.zeros(10, dtype=bool), 0.025, 5, unsure) == []

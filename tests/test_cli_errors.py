@@ -147,6 +147,22 @@ def test_non_result_options_may_differ(tmp_path):
     check_resume(out, resolve({"out": str(out), "batch_size": 7}))  # no error
 
 
+def test_a_run_from_before_an_option_existed_resumes_at_its_default_only(tmp_path):
+    """A folder whose options.json predates an option (--auto-aim here) is the same run at that option's
+    default, which is what the older version did, and a different run at any other value."""
+    from diffusion_windows.options import resolve
+    from diffusion_windows.runfolder import check_resume
+
+    out = tmp_path / "run"
+    out.mkdir()
+    old = resolve({"out": str(out)})
+    del old["auto_aim"]
+    (out / "options.json").write_text(json.dumps(old))
+    check_resume(out, resolve({"out": str(out)}))  # no error
+    with pytest.raises(OptionError, match="--auto-aim"):
+        check_resume(out, resolve({"out": str(out), "auto_aim": "interval"}))
+
+
 def test_dry_run_prints_resolved_options(capsys, tmp_path):
     assert main(["--dry-run", "--timesteps", "0:100:50", "--out", str(tmp_path / "x")]) == 0
     o = json.loads(capsys.readouterr().out)

@@ -39,13 +39,20 @@ edge stands (`EdgeState`). Per value and edge (the start at ``1 - delta``; an en
    one-sided normal quantile of ``confidence``);
    b. an end's unmeasured grid timesteps inside its interval, nearest the edge, one on each side
    (`_fills`): a bootstrap draw that passes the edge jumps to the next measured timestep;
-4. nothing left to test -> ``"grid"`` (``more_samples``: only more base samples of the value
-   could narrow its interval);
+   c. with ``aim="interval"``, once a. and b. ask nothing and the interval is wider than
+   ``precision``: every measured point inside the interval whose bootstrap draws cross the threshold
+   more often than one tail of the interval, ``(1 - confidence) / 2`` (such a point can set a bound
+   alone), and, past an end, every point read below it whose pooled Wilson bound still lies above,
+   gets ``restarts`` re-samples (`_narrowing`): the interval then rests on the re-samples the full grid
+   would hold there. With the default ``aim="edge"`` an edge stops without them, and its interval may
+   be wider than the full grid's (README, "Two aims");
+4. nothing left to test -> ``"grid"`` (``more_samples``: nothing left that re-samples would settle;
+   with ``aim="interval"`` only more base samples of the value could narrow its interval);
 5. an edge the curve never crosses (the end above the grid's top) -> ``"no-edge"``, once no measured
    point is left that the full grid might read on the other side of the end's threshold (the test of 3:
    a flip there would make an end; the grid's top is often measured with one re-sample).
 
-Parameters and their units: ``precision`` in timesteps of the grid refined (``precision_steps``
+Parameters and their units: ``aim`` (`AIMS`), ``precision`` in timesteps of the grid refined (``precision_steps``
 in `policy`: what the user asked for in grid steps), ``confidence`` the intervals' level, ``MISS``
 a probability (chosen on replays of the digits model, checked on the Gaussian-mixture flow twin
 and the story language: README), and evaluations priced by the backend's own ``cost(time)``: no
@@ -71,13 +78,17 @@ from ..analysis.windows import edge_bootstrap, edge_draws, mean_retention, wilso
 from .adaptive import Curve, curve_se, locate
 from .seeds import unit_seed
 
-__all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "one_sided_z", "policy", "POLICY", "MISS", "STOPS"]
+__all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "one_sided_z", "policy", "POLICY", "MISS", "STOPS",
+           "AIMS"]
 
 POLICY = "sequential-test"  # the method's name in windows.json
 MISS = 0.2  # the chance an edge may end farther than the precision from the full grid's (module docstring)
 # why an edge stopped: its interval within --edge-precision; every point's side known (or at --restarts);
 # the budget spent; no crossing
 STOPS = ("precision", "grid", "budget", "no-edge")
+# what the search settles: each edge (within the precision of the full grid's, with probability 1 - MISS); or
+# also each edge's interval, as narrow as the full grid's re-samples would make it (step 3c)
+AIMS = ("edge", "interval")
 
 
 @dataclass(frozen=True)
@@ -127,25 +138,27 @@ def one_sided_z(confidence: float) -> float:
     return float(ndtri(confidence))
 
 
-def policy(grid, *, precision: float, restarts: int, initial: int, confidence: float = 0.95) -> dict:
+def policy(grid, *, precision: float, restarts: int, initial: int, confidence: float = 0.95, aim: str = "edge") -> dict:
     """The policy's name and parameters, as ``windows.json`` records them (``auto``)."""
     g = np.sort(np.asarray(grid, dtype=float))
     spacing = float(np.median(np.diff(g))) if len(g) > 1 else 1.0
-    return {"name": POLICY, "confidence": confidence, "z": round(one_sided_z(confidence), 4),
+    return {"name": POLICY, "aim": aim, "confidence": confidence, "z": round(one_sided_z(confidence), 4),
             "precision": precision, "precision_steps": round(precision / spacing, 4),
             "miss": MISS, "initial_restarts": initial, "max_restarts": restarts}
 
 
 def plan_values(grid, values, *, precision: float, restarts: int, initial: int, cost, confidence: float = 0.95,
                 n_boot: int = 200, n_coarse: int = 9, seed: int = 0, max_verify: int | None = 1,
-                miss: float | None = None):
+                miss: float | None = None, aim: str = "edge"):
     """The asks of the next round and each edge's state -> ``(asks, {edge: EdgeState})`` (module docstring).
 
     ``grid``: the sampling grid; ``precision``: timesteps; ``restarts``: re-samples per base sample and
     timestep at most; ``initial``: re-samples a new timestep starts with; ``cost``: evaluations of one
     restart from a time; ``confidence``: the test's and the intervals' level; ``seed``: the run seed (the
-    bootstraps draw from it and the value's key). A pure function of its arguments.
+    bootstraps draw from it and the value's key); ``aim``: one of `AIMS`. A pure function of its arguments.
     """
+    if aim not in AIMS:
+        raise ValueError(f"aim {aim!r} is not one of {', '.join(AIMS)}")
     g = np.sort(np.asarray(grid, dtype=float))
     z = one_sided_z(confidence)
     alpha = MISS if miss is None else miss  # the chance an edge may move past the precision
@@ -230,6 +243,13 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
                 asks.append(Ask(v.key, float(t[j]), need[j], "resample", (edge,), float(flip[j] * moves[j])))
             fills = _fills(g, t, float(t[point]), interval) if side == "end" and interval is not None else []
             asks.extend(Ask(v.key, x, initial, "fill", (edge,), float(abs(x - t[point]))) for x in fills)
+            if aim == "interval" and not short and not fills and np.isfinite(width):  # 3c. narrow the interval
+                end = side == "end"
+                cross = _crossing(p, boot, draws if end else np.full(len(boot), thr), float(thr))
+                short = _narrowing(t, p, cross, interval, k_min < restarts, (1 - confidence) / 2, point,
+                                   (upper > thr) & (p <= thr) if end else None)
+                asks.extend(Ask(v.key, float(t[j]), restarts, "resample", (edge,),
+                                float(cross[j] * abs(t[j] - t[point]))) for j in short)
             edges[edge] = EdgeState(v.key, side, float(thr), here, interval, width,
                                     None if short or fills else "grid", more_samples=not short and not fills)  # 4.
     return _merge(asks), edges
@@ -302,6 +322,27 @@ def _fills(g, t, edge: float, interval) -> list:
     gap = g[(g > interval[0]) & (g < interval[1]) & ~np.isin(g, t)]
     below, above = gap[gap < edge], gap[gap > edge]
     return [float(x) for x in (below[-1:].tolist() + above[:1].tolist())]
+
+
+def _crossing(p, boot, draws, thr) -> np.ndarray:
+    """Per point: the share of bootstrap draws (``boot`` [n_boot, G], each read against its own threshold
+    ``draws`` [n_boot]) on the other side of the threshold from the point's reading ``p`` against ``thr``."""
+    with np.errstate(invalid="ignore"):
+        below = np.mean(np.asarray(boot) <= np.asarray(draws, dtype=float)[:, None], axis=0)
+    return np.where(np.asarray(p) > thr, below, 1.0 - below)
+
+
+def _narrowing(t, p, cross, interval, short_of, level, point, unsure=None) -> list:
+    """Step 3c (``aim="interval"``): indices of the measured points inside ``interval`` holding fewer than
+    every re-sample (``short_of``) whose draws cross the threshold more often than ``level`` (one tail of
+    the interval: such a point can set its bound alone), and, past an end, the points read below it whose
+    pooled bound still lies above (``unsure``: the sure-end rule's second part, `analysis.edges.sure_end`).
+    With every re-sample there, the draws cross where the full grid's would."""
+    inside = (np.asarray(t) >= interval[0]) & (np.asarray(t) <= interval[1]) & np.asarray(short_of)
+    wanted = cross > level
+    if unsure is not None:
+        wanted |= (np.arange(len(t)) > point) & np.asarray(unsure)
+    return [int(j) for j in np.flatnonzero(inside & wanted)]
 
 
 def _moves(t, p, thr, side, point, unsure) -> np.ndarray:

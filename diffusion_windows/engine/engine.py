@@ -50,6 +50,7 @@ class Settings:
     tolerance: float = 0.1
     edge_precision: float = 40
     initial_restarts: int | None = None   # "auto": re-samples a new (base, time) starts with (None: 1)
+    auto_aim: str = "edge"                # "auto": what the search settles, `allocation.AIMS`
     max_evaluations: int | None = None    # "auto": model evaluations at most (None: stop on precision only)
 
     @classmethod
@@ -226,7 +227,7 @@ class Engine:
             return new if ask.kind == "samples" else members.get(ask.key, []) + new
 
         asks, self.edges = plan_values(self.grid, values, precision=float(s.edge_precision), restarts=s.restarts,
-                                       initial=s.initial, cost=self.backend.cost, seed=s.seed)
+                                       initial=s.initial, cost=self.backend.cost, seed=s.seed, aim=s.auto_aim)
         catch_up = [a for key in sorted(pending, key=str)
                     for a in _catch_up(key, members.get(key, []), merged, self.edges)]
         targets, budget = self._take(round_, catch_up + self._ranked(asks, bases, merged), bases, merged, budget)
@@ -334,7 +335,8 @@ class Engine:
         if not self.auto:
             return {}
         s = self.settings
-        return {**policy(self.grid, precision=float(s.edge_precision), restarts=s.restarts, initial=s.initial),
+        return {**policy(self.grid, precision=float(s.edge_precision), restarts=s.restarts, initial=s.initial,
+                         aim=s.auto_aim),
                 "grid": list(self.grid), "grid_source": "sampling" if auto_times(s.timesteps) is None else "asked",
                 "max_evaluations": s.max_evaluations}
 
