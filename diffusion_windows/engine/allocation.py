@@ -241,7 +241,8 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
             short = _tested(need, flip, dear, alpha)
             for j in short:
                 asks.append(Ask(v.key, float(t[j]), need[j], "resample", (edge,), float(flip[j] * moves[j])))
-            fills = _fills(g, t, float(t[point]), interval) if side == "end" and interval is not None else []
+            fills = _fills(g, t, float(t[point]), interval) if (side == "end" or aim == "interval") and \
+                interval is not None else []
             asks.extend(Ask(v.key, x, initial, "fill", (edge,), float(abs(x - t[point]))) for x in fills)
             if aim == "interval" and not short and not fills and np.isfinite(width):  # 3c. narrow the interval
                 end = side == "end"
