@@ -190,7 +190,7 @@ OPTIONS: tuple = (
            "the edge the full grid would read, with probability 1 - miss); 'interval' also narrows each edge's "
            "interval as the full grid would (every measured point inside it whose bootstrap draws cross the "
            "threshold gets --restarts re-samples): the uniform grid's widths for fewer evaluations than it, more "
-           "than 'edge'", check=_one_of(lambda: _aims())),
+           "than 'edge'", check=_one_of(_aims)),
     Option("max_evaluations", None, int, "with --timesteps auto: a budget of model evaluations (re-samples, and "
            "base samples made beyond --samples); the search stops when its edges reach --edge-precision or the "
            "budget is spent, and spends what is left on more re-samples and base samples where they narrow an "
