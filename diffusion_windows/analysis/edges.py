@@ -57,7 +57,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["base_fractions", "mean_retention", "window_edges", "jump_window", "edge_interval",
-           "edge_interval_widths", "edge_indices", "edge_summary", "end_summary", "sure_end"]
+           "edge_interval_widths", "edge_indices", "edge_summary", "end_summary", "sure_end", "below_share"]
 
 
 def base_fractions(kept, total):
@@ -132,18 +132,24 @@ def edge_summary(edges_idx: np.ndarray, timesteps: np.ndarray, confidence: float
 _edge_summary = edge_summary
 
 
+def below_share(boot, thresholds) -> np.ndarray:
+    """Per point [G]: the share of the draws ``boot`` [n_boot, G] at or below their end threshold
+    (``thresholds``: one, or one per draw [n_boot]); a NaN point counts as never below."""
+    boot = np.asarray(boot, dtype=np.float64)
+    thr = np.asarray(thresholds, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.mean(boot <= (thr[:, None] if thr.ndim == 1 else thr), axis=0)
+
+
 def sure_end(boot, thresholds, first: int, level: float, upper=None, cut=None) -> int:
     """Index of the first point at or after ``first`` that at least ``level`` of the draws ``boot``
     [n_boot, G] put at or below their end threshold (``thresholds``: one, or one per draw); -1: none.
     With ``upper`` [G] (each point's upper confidence bound: the Wilson interval's of its pooled
     re-samples, `analysis.windows.wilson_interval`), a sure point's bound must also lie at or below
     ``cut``. NaN points (no data) are never sure."""
-    boot = np.asarray(boot, dtype=np.float64)
-    thr = np.asarray(thresholds, dtype=np.float64)
-    thr = thr[:, None] if thr.ndim == 1 else thr
-    with np.errstate(invalid="ignore"):
-        ok = np.mean(boot <= thr, axis=0) >= level
-        if upper is not None:
+    ok = below_share(boot, thresholds) >= level
+    if upper is not None:
+        with np.errstate(invalid="ignore"):
             ok &= np.asarray(upper, dtype=np.float64) <= cut
     sure = np.flatnonzero(ok[max(int(first), 0):])
     return int(sure[0]) + max(int(first), 0) if sure.size else -1

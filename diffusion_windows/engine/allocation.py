@@ -73,7 +73,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from ..analysis.bootstrap import floor_draws
-from ..analysis.edges import edge_indices, end_summary, sure_end
+from ..analysis.edges import below_share, edge_indices, end_summary, sure_end
 from ..analysis.windows import edge_bootstrap, edge_draws, mean_retention, wilson_interval
 from .adaptive import Curve, curve_se, locate
 from .seeds import unit_seed
@@ -246,7 +246,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
             asks.extend(Ask(v.key, x, initial, "fill", (edge,), float(abs(x - t[point]))) for x in fills)
             if aim == "interval" and not short and not fills and np.isfinite(width):  # 3c. narrow the interval
                 end = side == "end"
-                cross = _crossing(p, boot, draws if end else np.full(len(boot), thr), float(thr))
+                cross = _crossing(p, boot, draws if end else float(thr), float(thr))
                 short = _narrowing(t, p, cross, interval, k_min < restarts, (1 - confidence) / 2, point,
                                    (upper > thr) & (p <= thr) if end else None)
                 asks.extend(Ask(v.key, float(t[j]), restarts, "resample", (edge,),
@@ -326,10 +326,10 @@ def _fills(g, t, edge: float, interval) -> list:
 
 
 def _crossing(p, boot, draws, thr) -> np.ndarray:
-    """Per point: the share of bootstrap draws (``boot`` [n_boot, G], each read against its own threshold
-    ``draws`` [n_boot]) on the other side of the threshold from the point's reading ``p`` against ``thr``."""
-    with np.errstate(invalid="ignore"):
-        below = np.mean(np.asarray(boot) <= np.asarray(draws, dtype=float)[:, None], axis=0)
+    """Per point: the share of bootstrap draws (``boot`` [n_boot, G], read against ``draws``: one threshold,
+    or each its own [n_boot]) on the other side of the threshold from the point's reading ``p`` against
+    ``thr`` (`analysis.edges.below_share`, as the sure-end rule reads them)."""
+    below = below_share(boot, draws)
     return np.where(np.asarray(p) > thr, below, 1.0 - below)
 
 
