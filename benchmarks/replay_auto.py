@@ -95,6 +95,35 @@ class ReplayBackend:
         return out
 
 
+class BadFolder(ValueError):
+    """A folder that is not a finished uniform-grid run holding every grid timestep on every base sample."""
+
+
+def load_uniform(folder: Path):
+    """``(options, live backend, grid, {base: BaseLabels})`` of a finished uniform-grid run, its labels at
+    the grid's times only; `BadFolder` (one line) for anything else."""
+    from diffusion_windows.analysis.counts import BaseLabels, merge_units
+    from diffusion_windows.backends import load_backend
+    from diffusion_windows.engine import ResultStore
+
+    if not (folder / "options.json").exists():
+        raise BadFolder(f"{folder} has no options.json: not a sweep folder")
+    o = json.loads((folder / "options.json").read_text())
+    if not isinstance(o["timesteps"], list):
+        raise BadFolder(f"{folder} is not a uniform run (--timesteps {o['timesteps']})")
+    live = load_backend(o)
+    grid = np.asarray(live.snap(o["timesteps"]))  # the recorded grid: what auto refines
+    merged = merge_units(ResultStore(folder).read_all())
+    missing = [t for t in grid if any(float(t) not in e.labels for e in merged.values())]
+    if len(merged) < o["samples"] or missing:
+        raise BadFolder(f"{folder} does not hold every base sample at every grid timestep "
+                        f"(timestep {f'{missing[0]:g}' if missing else '-'} missing; {len(merged)} of "
+                        f"{o['samples']} base samples)")
+    on_grid = {float(t) for t in grid}  # a uniform run may also hold timesteps off the grid
+    merged = {b: BaseLabels(e.label, {t: v for t, v in e.labels.items() if t in on_grid}) for b, e in merged.items()}
+    return o, live, grid, merged
+
+
 def interval_widths(records) -> list:
     return [ci[1] - ci[0] for r in records for ci in (r.start_ci, r.end_ci) if ci]
 
@@ -115,34 +144,18 @@ def main(argv=None):
 
     from diffusion_windows.analysis.counts import BaseLabels, merge_units
     from diffusion_windows.analysis.records import window_records
-    from diffusion_windows.backends import load_backend
-    from diffusion_windows.engine import Engine, MemoryStore, ResultStore, Settings
+    from diffusion_windows.engine import Engine, MemoryStore, Settings
     from diffusion_windows.engine.adaptive import auto_spec
 
-    folder = Path(a.folder)
-    if not (folder / "options.json").exists():
-        print(f"error: {folder} has no options.json: not a sweep folder", file=sys.stderr)
-        return 2
-    o = json.loads((folder / "options.json").read_text())
-    live = load_backend(o)
-    if not isinstance(o["timesteps"], list):
-        print(f"error: {folder} is not a uniform run (--timesteps {o['timesteps']})", file=sys.stderr)
-        return 2
-    grid = np.asarray(live.snap(o["timesteps"]))  # the recorded grid: what auto refines
-    records = ResultStore(folder).read_all()
-    merged = merge_units(records)
-    missing = [t for t in grid if any(float(t) not in e.labels for e in merged.values())]
-    if len(merged) < o["samples"] or missing:
-        print(f"error: {folder} does not hold every base sample at every grid timestep "
-              f"(timestep {f'{missing[0]:g}' if missing else '-'} missing; {len(merged)} of {o['samples']} base samples)",
-              file=sys.stderr)
+    try:
+        o, live, grid, merged = load_uniform(Path(a.folder))
+    except BadFolder as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     samples = a.samples or o["samples"]
     if samples > len(merged):
         print(f"error: --samples {samples}: the recording holds {len(merged)} base samples", file=sys.stderr)
         return 2
-    on_grid = {float(t) for t in grid}  # a uniform run may also hold timesteps off the grid
-    merged = {b: BaseLabels(e.label, {t: v for t, v in e.labels.items() if t in on_grid}) for b, e in merged.items()}
     first = {b: e for b, e in merged.items() if b < samples}  # the uniform run the search is compared with
     spacing = float(np.median(np.diff(grid)))
     precision = a.precision or spacing
@@ -170,7 +183,7 @@ def main(argv=None):
     report = engine.edge_report()
     stops = Counter(row[f"{side}_stopped_by"] for row in report.values() for side in ("start", "end"))
     by_side = {side: int(sum(v for e, v in engine.edge_nfe.items() if e[1] == side)) for side in ("start", "end")}
-    result = {"folder": str(folder), "samples": samples, "restarts": o["restarts"], "seed": o["seed"],
+    result = {"folder": a.folder, "samples": samples, "restarts": o["restarts"], "seed": o["seed"],
               "grid_spacing": spacing, "auto_precision": precision, "initial_restarts": settings.initial,
               "max_evaluations": a.max_evaluations, "nfe_uniform": nfe_uni, "nfe_auto": nfe_auto,
               "nfe_new_samples": int(sum(k.nfe for k in engine.blocks)),

@@ -266,9 +266,9 @@ def test_the_test_leaves_unresolved_only_the_dearest_points_within_the_miss_chan
 
 
 def test_restarts_needed_bring_the_full_grids_spread_under_the_margin():
-    """`allocation._restarts_needed` against `_predictive_sd`: at the returned k per base sample the full
+    """`allocation._restarts_needed` against `predictive_sd`: at the returned k per base sample the full
     grid's predictive spread is at most margin / z, and at k - 1 it is not (unless k is the first step)."""
-    from diffusion_windows.engine.allocation import _predictive_sd, _restarts_needed
+    from diffusion_windows.engine.allocation import predictive_sd, _restarts_needed
 
     n, p, restarts, z = 20, 0.4, 16, 1.645
     for margin in (0.02, 0.05, 0.1, 0.2):
@@ -276,7 +276,7 @@ def test_restarts_needed_bring_the_full_grids_spread_under_the_margin():
         assert 2 <= k <= restarts
 
         def sd(k):
-            return _predictive_sd(np.full((n, 1), p * k), np.full((n, 1), k), restarts)[0]
+            return predictive_sd(np.full((n, 1), p * k), np.full((n, 1), k), restarts)[0]
         if k < restarts:
             assert sd(k) <= margin / z * 1.1
         if k > 2:

@@ -82,6 +82,14 @@ def test_replay_of_a_uniform_run_makes_the_live_auto_runs_decisions(tmp_path):
     assert replay["nfe_ratio"] > 1
     assert 0 <= replay["half_restarts_within_one"] <= replay["half_restarts_within_two"] <= 1
     assert 0 <= replay["edges_in_uniform_interval"] <= 1
+    # the told design (benchmarks/oracle_auto.py) prices the same run: at most every re-sample of its points
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oracle_auto.py"), str(uni)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    told, summary = (json.loads(line) for line in r.stdout.strip().splitlines())
+    assert told["nfe_uniform"] == replay["nfe_uniform"] and told["edges"] > 0
+    assert 0 < told["nfe_oracle"] <= told["nfe_oracle_full"] < told["nfe_uniform"]
+    assert summary["ratio"]["median"] == told["ratio"] > 1
     # a run without every grid timestep cannot be replayed: one line, exit 2
     part = tmp_path / "part"
     part.mkdir()
@@ -92,6 +100,11 @@ def test_replay_of_a_uniform_run_makes_the_live_auto_runs_decisions(tmp_path):
         u["timesteps"], u["labels"] = [u["timesteps"][i] for i in keep], [u["labels"][i] for i in keep]
     (part / "results.jsonl").write_text("".join(json.dumps(u) + "\n" for u in units))
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "replay_auto.py"), str(part)],
+                       capture_output=True, text=True, timeout=600)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "timestep 100 missing" in errors[0], r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oracle_auto.py"), str(uni), str(part)],
                        capture_output=True, text=True, timeout=600)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2 and len(errors) == 1 and "timestep 100 missing" in errors[0], r.stderr[-2000:]
@@ -171,3 +184,37 @@ def test_auto_truth_benchmark_counts_coverage_by_kind_from_its_own_rows(tmp_path
             assert summary["median_width_steps"][name] == pytest.approx(float(__import__("numpy").median(widths)))
     for design in ("uniform", "auto"):
         assert summary["edges"][design] == sum(len(rs) for n, rs in groups.items() if n.startswith(design))
+
+
+def _oracle_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import oracle_auto
+
+    return oracle_auto
+
+
+def test_oracle_prices_the_cheapest_bracketing_pair_at_the_fewest_restarts():
+    """benchmarks/oracle_auto.oracle on a run whose curves are known: two values of 4 base samples each,
+    retention 1, 1, 1/2, 1/4, 1/4 on times 0..4 (restart k keeps its value while k < 4, 4, 2, 1, 1), so
+    the start (at 0.9) is at time 1 and the end (at floor 0.5 + 0.1) at time 2; a restart from t costs t + 1."""
+    from diffusion_windows.analysis.counts import BaseLabels
+    from diffusion_windows.features import Feature
+
+    keeps = (4, 4, 2, 1, 1)
+    merged = {b: BaseLabels(b // 4, {float(t): tuple(b // 4 if k < keep else 1 - b // 4 for k in range(4))
+                                     for t, keep in enumerate(keeps)}) for b in range(8)}
+    oracle = _oracle_module().oracle
+    run = dict(features=(Feature("v", {"a": (0,), "b": (1,)}),), n_labels=2, grid=range(5), cost=lambda t: t + 1,
+               restarts=4, tolerance=0.1)
+    # a miss chance of ~0 takes every re-sample: times 1 and 2 bracket both edges exactly (within 0); within one
+    # step, times 0 and 2 bracket both, cheaper: 2 curves x 4 base samples x 4 re-samples x the two costs
+    exact = oracle(merged, **run, miss=1e-9, within=0)
+    assert exact["nfe_oracle"] == exact["nfe_oracle_full"] == 2 * 4 * 4 * (2 + 3)
+    assert exact["edges"] == 4 and exact["points"] == 4
+    assert oracle(merged, **run, miss=1e-9, within=1)["nfe_oracle"] == 2 * 4 * 4 * (1 + 3)
+    # at a loose miss chance: time 1 reads 1 with one re-sample, far from both thresholds (one re-sample);
+    # time 2's first re-samples all keep the value: read against the start (0.9) its side is right at the
+    # third (2/3), against the end (0.6) only at the fourth (2/3 > 0.6 > the full grid's 1/2)
+    loose = oracle(merged, **run, miss=0.99, within=0)
+    assert loose["nfe_oracle"] == 2 * 4 * (1 * 2 + 4 * 3) and loose["mean_restarts"] == 2.5
+    assert loose["nfe_oracle_full"] == exact["nfe_oracle_full"]

@@ -31,7 +31,7 @@ edge stands (`EdgeState`). Per value and edge (the start at ``1 - delta``; an en
    (`analysis.windows.edge_draws`, ``restarts_too``); within ``precision`` -> ``"precision"``;
 3. the test: at each measured point ``j`` whose flip to the other side of ``h`` would move the edge
    by more than ``precision`` (at least one grid step, `_moves`), the chance ``q_j`` that the full
-   grid's reading lies on the other side, from the binomial spread its missing re-samples add (`_predictive_sd`; the
+   grid's reading lies on the other side, from the binomial spread its missing re-samples add (`predictive_sd`; the
    base samples are the same). The points left unresolved are the dearest per unit of ``q`` (cost:
    the backend's own ``cost(time)`` of the re-samples they need) while their ``q`` sum to at most
    ``MISS`` (`_tested`); each other point gets the re-samples per base sample that bring its
@@ -78,8 +78,8 @@ from ..analysis.windows import edge_bootstrap, edge_draws, mean_retention, wilso
 from .adaptive import Curve, curve_se, locate
 from .seeds import unit_seed
 
-__all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "one_sided_z", "policy", "POLICY", "MISS", "STOPS",
-           "AIMS"]
+__all__ = ["ValueCounts", "Ask", "EdgeState", "plan_values", "one_sided_z", "predictive_sd", "flip_chance", "policy",
+           "POLICY", "MISS", "STOPS", "AIMS"]
 
 POLICY = "sequential-test"  # the method's name in windows.json
 MISS = 0.2  # the chance an edge may end farther than the precision from the full grid's (module docstring)
@@ -173,7 +173,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
                       tuple(v.end_thresholds))
         located = locate(g, curve, precision, z=z, n_coarse=n_coarse, max_verify=max_verify)
         p = np.asarray(curve.retention)
-        sd = _predictive_sd(kept, total, restarts)
+        sd = predictive_sd(kept, total, restarts)
         k_min = total.min(axis=0)  # re-samples every base sample holds, per timestep
         start_thr = np.inf if v.start_threshold is None else v.start_threshold
         rng = np.random.default_rng(unit_seed(seed, "allocation", *map(str, v.key), len(t), int(total.sum())))
@@ -218,8 +218,7 @@ def plan_values(grid, values, *, precision: float, restarts: int, initial: int, 
                 asks.extend(Ask(v.key, x, initial, "locate", (edge,), np.inf) for x in sorted(new))
                 edges[edge] = EdgeState(v.key, side, float(thr), here, interval, np.inf, None)
                 continue
-            with np.errstate(divide="ignore", invalid="ignore"):  # 3. the chance each point's side flips
-                flip = np.where(sd > 0, ndtr(-np.abs(p - thr) / np.maximum(sd, 1e-300)), 0.0)
+            flip = flip_chance(p, thr, sd)  # 3. the chance each point's side flips
             if point < 0:  # 5. never crosses (or a start below its threshold at once)
                 short = []
                 if side == "end":  # a point the full grid might read at or below the threshold would make an
@@ -279,7 +278,7 @@ def _needs(points, p, thr, total, restarts, z, cost, t):
     return need, {j: float(np.maximum(k - total[:, j], 0).sum() * cost(t[j])) for j, k in need.items()}
 
 
-def _predictive_sd(kept, total, restarts) -> np.ndarray:
+def predictive_sd(kept, total, restarts) -> np.ndarray:
     """Per point: the standard deviation of the mean the full grid (``restarts`` re-samples per base
     sample) would measure, given the re-samples held: its binomial part only (the base samples
     are the same), from the pooled retention with half a re-sample each way (never 0)."""
@@ -290,6 +289,13 @@ def _predictive_sd(kept, total, restarts) -> np.ndarray:
     p = (kept.sum(axis=0) + 0.5) / (total.sum(axis=0) + 1.0)
     left = np.where(has, 1 / np.maximum(total, 1) - 1 / restarts, 0.0).clip(min=0).sum(axis=0)
     return np.sqrt(p * (1 - p) * left) / n
+
+
+def flip_chance(p, threshold, sd) -> np.ndarray:
+    """Per point: the chance that the full grid's reading lies on the other side of ``threshold`` from the
+    reading ``p`` so far (normal, with `predictive_sd`'s spread ``sd``; 0 where no re-sample is missing)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 0, ndtr(-np.abs(p - threshold) / np.maximum(sd, 1e-300)), 0.0)
 
 
 def _tested(need, flip, dear, alpha) -> list:
@@ -307,7 +313,7 @@ def _tested(need, flip, dear, alpha) -> list:
 
 def _restarts_needed(p, margin, z, total, restarts) -> int:
     """The fewest re-samples per base sample at a point (more than it holds, at most ``restarts``) that
-    would bring the full grid's predictive spread (`_predictive_sd`) under ``margin / z``: the
+    would bring the full grid's predictive spread (`predictive_sd`) under ``margin / z``: the
     sample size the test expects to need at the retention seen so far (sample-size re-estimation)."""
     n = len(total)
     var = p * (1 - p) + 1e-12
