@@ -15,7 +15,8 @@ where the full grid's edges lie (`analysis.records.window_records`' own edge rul
   other side of the threshold (`engine.allocation.flip_chance`) is at most ``miss / 2``, so the edge
   misses with probability at most ``--miss`` (default: the policy's ``MISS``); and the reading is on the
   full grid's side;
-- a point that several edges of one curve need is counted once, at the most re-samples any of them needs.
+- a re-sample serves every feature (a digit's base samples are also its group's), so each base sample
+  is counted once per time, at the most re-samples any edge asks of it there.
 
 It spends nothing finding the edges and checks no other point, so a real search spends more. Its ratio to
 the uniform grid's evaluations is the most any such design could save, given the run's base samples
@@ -24,8 +25,9 @@ the uniform grid's evaluations is the most any such design could save, given the
     python benchmarks/oracle_auto.py runs/u50-seed1 [runs/u50-seed2 ...] [--within 1] [--miss 0.2]
 
 Prints one JSON line per folder (``nfe_uniform``, ``nfe_oracle``, ``ratio``, ``nfe_oracle_full``,
-``ratio_full``, ``points``, ``mean_restarts``, ``edges``), then one summary line over the folders
-(``ratio`` min / median / max). A folder that is not a finished uniform run: one line, exit 2.
+``ratio_full``, ``points``: grid points per curve, ``mean_restarts``: per base sample and time, ``edges``),
+then one summary line over the folders (``ratio`` min / median / max). A folder that is not a finished
+uniform run: one line, exit 2.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def oracle(merged: dict, features, n_labels: int, grid, cost, *, restarts: int, 
     grid = [float(t) for t in grid]
     prefix = [record_counts({b: BaseLabels(e.label, {t: v[:k] for t, v in e.labels.items()})
                              for b, e in merged.items()}, features, n_labels) for k in range(1, restarts + 1)]
-    need, edges = {}, 0  # (feature, value, time) -> (re-samples per base sample, base samples)
+    need, points, edges = {}, set(), 0  # (base sample, time) -> re-samples: a re-sample serves every feature
     for i, full in enumerate(prefix[-1]):
         if full.kept.shape[0] == 0:
             continue
@@ -79,12 +81,13 @@ def oracle(merged: dict, features, n_labels: int, grid, cost, *, restarts: int, 
             price = {j: fewest(j) for pair in pairs for j in pair}
             a, b = min(pairs, key=lambda ab: sum(price[j] * cost(grid[j]) for j in ab))
             for j in (a, b):
-                key = (full.feature, full.value, grid[j])
-                need[key] = (max(price[j], need.get(key, (0, 0))[0]), full.kept.shape[0])
-    nfe = sum(k * n * cost(t) for (_, _, t), (k, n) in need.items())
-    nfe_full = sum(restarts * n * cost(t) for (_, _, t), (_, n) in need.items())
-    return {"nfe_oracle": float(nfe), "nfe_oracle_full": float(nfe_full), "points": len(need), "edges": edges,
-            "mean_restarts": round(float(np.mean([k for k, _ in need.values()])), 3) if need else None}
+                points.add((full.feature, full.value, grid[j]))
+                for base in full.bases:
+                    need[base, grid[j]] = max(price[j], need.get((base, grid[j]), 0))
+    nfe = sum(k * cost(t) for (_, t), k in need.items())
+    nfe_full = sum(restarts * cost(t) for _, t in need)
+    return {"nfe_oracle": float(nfe), "nfe_oracle_full": float(nfe_full), "points": len(points), "edges": edges,
+            "mean_restarts": round(float(np.mean(list(need.values()))), 3) if need else None}
 
 
 def main(argv=None):
@@ -110,8 +113,8 @@ def main(argv=None):
         uniform = len(merged) * o["restarts"] * sum(live.cost(t) for t in grid)
         ratios.append(uniform / got["nfe_oracle"])
         print(json.dumps({"folder": folder, "model": o["model"], "seed": o["seed"], "nfe_uniform": float(uniform),
-                          **got, "ratio": round(ratios[-1], 3), "ratio_full": round(uniform / got["nfe_oracle_full"], 3),
-                          "within": a.within, "miss": a.miss}))
+                          **got, "ratio": round(ratios[-1], 3),
+                          "ratio_full": round(uniform / got["nfe_oracle_full"], 3), "within": a.within, "miss": a.miss}))
     print(json.dumps({"folders": len(ratios), "within": a.within, "miss": a.miss,
                       "ratio": {"min": round(min(ratios), 3), "median": round(float(np.median(ratios)), 3),
                                 "max": round(max(ratios), 3)}}))

@@ -218,3 +218,8 @@ def test_oracle_prices_the_cheapest_bracketing_pair_at_the_fewest_restarts():
     loose = oracle(merged, **run, miss=0.99, within=0)
     assert loose["nfe_oracle"] == 2 * 4 * (1 * 2 + 4 * 3) and loose["mean_restarts"] == 2.5
     assert loose["nfe_oracle_full"] == exact["nfe_oracle_full"]
+    # a second feature that reads the same labels: its edges ask the same base samples at the same times,
+    # and a re-sample serves both features, so the price is the same
+    twice = oracle(merged, **{**run, "features": run["features"] + (Feature("w", {"a": (0,), "b": (1,)}),)},
+                   miss=0.99, within=0)
+    assert twice["edges"] == 2 * loose["edges"] and twice["nfe_oracle"] == loose["nfe_oracle"]
