@@ -58,8 +58,10 @@ def oracle(merged: dict, features, n_labels: int, grid, cost, *, restarts: int, 
         if full.kept.shape[0] == 0:
             continue
         p_full = mean_retention(full.kept, full.total)
-        for side, thr in (("start", 1 - tolerance), ("end", min(full.floor, 1.0) + tolerance)):
-            e = int(edge_indices(p_full[None], 1 - tolerance, min(full.floor, 1.0) + tolerance)[side == "end"][0])
+        thresholds = {"start": 1 - tolerance, "end": min(full.floor, 1.0) + tolerance}
+        found = dict(zip(thresholds, edge_indices(p_full[None], *thresholds.values())))  # the full grid's edges
+        for side, thr in thresholds.items():
+            e = int(found[side][0])
             if e < 0:
                 continue
             near = (lambda p: p >= thr) if side == "start" else (lambda p: p > thr)  # the side the edge lies in
